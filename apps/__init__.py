@@ -1,0 +1,1 @@
+"""linmix applications: one package per domain app, each standing on `shared`."""

@@ -1,0 +1,1 @@
+"""linmix ehr app."""

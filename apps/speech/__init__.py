@@ -1,0 +1,1 @@
+"""linmix speech app."""
