@@ -1,0 +1,190 @@
+"""Residual blocks around an injected mixer, and a stack of them.
+
+The block knows nothing about its mixer (mamba-ssm's ``Block(dim, mixer_cls)`` pattern): pre-norm RMSNorm -> mixer ->
+residual, then pre-norm RMSNorm -> gated MLP (SwiGLU) -> residual. :func:`build_mixer` maps a name to a mixer with a
+local, greppable table.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shared.bimamba import BiMamba2
+from shared.linear_attention import LinearAttention
+from shared.mamba2 import Mamba2
+from shared.norms import RMSNorm, check_input
+from shared.projection_attention import ProjectionAttention
+from shared.softmax_attention import SoftmaxAttention
+
+__all__ = ["GatedMLP", "ResidualBlock", "MixerStack", "build_mixer", "MIXERS"]
+
+MIXERS = ("mamba2", "bimamba2", "linear", "linear_causal", "projection", "softmax", "softmax_causal")
+
+
+def build_mixer(
+    mixer: str, d_model: int, n_heads: int = 4, d_state: int = 64, dropout: float = 0.0, n_slots: int = 32,
+    chunk_size: int = 64, backend: str = "auto", expand: int = 2,
+) -> nn.Module:
+    """Build a mixer by name (one of :data:`MIXERS`). ``n_heads`` sets the heads of every kind (for Mamba2 the head
+    dim is ``expand * d_model // n_heads``)."""
+    if mixer in ("mamba2", "bimamba2"):
+        if (expand * d_model) % n_heads != 0:
+            raise ValueError(f"build_mixer: expand * d_model = {expand * d_model} is not a multiple of n_heads={n_heads}")
+        cls = Mamba2 if mixer == "mamba2" else BiMamba2
+        return cls(d_model, d_state=d_state, expand=expand, headdim=expand * d_model // n_heads, chunk_size=chunk_size,
+                   backend=backend)
+    table = {
+        "linear": lambda: LinearAttention(d_model, n_heads, causal=False, dropout=dropout),
+        "linear_causal": lambda: LinearAttention(d_model, n_heads, causal=True, decay=True, chunk_size=chunk_size,
+                                                 dropout=dropout),
+        "projection": lambda: ProjectionAttention(d_model, n_heads, n_slots=n_slots, dropout=dropout),
+        "softmax": lambda: SoftmaxAttention(d_model, n_heads, causal=False, dropout=dropout),
+        "softmax_causal": lambda: SoftmaxAttention(d_model, n_heads, causal=True, dropout=dropout),
+    }
+    if mixer not in table:
+        raise ValueError(f"build_mixer: unknown mixer {mixer!r}; choose one of {MIXERS}")
+    return table[mixer]()
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU MLP (Shazeer 2020): ``W2 (silu(W1 x) * W3 x)``. ``(..., D) -> (..., D)``."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(d_model, 2 * d_ff, bias=False)
+        self.fc_out = nn.Linear(d_ff, d_model, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        self.fc_in.reset_parameters()
+        self.fc_out.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, g = self.fc_in(x).chunk(2, dim=-1)
+        return self.fc_out(self.drop(F.silu(a) * g))
+
+
+class ResidualBlock(nn.Module):
+    """``x + mixer(norm(x)); x + mlp(norm(x))`` with an injected mixer. ``(B, L, D) -> (B, L, D)``."""
+
+    def __init__(self, d_model: int, mixer: nn.Module, d_ff: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(d_model)
+        self.mixer = mixer
+        self.norm2 = RMSNorm(d_model)
+        self.mlp = GatedMLP(d_model, d_ff if d_ff > 0 else 2 * d_model, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        for m in (self.norm1, self.mixer, self.norm2, self.mlp):
+            m.reset_parameters()
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        x = x + self.drop(self.mixer(self.norm1(x), mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+    @torch.jit.unused
+    def forward_state(self, x: Tensor, conv: Tensor, ssm: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        h, conv, ssm = self.mixer.forward_state(self.norm1(x), conv, ssm)
+        x = x + self.drop(h)
+        return x + self.drop(self.mlp(self.norm2(x))), conv, ssm
+
+    @torch.jit.unused
+    def step(self, x: Tensor, conv: Tensor, ssm: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        h, conv, ssm = self.mixer.step(self.norm1(x), conv, ssm)
+        x = x + self.drop(h)
+        return x + self.drop(self.mlp(self.norm2(x))), conv, ssm
+
+
+class MixerStack(nn.Module):
+    """``n_layers`` residual blocks of one mixer kind, plus a final RMSNorm. ``(B, L, D) -> (B, L, D)``.
+
+    Args:
+        d_model: channels D.
+        n_layers: blocks.
+        mixer: one of :data:`MIXERS`.
+        n_heads: heads of the mixer.
+        d_state: SSM state size N (Mamba2 kinds).
+        d_ff: hidden width of the gated MLP (0 -> 2 * d_model).
+        dropout: dropout on residual branches.
+        n_slots: slots M (projection attention).
+        chunk_size: chunk length of chunked scans.
+        backend: ``"auto" | "torch" | "kernel"`` (Mamba2 kinds).
+        final_norm: apply an RMSNorm after the last block.
+
+    Causal Mamba2 stacks also run recurrently: :meth:`init_state`, :meth:`forward_state` (continue from a saved state;
+    equals the full forward) and :meth:`step` (one token).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        mixer: str = "mamba2",
+        n_heads: int = 4,
+        d_state: int = 64,
+        d_ff: int = 0,
+        dropout: float = 0.0,
+        n_slots: int = 32,
+        chunk_size: int = 64,
+        backend: str = "auto",
+        final_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.d_model, self.n_layers, self.mixer_kind = d_model, n_layers, mixer
+        self.blocks = nn.ModuleList(
+            ResidualBlock(d_model, build_mixer(mixer, d_model, n_heads, d_state, dropout, n_slots, chunk_size, backend),
+                          d_ff, dropout)
+            for _ in range(n_layers)
+        )
+        self.norm = RMSNorm(d_model) if final_norm else nn.Identity()
+
+    def reset_parameters(self) -> None:
+        for blk in self.blocks:
+            blk.reset_parameters()
+        if isinstance(self.norm, RMSNorm):
+            self.norm.reset_parameters()
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        check_input(x, self.d_model, "MixerStack")
+        for blk in self.blocks:
+            x = blk(x, mask)
+        return self.norm(x)
+
+    def _require_recurrent(self) -> None:
+        if self.mixer_kind != "mamba2":
+            raise ValueError(f"MixerStack: recurrent inference needs mixer='mamba2', this stack uses {self.mixer_kind!r}")
+
+    @torch.jit.unused
+    def init_state(self, batch: int) -> List[Tensor]:
+        """Zero state, ``[conv_0, ssm_0, conv_1, ssm_1, ...]``."""
+        self._require_recurrent()
+        state: List[Tensor] = []
+        for blk in self.blocks:
+            state.extend(blk.mixer.init_state(batch))
+        return state
+
+    @torch.jit.unused
+    def forward_state(self, x: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """Continue from ``state``: ``x (B, L, D) -> (y (B, L, D), new_state)``."""
+        self._require_recurrent()
+        check_input(x, self.d_model, "MixerStack")
+        new: List[Tensor] = []
+        for i, blk in enumerate(self.blocks):
+            x, conv, ssm = blk.forward_state(x, state[2 * i], state[2 * i + 1])
+            new += [conv, ssm]
+        return self.norm(x), new
+
+    @torch.jit.unused
+    def step(self, x: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """One token: ``x (B, D) -> (y (B, D), new_state)``."""
+        self._require_recurrent()
+        new: List[Tensor] = []
+        for i, blk in enumerate(self.blocks):
+            x, conv, ssm = blk.step(x, state[2 * i], state[2 * i + 1])
+            new += [conv, ssm]
+        return self.norm(x), new

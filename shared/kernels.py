@@ -1,0 +1,47 @@
+"""Lazy probes for optional CUDA kernels (mamba-ssm, causal-conv1d).
+
+Never imported at module top: ``import mamba_ssm`` pulls in Triton and fails without its compiled CUDA extension
+(state-spaces/mamba#237). The probe runs once, on first use, catches every exception (Triton and CUDA initialisation
+errors are not ImportErrors) and caches the result. ``LINMIX_BACKEND=torch`` forces the pure-PyTorch path.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Optional
+
+INSTALL_HINT = (
+    "the mamba-ssm CUDA kernels are not available. On a CUDA host install them with "
+    "`pip install -e .[cuda] --no-build-isolation` (needs nvcc and a CUDA build of torch), "
+    "or use backend='torch' / 'auto' for the pure-PyTorch path."
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_mamba_chunk_scan() -> Optional[Callable]:
+    if os.environ.get("LINMIX_BACKEND", "") == "torch":
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        return mamba_chunk_scan_combined
+    except Exception:  # noqa: BLE001 - any failure means "no kernel"
+        return None
+
+
+def mamba_chunk_scan(required: bool = False) -> Optional[Callable]:
+    """Return mamba-ssm's ``mamba_chunk_scan_combined`` or None; raise a clear error when ``required``."""
+    fn = _probe_mamba_chunk_scan()
+    if fn is None and required:
+        raise RuntimeError("backend='kernel': " + INSTALL_HINT)
+    return fn
+
+
+def kernel_available() -> bool:
+    """True when the mamba-ssm SSD kernel imports and CUDA is available."""
+    return _probe_mamba_chunk_scan() is not None

@@ -1,0 +1,78 @@
+"""The thin Lightning base every app's LightningModule subclasses.
+
+It owns what all apps share and nothing else: AdamW with linear warmup + cosine decay over the trainer's estimated
+steps, no weight decay on biases, norms and SSM parameters (``A_log``, ``D``, ``dt_bias``), stage-prefixed logging,
+and the hand-over of the pure inner ``nn.Module`` for export (``torch.jit.script`` of a LightningModule fails,
+Lightning #14036).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LinmixModule", "warmup_cosine", "param_groups"]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1 over ``warmup_steps``, then cosine down to ``min_lr_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if total_steps <= warmup_steps:
+        return 1.0
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list:
+    """Two AdamW groups: matrices decay; biases, norm weights, embeddings' norms and SSM parameters do not."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class LinmixModule(pl.LightningModule):
+    """Base LightningModule: optimiser, schedule, logging helpers, export hand-over.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: AdamW decoupled weight decay on matrices.
+        warmup_steps: linear warmup steps.
+        min_lr_ratio: final LR as a fraction of ``lr`` after the cosine decay.
+        betas: AdamW betas.
+    """
+
+    def __init__(
+        self, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100, min_lr_ratio: float = 0.1,
+        betas: Tuple[float, float] = (0.9, 0.95),
+    ) -> None:
+        super().__init__()
+        self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+        self.min_lr_ratio, self.betas = min_lr_ratio, betas
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(param_groups(self, self.weight_decay), lr=self.lr, betas=self.betas)
+        total = self.trainer.estimated_stepping_batches if self.trainer is not None else 0
+        total = int(total) if total is not None and math.isfinite(total) else 0
+        warm, floor = self.warmup_steps, self.min_lr_ratio
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total, floor))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def log_stage(self, stage: str, metrics: Dict[str, Tensor | float], **kwargs) -> None:
+        """Log ``{stage}/{name}`` for every metric (``sync_dist`` on by default for epoch-level values)."""
+        kwargs.setdefault("sync_dist", self.trainer is not None and self.trainer.world_size > 1)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, **kwargs)
+
+    def exportable(self) -> nn.Module:
+        """The pure ``nn.Module`` to export (``self.net`` by convention); override when it differs."""
+        net = getattr(self, "net", None)
+        if not isinstance(net, nn.Module):
+            raise NotImplementedError(f"{type(self).__name__}: set self.net or override exportable()")
+        return net
