@@ -1,0 +1,255 @@
+"""FHIR R4 resource (dict from orjson) -> flat rows, the hot path of ingestion (no pydantic; see ``--validate``).
+
+A :class:`Flattener` appends one row per resource to column lists (``patients``, ``encounters``) or one row per
+emitted event (``events``: Condition, Procedure, MedicationRequest, Observation and its components). Local problems
+(missing subject, no code, no value, no time) reject the resource at once; cross-resource checks (dangling
+references, duplicates, unparseable times, events after death) happen later in :mod:`apps.ehr.ingest_resolve`.
+Every row carries its location ``(src, line, entry)``: file index, 1-based NDJSON line (0 for Bundle files) and
+Bundle entry index (-1 for NDJSON lines).
+
+References: ``Patient/<id>``, absolute ``.../Patient/<id>[/_history/v]`` and ``urn:uuid:<id>`` (resolved through the
+Bundle's ``fullUrl`` map). Conditional references (``Patient?identifier=...``) cannot be resolved and reject.
+Codes become ``<VOCAB>//<code>`` with VOCAB from the coding system (LOINC, SNOMED, RXNORM, ICD10CM, ...).
+Observation values: ``valueQuantity`` -> numeric_value + unit; ``valueInteger`` -> numeric_value;
+``valueCodeableConcept`` / ``valueString`` / ``valueBoolean`` -> text_value (kept: MEDS has a text column);
+other ``value[x]`` types and Observations with no value (and no valued component) are rejected.
+"""
+
+from __future__ import annotations
+
+SUPPORTED = ("Patient", "Encounter", "Condition", "Procedure", "MedicationRequest", "Observation")
+
+#: coding system -> MEDS code prefix
+VOCAB = {
+    "http://loinc.org": "LOINC",
+    "http://snomed.info/sct": "SNOMED",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RXNORM",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD10",
+    "http://hl7.org/fhir/sid/icd-9-cm": "ICD9CM",
+    "http://www.ama-assn.org/go/cpt": "CPT",
+    "http://hl7.org/fhir/sid/ndc": "NDC",
+}
+_PREFERRED = {"Condition": "http://hl7.org/fhir/sid/icd-10-cm", "Procedure": "http://snomed.info/sct",
+              "MedicationRequest": "http://www.nlm.nih.gov/research/umls/rxnorm", "Observation": "http://loinc.org"}
+
+
+class Reject(Exception):
+    """A resource that cannot be ingested; the message is the quarantine reason (``category: detail``)."""
+
+
+def vocab_of(system: str | None) -> str:
+    if not system:
+        return "UNKNOWN"
+    v = VOCAB.get(system)
+    if v is None:
+        tail = system.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        v = "".join(ch for ch in tail.upper() if ch.isalnum()) or "UNKNOWN"
+    return v
+
+
+def code_of(cc: object, preferred: str | None) -> tuple[str, str | None]:
+    """CodeableConcept -> (``VOCAB//code``, display); the preferred system's coding wins, else the first with a code."""
+    if not isinstance(cc, dict):
+        raise Reject("no code: missing CodeableConcept")
+    best = None
+    for c in cc.get("coding") or ():
+        if isinstance(c, dict) and c.get("code"):
+            if c.get("system") == preferred:
+                best = c
+                break
+            if best is None:
+                best = c
+    if best is None:
+        raise Reject("no code: CodeableConcept without a coded coding")
+    return f"{vocab_of(best.get('system'))}//{best['code']}", best.get("display") or cc.get("text")
+
+
+def ref_id(obj: object, rtype: str, urls: dict[str, tuple[str, str]] | None, what: str) -> str:
+    """Reference dict -> target id of type ``rtype``; raises :class:`Reject` when missing or unresolvable."""
+    ref = obj.get("reference") if isinstance(obj, dict) else None
+    if not isinstance(ref, str) or not ref:
+        raise Reject(f"missing {what} reference")
+    if ref.startswith("urn:uuid:"):
+        if urls is not None and ref in urls:
+            t, i = urls[ref]
+            if t != rtype:
+                raise Reject(f"wrong {what} reference type: {t}, expected {rtype}")
+            return i
+        return ref[9:]
+    if "?" in ref:
+        raise Reject(f"unresolvable {what} reference: conditional reference")
+    parts = ref.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2 or not parts[-1]:
+        raise Reject(f"unresolvable {what} reference")
+    if parts[-2] != rtype:
+        raise Reject(f"wrong {what} reference type: {parts[-2]}, expected {rtype}")
+    return parts[-1]
+
+
+def _period_start(p: object) -> str | None:
+    return p.get("start") if isinstance(p, dict) else None
+
+
+class Flattener:
+    """Accumulates flat columns for one chunk. ``add(d, src, line, entry, urls)`` returns None or raises Reject."""
+
+    P_COLS = ("src", "line", "entry", "rid", "gender", "birth", "death", "deceased_flag")
+    E_COLS = ("src", "line", "entry", "rid", "subject", "cls", "cls_display", "start", "end")
+    V_COLS = ("src", "line", "entry", "rtype", "rid", "subject", "enc", "time", "code", "desc", "num", "text",
+              "unit")
+
+    def __init__(self) -> None:
+        self.p: dict[str, list] = {c: [] for c in self.P_COLS}
+        self.e: dict[str, list] = {c: [] for c in self.E_COLS}
+        self.v: dict[str, list] = {c: [] for c in self.V_COLS}
+
+    def __len__(self) -> int:
+        return len(self.p["src"]) + len(self.e["src"]) + len(self.v["src"])
+
+    def add(self, d: dict, rtype: str, src: int, line: int, entry: int, urls: dict | None) -> None:
+        rid = d.get("id")
+        if rid is not None and not isinstance(rid, str):
+            raise Reject("invalid id: not a string")
+        if rtype == "Patient":
+            self._patient(d, rid, src, line, entry)
+            return
+        subject = ref_id(d.get("subject"), "Patient", urls, "subject")
+        if rtype == "Encounter":
+            self._encounter(d, rid, subject, src, line, entry)
+            return
+        enc = d.get("encounter")
+        enc_id = None if enc is None else ref_id(enc, "Encounter", urls, "encounter")
+        if rtype == "Observation":
+            self._observation(d, rid, subject, enc_id, src, line, entry)
+            return
+        if rtype == "Condition":
+            code, desc = code_of(d.get("code"), _PREFERRED[rtype])
+            time = d.get("onsetDateTime") or _period_start(d.get("onsetPeriod")) or d.get("recordedDate")
+        elif rtype == "Procedure":
+            code, desc = code_of(d.get("code"), _PREFERRED[rtype])
+            time = d.get("performedDateTime") or _period_start(d.get("performedPeriod"))
+            if time is None:
+                raise Reject("no time: Procedure without performedDateTime or performedPeriod.start")
+        else:  # MedicationRequest
+            if "medicationCodeableConcept" not in d:
+                raise Reject("unsupported medication: medicationReference (only medicationCodeableConcept is read)")
+            code, desc = code_of(d["medicationCodeableConcept"], _PREFERRED[rtype])
+            time = d.get("authoredOn")
+            if time is None:
+                raise Reject("no time: MedicationRequest without authoredOn")
+        self._event(src, line, entry, rtype, rid, subject, enc_id, time, code, desc, None, None, None)
+
+    def _event(self, src, line, entry, rtype, rid, subject, enc, time, code, desc, num, text, unit) -> None:
+        v = self.v
+        if time is not None and not isinstance(time, str):
+            raise Reject("unparseable dateTime: not a string")
+        v["src"].append(src)
+        v["line"].append(line)
+        v["entry"].append(entry)
+        v["rtype"].append(rtype)
+        v["rid"].append(rid)
+        v["subject"].append(subject)
+        v["enc"].append(enc)
+        v["time"].append(time)
+        v["code"].append(code)
+        v["desc"].append(desc)
+        v["num"].append(num)
+        v["text"].append(text)
+        v["unit"].append(unit)
+
+    def _patient(self, d: dict, rid, src, line, entry) -> None:
+        if not rid:
+            raise Reject("missing id: Patient without id")
+        birth, death = d.get("birthDate"), d.get("deceasedDateTime")
+        if (birth is not None and not isinstance(birth, str)) or (death is not None and not isinstance(death, str)):
+            raise Reject("unparseable dateTime: not a string")
+        gender = d.get("gender")
+        p = self.p
+        p["src"].append(src)
+        p["line"].append(line)
+        p["entry"].append(entry)
+        p["rid"].append(rid)
+        p["gender"].append(gender if isinstance(gender, str) and gender else None)
+        p["birth"].append(birth)
+        p["death"].append(death)
+        p["deceased_flag"].append(d.get("deceasedBoolean") is True)
+
+    def _encounter(self, d: dict, rid, subject, src, line, entry) -> None:
+        if not rid:
+            raise Reject("missing id: Encounter without id")
+        period = d.get("period")
+        start = _period_start(period)
+        if not isinstance(start, str):
+            raise Reject("no time: Encounter without period.start")
+        end = period.get("end")
+        if end is not None and not isinstance(end, str):
+            raise Reject("unparseable dateTime: period.end not a string")
+        cls = d.get("class")
+        if isinstance(cls, list):  # R5 style: list of CodeableConcept
+            cls = ((cls[0].get("coding") or [None])[0]) if cls and isinstance(cls[0], dict) else None
+        code = cls.get("code") if isinstance(cls, dict) else None
+        if not code:
+            raise Reject("no code: Encounter without class code")
+        e = self.e
+        e["src"].append(src)
+        e["line"].append(line)
+        e["entry"].append(entry)
+        e["rid"].append(rid)
+        e["subject"].append(subject)
+        e["cls"].append(str(code))
+        e["cls_display"].append(cls.get("display"))
+        e["start"].append(start)
+        e["end"].append(end)
+
+    def _observation(self, d: dict, rid, subject, enc, src, line, entry) -> None:
+        time = d.get("effectiveDateTime") or _period_start(d.get("effectivePeriod")) or d.get("effectiveInstant")
+        if time is None:
+            raise Reject("no time: Observation without effectiveDateTime/effectivePeriod.start/effectiveInstant")
+        code, desc = code_of(d.get("code"), _PREFERRED["Observation"])
+        vals = _obs_value(d)
+        if vals is not None:
+            self._event(src, line, entry, "Observation", rid, subject, enc, time, code, desc, *vals)
+            return
+        n = 0
+        for comp in d.get("component") or ():
+            if isinstance(comp, dict):
+                cv = _obs_value(comp)
+                if cv is not None:
+                    ccode, cdesc = code_of(comp.get("code"), _PREFERRED["Observation"])
+                    self._event(src, line, entry, "Observation", rid, subject, enc, time, ccode, cdesc, *cv)
+                    n += 1
+        if n == 0:
+            raise Reject("no value: Observation without value[x] (and no valued component)")
+
+
+def _obs_value(d: dict) -> tuple[float | None, str | None, str | None] | None:
+    """(numeric_value, text_value, unit) of an Observation or component; None when it has no value[x]."""
+    q = d.get("valueQuantity")
+    if q is not None:
+        v = q.get("value") if isinstance(q, dict) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise Reject("non-numeric value: valueQuantity without a numeric value")
+        return float(v), None, q.get("unit") or q.get("code")
+    if "valueCodeableConcept" in d:
+        cc = d["valueCodeableConcept"]
+        c0 = (cc.get("coding") or [{}])[0] if isinstance(cc, dict) else {}
+        text = (c0.get("display") or c0.get("code") or cc.get("text")) if isinstance(c0, dict) else None
+        if not text:
+            raise Reject("no value: empty valueCodeableConcept")
+        return None, str(text), None
+    if "valueString" in d:
+        return None, str(d["valueString"]), None
+    if "valueBoolean" in d:
+        return None, "true" if d["valueBoolean"] else "false", None
+    if "valueInteger" in d:
+        v = d["valueInteger"]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Reject("non-numeric value: valueInteger not an integer")
+        return float(v), None, None
+    for k in d:
+        if k.startswith("value") and k != "value":
+            raise Reject(f"unsupported value type: {k}")
+    return None

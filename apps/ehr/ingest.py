@@ -1,0 +1,173 @@
+"""FHIR R4 (Bundles and bulk NDJSON) -> MEDS: ``linmix-ehr ingest INPUT... --out DIR``.
+
+Pipeline: discover files -> read each file (orjson + flattening into polars, bounded chunks; a process pool over
+files when ``workers > 1``; optional per-resource ``fhir.resources.R4B`` validation) -> cross-resource checks in
+polars (:mod:`apps.ehr.ingest_resolve`) -> MEDS dataset (:mod:`apps.ehr.meds`) + ``quarantine/*.ndjson`` +
+``report.json``, all written into a temporary folder beside ``--out`` and renamed into place (atomic). The output
+depends only on the input (no timestamps), so a rerun gives byte-identical files; a non-empty ``--out`` is refused
+unless ``--overwrite``. Exit codes: 0 ok, 1 written but some files had errors (e.g. truncated gzip), 2 refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, ReadResult, discover, fetch_records, read_file
+from apps.ehr.ingest_report import IngestReport, category, write_quarantine
+from apps.ehr.ingest_resolve import resolve
+from apps.ehr.meds import dataset_metadata, write_dataset
+
+log = logging.getLogger("apps.ehr.ingest")
+
+
+class IngestError(Exception):
+    """Ingestion refused (empty input, non-empty output folder, missing input)."""
+
+
+def _read_all(files: list[Path], validate: bool, workers: int, progress: bool) -> list[ReadResult]:
+    sizes = [f.stat().st_size for f in files]
+    results: list[ReadResult | None] = [None] * len(files)
+    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=not progress)
+    with bar:
+        job = bar.add_task(f"reading {len(files)} files", total=sum(sizes))
+        if workers > 1 and len(files) > 1:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                futs = {pool.submit(read_file, i, f, validate): i for i, f in enumerate(files)}
+                for fut in as_completed(futs):
+                    i = futs[fut]
+                    results[i] = fut.result()
+                    bar.advance(job, sizes[i])
+        else:
+            for i, f in enumerate(files):
+                results[i] = read_file(i, f, validate)
+                bar.advance(job, sizes[i])
+    return results  # type: ignore[return-value]
+
+
+def _concat(frames: list[pl.DataFrame], schema: dict) -> pl.DataFrame:
+    return pl.concat(frames, rechunk=True) if frames else pl.DataFrame(schema=schema)
+
+
+def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: bool = False, workers: int = 0,
+           progress: bool = False) -> IngestReport:
+    """Convert FHIR files/folders ``inputs`` into a MEDS dataset at ``out``; return the report (also printed by the
+    CLI and written to ``out/report.json``). Raises :class:`IngestError` when refused (nothing is written)."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise IngestError(f"output folder {out} is not empty: pass --overwrite to replace it")
+    try:
+        files = discover([Path(p) for p in inputs], exclude=[out])
+    except FileNotFoundError as err:
+        raise IngestError(str(err)) from None
+    if not files:
+        raise IngestError("empty input: no .ndjson, .ndjson.gz, .json or .json.gz files found")
+    results = _read_all(files, validate, workers, progress)
+    read, ignored = Counter(), Counter()
+    for r in results:
+        read.update(r.read)
+        ignored.update(r.ignored)
+    if not read:
+        raise IngestError(f"empty input: {len(files)} file(s) hold no FHIR resources")
+    P = _concat([f for r in results for f in r.p], P_SCHEMA)
+    E = _concat([f for r in results for f in r.e], E_SCHEMA)
+    V = _concat([f for r in results for f in r.v], V_SCHEMA)
+    res = resolve(P, E, V)
+
+    # quarantine records: read-time rejects carry the record; cross-resource rejects are fetched again
+    def qrec(src, line, entry, rtype, reason, record) -> dict:
+        return {"file": str(files[src]), "line": line, "entry": None if entry < 0 else entry, "resourceType": rtype,
+                "reason": reason, "record": record}
+
+    qrecs = [qrec(j["src"], j["line"], j["entry"], j["rtype"], j["reason"], j["record"])
+             for r in results for j in r.rejects]
+    for (src,), grp in res.rejects.group_by(["src"], maintain_order=True):
+        keys = {(ln, en) for ln, en in grp.select("line", "entry").iter_rows()}
+        raw = fetch_records(files[src], keys)
+        for _s, ln, en, rtype, _rid, reason in grp.iter_rows():
+            qrecs.append(qrec(src, ln, en, rtype, reason, raw.get((ln, en))))
+    ferrs = [{"file": str(files[fe["src"]]), "line": fe["line"], "reason": fe["reason"]}
+             for r in results for fe in r.file_errors]
+    qrecs += [qrec(files.index(Path(fe["file"])), fe["line"], -1, "(file)", fe["reason"], None) for fe in ferrs]
+
+    rejected = Counter(q["resourceType"] for q in qrecs if q["resourceType"] != "(file)")
+    counts = {t: {"read": read[t], "accepted": res.accepted.get(t, 0), "rejected": rejected[t],
+                  "ignored": ignored[t]} for t in sorted(set(read) | set(rejected))}
+    reasons = Counter(category(q["reason"]) for q in qrecs if q["resourceType"] != "(file)")
+    events = res.events.join(res.subjects.select("patient_id", "subject_id"), on="patient_id", how="left",
+                             maintain_order="left")
+    report = IngestReport(counts=counts, reasons=dict(sorted(reasons.items())), files=len(files), file_errors=ferrs,
+                          codes=res.codes.height, stats=res.stats, validate=validate, out=str(out))
+    report.reconcile()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        report.rows_written = write_dataset(tmp, events, res.codes, res.subjects, dataset_metadata(len(files)))
+        report.subjects = {s: res.subjects.filter(pl.col("split") == s).height for s in report.rows_written}
+        write_quarantine(tmp / "quarantine", qrecs)
+        (tmp / "report.json").write_bytes(report.to_json())
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.seconds = time.perf_counter() - t0
+    tot = report.total
+    if tot["rejected"]:
+        log.warning("%d of %d resources rejected (reasons in report.json, records in %s)", tot["rejected"],
+                    tot["read"], out / "quarantine")
+    if res.stats["patients_without_encounters"]:
+        log.warning("%d patients have no encounters (kept)", res.stats["patients_without_encounters"])
+    for fe in ferrs:
+        log.warning("file error in %s at line %d: %s", fe["file"], fe["line"], category(fe["reason"]))
+    return report
+
+
+def ingest_main(argv: list[str] | None = None) -> int:
+    """``linmix-ehr ingest INPUT... --out DIR [--overwrite] [--validate] [--workers N]``."""
+    ap = argparse.ArgumentParser(prog="linmix-ehr ingest", description=(
+        "Convert FHIR R4 files (transaction/collection Bundles .json[.gz], bulk NDJSON .ndjson[.gz]) into a MEDS "
+        "dataset: data/{train,tuning,held_out}/0.parquet, metadata/, quarantine/*.ndjson (rejected records with "
+        "file, line and reason) and report.json. Exit 0 ok, 1 written with file errors, 2 refused."))
+    ap.add_argument("inputs", nargs="+", type=Path, help="FHIR files or folders (searched recursively)")
+    ap.add_argument("--out", type=Path, required=True, help="output MEDS folder (must be empty or absent)")
+    ap.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    ap.add_argument("--validate", action="store_true",
+                    help="also validate every resource with fhir.resources.R4B (slow; invalid ones are quarantined)")
+    ap.add_argument("--workers", type=int, default=0, help="processes reading files in parallel (0/1: in-process)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        report = ingest(a.inputs, a.out, overwrite=a.overwrite, validate=a.validate, workers=a.workers,
+                        progress=not a.quiet and sys.stderr.isatty())
+    except IngestError as err:
+        print(f"linmix-ehr ingest: error: {err}", file=sys.stderr)
+        return 2
+    if not a.quiet:
+        report.print()
+    return 1 if report.file_errors else 0

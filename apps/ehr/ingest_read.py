@@ -1,0 +1,209 @@
+"""Reading FHIR files into flat polars frames: file discovery, one task per file, bounded chunks, quarantine re-reads.
+
+Formats: bulk NDJSON (``.ndjson``, ``.ndjson.gz``; any resource types per file, Bundles on a line are unpacked) and
+JSON files (``.json``, ``.json.gz``) holding a Bundle of any type or a single resource. Lines are parsed with orjson
+and flattened by :class:`apps.ehr.fhir.Flattener`; every ``chunk`` records the columns become polars frames, so the
+raw JSON is never held beyond one chunk. GC is paused while parsing (the flat lists hold no cycles).
+
+A task returns a :class:`ReadResult`: frames, per-type ``read``/``ignored`` counts, the rejects found while reading
+(with the raw record) and file-level errors (e.g. a truncated gzip stream: what came before it is kept).
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from apps.ehr.fhir import SUPPORTED, Flattener, Reject
+
+MALFORMED, NOT_FHIR = "(malformed)", "(not FHIR)"
+SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")
+P_SCHEMA = {"src": pl.Int32, "line": pl.Int64, "entry": pl.Int32, "rid": pl.String, "gender": pl.String,
+            "birth": pl.String, "death": pl.String, "deceased_flag": pl.Boolean}
+E_SCHEMA = {"src": pl.Int32, "line": pl.Int64, "entry": pl.Int32, "rid": pl.String, "subject": pl.String,
+            "cls": pl.String, "cls_display": pl.String, "start": pl.String, "end": pl.String}
+V_SCHEMA = {"src": pl.Int32, "line": pl.Int64, "entry": pl.Int32, "rtype": pl.String, "rid": pl.String,
+            "subject": pl.String, "enc": pl.String, "time": pl.String, "code": pl.String, "desc": pl.String,
+            "num": pl.Float64, "text": pl.String, "unit": pl.String}
+
+
+def discover(inputs: list[Path], exclude: list[Path] = ()) -> list[Path]:
+    """Files under ``inputs`` with a FHIR suffix, sorted, without duplicates and without anything under ``exclude``."""
+    ex = [Path(p).resolve() for p in exclude]
+    found: dict[Path, None] = {}
+    for inp in inputs:
+        inp = Path(inp)
+        if not inp.exists():
+            raise FileNotFoundError(f"input not found: {inp}")
+        cands = [inp] if inp.is_file() else sorted(p for p in inp.rglob("*") if p.is_file())
+        for p in cands:
+            if p.name.endswith(SUFFIXES) and not any(p.resolve().is_relative_to(e) for e in ex):
+                found.setdefault(p, None)
+    return list(found)
+
+
+@dataclass
+class ReadResult:
+    p: list[pl.DataFrame] = field(default_factory=list)
+    e: list[pl.DataFrame] = field(default_factory=list)
+    v: list[pl.DataFrame] = field(default_factory=list)
+    read: Counter = field(default_factory=Counter)
+    ignored: Counter = field(default_factory=Counter)
+    rejects: list[dict] = field(default_factory=list)  # src, line, entry, rtype, rid, reason, record
+    file_errors: list[dict] = field(default_factory=list)  # src, line, reason
+
+
+class _Reader:
+    def __init__(self, src: int, validate: bool, chunk: int) -> None:
+        self.src, self.validate, self.chunk = src, validate, chunk
+        self.res = ReadResult()
+        self.flat = Flattener()
+        self._models: dict = {}
+
+    def flush(self) -> None:
+        f = self.flat
+        if f.p["src"]:
+            self.res.p.append(pl.DataFrame(f.p, schema=P_SCHEMA))
+        if f.e["src"]:
+            self.res.e.append(pl.DataFrame(f.e, schema=E_SCHEMA))
+        if f.v["src"]:
+            self.res.v.append(pl.DataFrame(f.v, schema=V_SCHEMA))
+        self.flat = Flattener()
+
+    def reject(self, line: int, entry: int, rtype: str, rid, reason: str, record) -> None:
+        self.res.rejects.append({"src": self.src, "line": line, "entry": entry, "rtype": rtype,
+                                 "rid": rid if isinstance(rid, str) else None, "reason": reason, "record": record})
+
+    def resource(self, d: object, line: int, entry: int, urls: dict | None) -> None:
+        if not isinstance(d, dict) or not isinstance(d.get("resourceType"), str):
+            self.res.read[NOT_FHIR] += 1
+            self.reject(line, entry, NOT_FHIR, None, "not FHIR: JSON object without a resourceType", d)
+            return
+        rtype = d["resourceType"]
+        if rtype == "Bundle":
+            self.bundle(d, line)
+            return
+        self.res.read[rtype] += 1
+        if rtype not in SUPPORTED:
+            self.res.ignored[rtype] += 1
+            return
+        try:
+            if self.validate:
+                self._validate(rtype, d)
+            self.flat.add(d, rtype, self.src, line, entry, urls)
+        except Reject as err:
+            self.reject(line, entry, rtype, d.get("id"), str(err), d)
+        if len(self.flat) >= self.chunk:
+            self.flush()
+
+    def _validate(self, rtype: str, d: dict) -> None:
+        from pydantic import ValidationError
+
+        model = self._models.get(rtype)
+        if model is None:
+            from fhir.resources.R4B import get_fhir_model_class
+
+            model = self._models[rtype] = get_fhir_model_class(rtype)
+        try:
+            model.model_validate(d)
+        except ValidationError as err:
+            errs = err.errors(include_input=False, include_url=False)
+            loc = ".".join(str(x) for x in errs[0]["loc"]) if errs else "?"
+            msg = errs[0]["msg"] if errs else str(err)[:200]
+            raise Reject(f"R4B validation failed: {len(errs)} error(s); first at {loc}: {msg}") from None
+
+    def bundle(self, b: dict, line: int) -> None:
+        entries = b.get("entry") or []
+        urls = {}
+        for en in entries:
+            r = en.get("resource") if isinstance(en, dict) else None
+            if isinstance(r, dict) and isinstance(en.get("fullUrl"), str) and isinstance(r.get("resourceType"), str):
+                rid = r.get("id") or (en["fullUrl"][9:] if en["fullUrl"].startswith("urn:uuid:") else None)
+                if rid:
+                    urls[en["fullUrl"]] = (r["resourceType"], rid)
+        for i, en in enumerate(entries):
+            r = en.get("resource") if isinstance(en, dict) else None
+            if isinstance(r, dict) and "id" not in r and isinstance(en.get("fullUrl"), str) \
+                    and en["fullUrl"] in urls:
+                r = {**r, "id": urls[en["fullUrl"]][1]}
+            if r is None:
+                self.res.read[NOT_FHIR] += 1
+                self.reject(line, i, NOT_FHIR, None, "not FHIR: Bundle entry without a resource", en)
+                continue
+            self.resource(r, line, i, urls)
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb", buffering=1 << 20)
+
+
+def read_file(src: int, path: Path, validate: bool = False, chunk: int = 100_000) -> ReadResult:
+    """Read one file (task for the process pool). Never raises on bad content: it is rejected or a file error."""
+    rd = _Reader(src, validate, chunk)
+    enabled = gc.isenabled()
+    gc.disable()
+    line = 0
+    try:
+        if path.name.endswith((".ndjson", ".ndjson.gz")):
+            with _open(path) as fh:
+                for line, raw in enumerate(fh, 1):  # noqa: B007 (line used after the loop)
+                    if not raw.strip():
+                        continue
+                    try:
+                        d = orjson.loads(raw)
+                    except orjson.JSONDecodeError as err:
+                        rd.res.read[MALFORMED] += 1
+                        rd.reject(line, -1, MALFORMED, None, f"malformed JSON: {err}",
+                                  raw.decode("utf-8", "replace").rstrip("\n"))
+                        continue
+                    rd.resource(d, line, -1, None)
+        else:
+            with _open(path) as fh:
+                data = fh.read()
+            if data.strip():
+                try:
+                    d = orjson.loads(data)
+                except orjson.JSONDecodeError as err:
+                    rd.res.read[MALFORMED] += 1
+                    rd.reject(0, -1, MALFORMED, None, f"malformed JSON: {err}", data[:10_000].decode("utf-8", "replace"))
+                else:
+                    rd.resource(d, 0, 0, None)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as err:
+        kind = "truncated gzip" if isinstance(err, EOFError) else "unreadable file"
+        rd.res.file_errors.append({"src": src, "line": line, "reason": f"{kind}: {err} (records before line "
+                                                                        f"{line + 1} were read)"})
+    finally:
+        if enabled:
+            gc.enable()
+    rd.flush()
+    return rd.res
+
+
+def fetch_records(path: Path, keys: set[tuple[int, int]]) -> dict[tuple[int, int], object]:
+    """Re-read the raw records at ``(line, entry)`` keys of one file (for quarantine files)."""
+    out: dict[tuple[int, int], object] = {}
+    try:
+        with _open(path) as fh:
+            if path.name.endswith((".ndjson", ".ndjson.gz")):
+                by_line: dict[int, list[int]] = {}
+                for ln, en in keys:
+                    by_line.setdefault(ln, []).append(en)
+                for line, raw in enumerate(fh, 1):
+                    if line in by_line:
+                        d = orjson.loads(raw)
+                        for en in by_line[line]:
+                            out[(line, en)] = d if en < 0 else d["entry"][en]["resource"]
+            else:
+                d = orjson.loads(fh.read())
+                for k in keys:
+                    out[k] = d["entry"][k[1]]["resource"] if d.get("resourceType") == "Bundle" else d
+    except (EOFError, zlib.error, OSError):
+        pass  # a truncated file: records before the break were fetched
+    return out

@@ -1,0 +1,193 @@
+"""Cross-resource checks and MEDS rows, vectorised in polars (after all files are read).
+
+Order of checks per resource (the first that fails is the quarantine reason; a resource is kept or rejected as a
+whole, with all its rows):
+
+1. duplicate id of the same type: the first in input order (files sorted, then line/entry) is kept;
+2. subject: must be an accepted Patient (``dangling subject reference`` / ``rejected subject``);
+3. encounter (optional): must be an accepted Encounter of the same patient (``dangling`` / ``rejected`` /
+   ``inconsistent``);
+4. times: FHIR dateTime with offsets -> UTC-naive microseconds. Partial dates take the start of the period
+   (``2020`` -> 2020-01-01, ``2020-05`` -> 2020-05-01, a date -> 00:00 UTC; counted as ``partial_dates``); a
+   dateTime without offset is read as UTC; anything else (``unparseable dateTime``) rejects. A Condition without
+   onset/recordedDate takes its encounter's start;
+5. death: a resource whose time is after ``deceasedDateTime`` is rejected (``event after death``); an Encounter
+   that starts before death but ends after it is kept and counted as ``encounter_end_after_death``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from apps.ehr.meds import subject_table
+
+KEY = ["src", "line", "entry"]
+_TIME_FMT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+def parse_time(col: str) -> pl.Expr:
+    """FHIR date/dateTime/instant string column -> Datetime(us), UTC, naive; null when absent or unparseable."""
+    s = pl.col(col).str.strip_chars()
+    norm = (pl.when(s.str.contains(r"^\d{4}$")).then(s + "-01-01T00:00:00+00:00")
+            .when(s.str.contains(r"^\d{4}-\d{2}$")).then(s + "-01T00:00:00+00:00")
+            .when(s.str.contains(r"^\d{4}-\d{2}-\d{2}$")).then(s + "T00:00:00+00:00")
+            .when(s.str.contains(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$")).then(s + "+00:00")
+            .otherwise(s.str.replace(r"Z$", "+00:00")))
+    return (norm.str.to_datetime(_TIME_FMT, time_unit="us", strict=False, time_zone="UTC")
+            .dt.replace_time_zone(None))
+
+
+def _partial(col: str) -> pl.Expr:
+    return pl.col(col).str.strip_chars().str.len_chars().is_in([4, 7]).fill_null(False)
+
+
+def _bad_time(raw: str, parsed: str) -> pl.Expr:
+    return pl.col(raw).is_not_null() & pl.col(parsed).is_null()
+
+
+@dataclass
+class Resolved:
+    events: pl.DataFrame  # patient_id, time, code, numeric_value, text_value, encounter_id, unit
+    codes: pl.DataFrame  # code, description
+    subjects: pl.DataFrame  # patient_id, subject_id, split
+    rejects: pl.DataFrame  # src, line, entry, rtype, rid, reason
+    accepted: dict[str, int]
+    stats: dict = field(default_factory=dict)
+
+
+def _rej(df: pl.DataFrame, rtype: str | pl.Expr) -> pl.DataFrame:
+    rt = pl.lit(rtype) if isinstance(rtype, str) else rtype
+    return df.filter(pl.col("reason").is_not_null()).select(*KEY, rt.alias("rtype"), "rid", "reason")
+
+
+def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
+    """Patients ``P``, encounters ``E`` and events ``V`` (frames of :mod:`apps.ehr.ingest_read`) -> MEDS rows."""
+    # ---- patients
+    P = P.with_columns(birth_t=parse_time("birth"), death_t=parse_time("death"))
+    P = P.with_columns(reason=pl.when(~pl.col("rid").is_first_distinct())
+                       .then(pl.lit("duplicate id: an earlier Patient with this id was kept"))
+                       .when(_bad_time("birth", "birth_t")).then(pl.lit("unparseable dateTime: birthDate"))
+                       .when(_bad_time("death", "death_t")).then(pl.lit("unparseable dateTime: deceasedDateTime"))
+                       .when(pl.col("death_t") < pl.col("birth_t"))
+                       .then(pl.lit("inconsistent dates: deceasedDateTime before birthDate")))
+    P_ok = P.filter(pl.col("reason").is_null())
+    pk = P_ok.select(subject="rid", death_t="death_t", _pat=pl.lit(True))
+    prej = (P.filter(pl.col("reason").is_not_null()).select(subject="rid").unique()
+            .join(pk, on="subject", how="anti").with_columns(_prej=pl.lit(True)))
+
+    def subject_reason(kind: str) -> pl.Expr:
+        return (pl.when(pl.col("_pat").is_null() & pl.col("_prej").fill_null(False))
+                .then(pl.lit("rejected subject: the referenced Patient was quarantined"))
+                .when(pl.col("_pat").is_null())
+                .then(pl.lit(f"dangling subject reference: no Patient with this id in the input ({kind})")))
+
+    # ---- encounters
+    E = E.with_columns(start_t=parse_time("start"), end_t=parse_time("end"), _dup=~pl.col("rid").is_first_distinct())
+    E = E.join(pk, on="subject", how="left", maintain_order="left").join(prej, on="subject", how="left",
+                                                                          maintain_order="left")
+    E = E.with_columns(reason=pl.when(pl.col("_dup")).then(pl.lit("duplicate id: an earlier Encounter with this id "
+                                                                  "was kept"))
+                       .otherwise(subject_reason("Encounter"))
+                       .fill_null(pl.when(_bad_time("start", "start_t")).then(pl.lit("unparseable dateTime: "
+                                                                                     "period.start"))
+                                  .when(_bad_time("end", "end_t")).then(pl.lit("unparseable dateTime: period.end"))
+                                  .when(pl.col("end_t") < pl.col("start_t"))
+                                  .then(pl.lit("inconsistent dates: period.end before period.start"))
+                                  .when(pl.col("start_t") > pl.col("death_t"))
+                                  .then(pl.lit("event after death: Encounter starts after deceasedDateTime"))))
+    E_ok = E.filter(pl.col("reason").is_null())
+    ek = E_ok.select(enc="rid", enc_subject="subject", enc_start="start_t", _enc=pl.lit(True))
+    erej = (E.filter(pl.col("reason").is_not_null()).select(enc="rid").unique()
+            .join(ek, on="enc", how="anti").with_columns(_erej=pl.lit(True)))
+
+    # ---- events (a resource may have several rows: Observation components)
+    keys = V.select(*KEY, "rtype", "rid").unique(subset=KEY, keep="first", maintain_order=True)
+    dups = keys.filter(pl.col("rid").is_not_null() & ~pl.struct("rtype", "rid").is_first_distinct())
+    V = V.with_columns(t=parse_time("time"))
+    V = (V.join(dups.select(*KEY, _dup=pl.lit(True)), on=KEY, how="left", maintain_order="left")
+         .join(pk, on="subject", how="left", maintain_order="left")
+         .join(prej, on="subject", how="left", maintain_order="left")
+         .join(ek, on="enc", how="left", maintain_order="left")
+         .join(erej, on="enc", how="left", maintain_order="left"))
+    V = V.with_columns(t=pl.when(pl.col("time").is_null() & (pl.col("rtype") == "Condition"))
+                       .then(pl.col("enc_start")).otherwise(pl.col("t")))
+    enc_set = pl.col("enc").is_not_null()
+    V = V.with_columns(reason=pl.when(pl.col("_dup").fill_null(False))
+                       .then(pl.format("duplicate id: an earlier {} with this id was kept", pl.col("rtype")))
+                       .otherwise(subject_reason("event"))
+                       .fill_null(pl.when(enc_set & pl.col("_enc").is_null() & pl.col("_erej").fill_null(False))
+                                  .then(pl.lit("rejected encounter: the referenced Encounter was quarantined"))
+                                  .when(enc_set & pl.col("_enc").is_null())
+                                  .then(pl.lit("dangling encounter reference: no Encounter with this id in the input"))
+                                  .when(enc_set & (pl.col("enc_subject") != pl.col("subject")))
+                                  .then(pl.lit("inconsistent reference: the Encounter belongs to another patient"))
+                                  .when(_bad_time("time", "t")).then(pl.lit("unparseable dateTime: event time"))
+                                  .when(pl.col("t").is_null())
+                                  .then(pl.lit("no time: Condition without onset, recordedDate or encounter"))
+                                  .when(pl.col("t") > pl.col("death_t"))
+                                  .then(pl.format("event after death: {} after deceasedDateTime", pl.col("rtype")))))
+    bad = (V.filter(pl.col("reason").is_not_null())
+           .group_by(KEY, maintain_order=True).agg(pl.col("rtype").first(), pl.col("rid").first(),
+                                                   pl.col("reason").first()))
+    V_ok = V.join(bad.select(KEY), on=KEY, how="anti", maintain_order="left")
+
+    rejects = pl.concat([_rej(P, "Patient"), _rej(E, "Encounter"), bad.select(*KEY, "rtype", "rid", "reason")])
+    accepted = {"Patient": P_ok.height, "Encounter": E_ok.height}
+    for rtype, n in V_ok.select(*KEY, "rtype").unique().group_by("rtype").len().iter_rows():
+        accepted[rtype] = n
+
+    # ---- MEDS rows
+    null_t = pl.lit(None, dtype=pl.Datetime("us"))
+    null_s = pl.lit(None, dtype=pl.String)
+    null_f = pl.lit(None, dtype=pl.Float32)
+
+    def rows(df: pl.DataFrame, pid: str, time: pl.Expr, code: pl.Expr, num=null_f, text=null_s, enc=null_s,
+             unit=null_s) -> pl.DataFrame:
+        return df.select(patient_id=pl.col(pid), time=time, code=code, numeric_value=num.cast(pl.Float32),
+                         text_value=text, encounter_id=enc, unit=unit)
+
+    cls_code = pl.lit("ENCOUNTER//") + pl.col("cls")
+    parts = [
+        rows(P_ok.filter(pl.col("gender").is_not_null()), "rid", null_t, pl.lit("GENDER//") + pl.col("gender")),
+        rows(P_ok.filter(pl.col("birth_t").is_not_null()), "rid", pl.col("birth_t"), pl.lit("MEDS_BIRTH")),
+        rows(P_ok.filter(pl.col("death_t").is_not_null()), "rid", pl.col("death_t"), pl.lit("MEDS_DEATH")),
+        rows(E_ok, "subject", pl.col("start_t"), cls_code + "//START", enc=pl.col("rid")),
+        rows(E_ok.filter(pl.col("end_t").is_not_null()), "subject", pl.col("end_t"), cls_code + "//END",
+             enc=pl.col("rid")),
+        rows(V_ok, "subject", pl.col("t"), pl.col("code"), num=pl.col("num"), text=pl.col("text"),
+             enc=pl.col("enc"), unit=pl.col("unit")),
+    ]
+    events = pl.concat(parts)
+    subjects = subject_table(P_ok["rid"].to_list())
+
+    # ---- code descriptions (first display seen in input order)
+    enc_desc = E_ok.select(code=cls_code, d=pl.col("cls_display").fill_null(pl.col("cls")))
+    described = pl.concat([
+        V_ok.select("code", d=pl.col("desc")),
+        enc_desc.select(code=pl.col("code") + "//START", d="Encounter start: " + pl.col("d")),
+        enc_desc.select(code=pl.col("code") + "//END", d="Encounter end: " + pl.col("d")),
+        P_ok.select(code=pl.lit("GENDER//") + pl.col("gender"), d="Patient.gender: " + pl.col("gender")),
+        pl.DataFrame({"code": ["MEDS_BIRTH", "MEDS_DEATH"], "d": ["Birth (Patient.birthDate)",
+                                                                 "Death (Patient.deceasedDateTime)"]}),
+    ]).filter(pl.col("d").is_not_null() & pl.col("code").is_not_null())
+    described = described.unique(subset="code", keep="first", maintain_order=True)
+    codes = (events.select("code").unique().join(described, on="code", how="left")
+             .select("code", description="d").sort("code"))
+
+    # ---- stats for the report
+    lab = V_ok.filter(pl.col("num").is_not_null())
+    multi = (lab.group_by("code").agg(pl.col("unit").fill_null("(none)").unique().sort())
+             .filter(pl.col("unit").list.len() > 1).sort("code"))
+    with_enc = E_ok.select(pl.col("subject").unique())
+    stats = {
+        "patients_without_encounters": P_ok.join(with_enc, left_on="rid", right_on="subject", how="anti").height,
+        "encounter_end_after_death": E_ok.filter(pl.col("end_t") > pl.col("death_t")).height,
+        "deceased_without_date": P_ok.filter(pl.col("deceased_flag") & pl.col("death_t").is_null()).height,
+        "partial_dates": int(P_ok.select(_partial("birth").sum() + _partial("death").sum()).item()
+                             + E_ok.select(_partial("start").sum() + _partial("end").sum()).item()
+                             + V_ok.unique(subset=KEY).select(_partial("time").sum()).item()),
+        "multi_unit_codes": {c: u for c, u in multi.iter_rows()},
+    }
+    return Resolved(events=events, codes=codes, subjects=subjects, rejects=rejects, accepted=accepted, stats=stats)

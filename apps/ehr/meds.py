@@ -1,0 +1,136 @@
+"""MEDS (Medical Event Data Standard, v0.4) dataset: schema, subject ids, splits, writer and a schema checker.
+
+Layout written under a root folder::
+
+    data/{train,tuning,held_out}/0.parquet   subject_id Int64, time Datetime(us, naive UTC; null = static),
+                                             code String, numeric_value Float32, text_value String,
+                                             + extension columns encounter_id String, unit String
+    metadata/codes.parquet                   code, description (every code in data)
+    metadata/dataset.json                    DatasetMetadataSchema fields
+    metadata/subject_splits.parquet          subject_id Int64, split String
+    metadata/subject_map.parquet             subject_id Int64, patient_id String (FHIR Patient.id)
+
+Rows are sorted by (subject_id, time) with static rows (null time) first; ties are broken by the remaining columns,
+so the files are byte-identical for the same input. ``subject_id`` is a stable 63-bit hash of ``Patient.id`` and the
+80/10/10 split is another hash of it, so adding patients never moves existing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+SPLITS = ("train", "tuning", "held_out")
+DATA_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32,
+               "text_value": pl.String, "encounter_id": pl.String, "unit": pl.String}
+CODES_SCHEMA = {"code": pl.String, "description": pl.String}
+SPLITS_SCHEMA = {"subject_id": pl.Int64, "split": pl.String}
+MAP_SCHEMA = {"subject_id": pl.Int64, "patient_id": pl.String}
+SORT_KEYS = ("subject_id", "time", "code", "numeric_value", "text_value", "encounter_id", "unit")
+MEDS_VERSION = "0.4.1"
+
+
+def subject_id_of(patient_id: str) -> int:
+    """Stable non-negative 63-bit integer id of a FHIR Patient.id (BLAKE2b)."""
+    h = hashlib.blake2b(patient_id.encode(), digest_size=8, person=b"linmix-subject").digest()
+    return int.from_bytes(h, "big") >> 1
+
+
+def split_of(patient_id: str) -> str:
+    """Deterministic 80/10/10 train/tuning/held_out split from a hash of Patient.id."""
+    h = hashlib.blake2b(patient_id.encode(), digest_size=8, person=b"linmix-split").digest()
+    b = int.from_bytes(h, "big") % 100
+    return "train" if b < 80 else ("tuning" if b < 90 else "held_out")
+
+
+def subject_table(patient_ids: list[str]) -> pl.DataFrame:
+    """patient_id -> subject_id, split; raises on a (astronomically unlikely) hash collision."""
+    df = pl.DataFrame({"patient_id": patient_ids, "subject_id": [subject_id_of(p) for p in patient_ids],
+                       "split": [split_of(p) for p in patient_ids]},
+                      schema={"patient_id": pl.String, "subject_id": pl.Int64, "split": pl.String})
+    if df["subject_id"].n_unique() != df.height:
+        raise RuntimeError("subject_id hash collision between two Patient ids")
+    return df
+
+
+def _write(df: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(path, compression="zstd", statistics=True)
+
+
+def write_dataset(root: Path, events: pl.DataFrame, codes: pl.DataFrame, subjects: pl.DataFrame,
+                  metadata: dict) -> dict[str, int]:
+    """Write the MEDS dataset under ``root``; ``events`` has DATA_SCHEMA columns; returns rows per split."""
+    events = events.select([pl.col(c).cast(t) for c, t in DATA_SCHEMA.items()])
+    split_of_subject = subjects.select("subject_id", "split")
+    ev = events.join(split_of_subject, on="subject_id", how="left", maintain_order="left")
+    counts = {}
+    for split in SPLITS:
+        part = ev.filter(pl.col("split") == split).drop("split")
+        part = part.sort(list(SORT_KEYS), nulls_last=False, maintain_order=True)
+        _write(part, root / "data" / split / "0.parquet")
+        counts[split] = part.height
+    _write(codes.select([pl.col(c).cast(t) for c, t in CODES_SCHEMA.items()]).sort("code"),
+           root / "metadata" / "codes.parquet")
+    _write(subjects.select("subject_id", "split").sort("subject_id"), root / "metadata" / "subject_splits.parquet")
+    _write(subjects.select("subject_id", "patient_id").sort("subject_id"), root / "metadata" / "subject_map.parquet")
+    (root / "metadata" / "dataset.json").write_bytes(orjson.dumps(metadata, option=orjson.OPT_INDENT_2
+                                                                  | orjson.OPT_SORT_KEYS) + b"\n")
+    return counts
+
+
+def dataset_metadata(n_files: int) -> dict:
+    """MEDS DatasetMetadataSchema; no ``created_at`` so that reruns stay byte-identical."""
+    return {"dataset_name": "linmix-ehr", "dataset_version": "1", "etl_name": "linmix-ehr ingest (FHIR R4 -> MEDS)",
+            "etl_version": "0.1.0", "meds_version": MEDS_VERSION, "raw_source_id_columns": ["patient_id"],
+            "code_modifier_columns": ["unit"], "other_extension_columns": ["encounter_id", "unit"],
+            "description_uri": None, "license": None, "n_input_files": n_files}
+
+
+def check_meds(root: Path) -> dict[str, int]:
+    """Validate a MEDS folder against the schema above; raise ``ValueError`` naming the first problem.
+
+    Checks column names and dtypes, non-null subject_id/code, sort order (subject_id, time; static first), each
+    subject in exactly one split and matching subject_splits.parquet, every code in codes.parquet, and the subject map.
+    Returns rows per split.
+    """
+    root = Path(root)
+    splits = pl.read_parquet(root / "metadata" / "subject_splits.parquet")
+    smap = pl.read_parquet(root / "metadata" / "subject_map.parquet")
+    codes = pl.read_parquet(root / "metadata" / "codes.parquet")
+    orjson.loads((root / "metadata" / "dataset.json").read_bytes())
+    for name, df, schema in (("subject_splits", splits, SPLITS_SCHEMA), ("subject_map", smap, MAP_SCHEMA),
+                             ("codes", codes, CODES_SCHEMA)):
+        if dict(df.schema) != schema:
+            raise ValueError(f"{name}.parquet schema {dict(df.schema)} != {schema}")
+    if not set(splits["split"].unique().to_list()) <= set(SPLITS):
+        raise ValueError("subject_splits.parquet has an unknown split name")
+    if splits["subject_id"].n_unique() != splits.height or smap["patient_id"].n_unique() != smap.height:
+        raise ValueError("subject ids or patient ids are not unique")
+    counts, seen = {}, []
+    for split in SPLITS:
+        df = pl.read_parquet(root / "data" / split / "0.parquet")
+        if dict(df.schema) != DATA_SCHEMA:
+            raise ValueError(f"data/{split}/0.parquet schema {dict(df.schema)} != {DATA_SCHEMA}")
+        if df["subject_id"].null_count() or df["code"].null_count():
+            raise ValueError(f"data/{split}: null subject_id or code")
+        key = df.select("subject_id", pl.col("time").is_not_null().alias("timed"), "time")
+        if not key.equals(key.sort(["subject_id", "timed", "time"], maintain_order=True)):
+            raise ValueError(f"data/{split}: rows not sorted by (subject_id, time) with static rows first")
+        subj = df["subject_id"].unique()
+        want = splits.filter(pl.col("split") == split)["subject_id"]
+        if not subj.is_in(want.implode()).all():
+            raise ValueError(f"data/{split}: subjects not assigned to split {split!r} in subject_splits.parquet")
+        if not df["code"].unique().is_in(codes["code"].implode()).all():
+            raise ValueError(f"data/{split}: codes missing from metadata/codes.parquet")
+        seen.append(subj)
+        counts[split] = df.height
+    all_subj = pl.concat(seen)
+    if all_subj.n_unique() != all_subj.len():
+        raise ValueError("a subject appears in more than one split")
+    if not splits["subject_id"].is_in(smap["subject_id"].implode()).all():
+        raise ValueError("subject_splits.parquet has subjects missing from subject_map.parquet")
+    return counts
