@@ -1,0 +1,181 @@
+"""One LightningDataModule for EHRMamba pretraining (next token) and multitask prompted finetuning (MPF).
+
+Input: a MEDS folder (``meds_dir``) or, by default, a synthetic cohort made in ``prepare_data`` with
+``apps.ehr.synth.synthesize`` + ``apps.ehr.ingest.ingest`` under ``cache_dir``. Sequences, the vocabulary and the labels are
+cached under ``<cache_dir>/<hash of the MEDS files + settings>/``. Splits by subject from
+``metadata/subject_splits.parquet``: train -> fit, tuning -> validate, held_out -> test/predict.
+
+Batches (dict of tensors, right-padded with PAD=0 to the longest sequence, B x L): ``tokens``, ``token_type``, ``age``
+(years), ``time`` (days), ``visit_order``, ``visit_segment``, ``lengths`` (B,); finetuning adds ``task`` (B,) and
+``label`` (B,) float. Finetuning datapoints of all tasks are shuffled together, so batches mix tasks; each input is cut
+at the task's ``prediction_time``, keeps the most recent ``max_len`` tokens and carries the task token in slot 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import polars as pl
+import pytorch_lightning as pl_
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from apps.ehr import labels as L
+from apps.ehr import sequences as S
+
+SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
+
+
+def collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Right-pad a list of per-sequence arrays to (B, L_max) tensors."""
+    n = max(len(it["tokens"]) for it in items)
+    out: dict[str, torch.Tensor] = {}
+    for key, dtype in (("tokens", torch.long), ("token_type", torch.long), ("age", torch.float32),
+                       ("time", torch.float32), ("visit_order", torch.long), ("visit_segment", torch.long)):
+        t = torch.zeros(len(items), n, dtype=dtype)
+        for i, it in enumerate(items):
+            t[i, : len(it[key])] = torch.as_tensor(it[key], dtype=dtype)
+        out[key] = t
+    out["lengths"] = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
+    if "task" in items[0]:
+        out["task"] = torch.tensor([it["task"] for it in items], dtype=torch.long)
+        out["label"] = torch.tensor([it["label"] for it in items], dtype=torch.float32)
+    return out
+
+
+class PretrainDataset(Dataset):
+    """Whole patient sequences (most recent ``max_len`` tokens) for next-token prediction."""
+
+    def __init__(self, seqs: pl.DataFrame, max_len: int) -> None:
+        self.seqs, self.max_len = seqs, max_len
+
+    def __len__(self) -> int:
+        return self.seqs.height
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return S.truncate(S.row_arrays(self.seqs.row(i, named=True)), self.max_len)
+
+
+class FinetuneDataset(Dataset):
+    """(patient, task, prediction_time, label) datapoints; input cut at prediction_time, task token in slot 0."""
+
+    def __init__(self, seqs: pl.DataFrame, points: pl.DataFrame, task_ids: list[int], max_len: int) -> None:
+        self.seqs, self.max_len, self.task_ids = seqs, max_len, task_ids
+        row_of = {sid: i for i, sid in enumerate(seqs["subject_id"].to_list())}
+        points = points.filter(pl.col("subject_id").is_in(pl.Series(list(row_of), dtype=pl.Int64).implode()))
+        self.points = points
+        self.rows = np.array([row_of[s] for s in points["subject_id"].to_list()], dtype=np.int64)
+        self.task = points["task"].to_numpy().astype(np.int64)
+        self.pred_us = points["prediction_time"].cast(pl.Int64).to_numpy()
+        self.label = points["boolean_value"].to_numpy().astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def cut(self, i: int) -> dict[str, np.ndarray]:
+        """The patient's sequence cut at the datapoint's prediction_time (untruncated, ``[CLS]`` in slot 0)."""
+        return S.cut_at(S.row_arrays(self.seqs.row(int(self.rows[i]), named=True)), int(self.pred_us[i]))
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(S.truncate(self.cut(i), self.max_len))
+        item["tokens"] = item["tokens"].copy()
+        item["token_type"] = item["token_type"].copy()
+        item["tokens"][0] = self.task_ids[int(self.task[i])]
+        item["token_type"][0] = S.TYPE_TASK
+        item["task"] = int(self.task[i])
+        item["label"] = float(self.label[i])
+        return item
+
+
+class EHRDataModule(pl_.LightningDataModule):
+    """EHR sequences for pretraining (``objective="pretrain"``) or MPF finetuning (``"finetune"``).
+
+    Args:
+        meds_dir: MEDS folder (``data/<split>/*.parquet``); None = synthetic cohort of ``synth_patients``.
+        objective: "pretrain" (next token on whole sequences) or "finetune" (task datapoints).
+        cache_dir: where sequences/vocab/labels (and the synthetic cohort) are cached.
+        vocab_size: embedding table size; concept tokens beyond it map to [UNK] (linked to the model).
+        n_conditions: k condition-group tasks (top-k 3-character ICD-10-CM groups of the train split).
+        tasks: task names to finetune on (None = all: mortality, los, readmission, cond_<group>...).
+        max_len: most recent tokens kept per input (2048 in the paper).
+    """
+
+    def __init__(self, meds_dir: Optional[str] = None, objective: Literal["pretrain", "finetune"] = "finetune",
+                 cache_dir: str = "runs/ehr/cache", synth_patients: int = 400, synth_seed: int = 0,
+                 vocab_size: int = 2048, n_conditions: int = 5, tasks: Optional[list[str]] = None,
+                 max_len: int = 2048, batch_size: int = 32, num_workers: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.meds_dir, self.objective, self.cache_dir = meds_dir, objective, Path(cache_dir)
+        self.settings = S.SequenceSettings(vocab_size=vocab_size, n_conditions=n_conditions)
+        self.vocab_size, self.n_conditions, self.max_len = vocab_size, n_conditions, max_len
+        self.batch_size, self.num_workers, self.tasks = batch_size, num_workers, tasks
+        self.task_names: list[str] = []
+        self.datasets: dict[str, Dataset] = {}
+
+    # ---- preparation (may generate data; never in __init__) ----
+    def meds_root(self) -> Path:
+        if self.meds_dir is not None:
+            return Path(self.meds_dir)
+        return self.cache_dir / f"synth_{self.hparams.synth_patients}_{self.hparams.synth_seed}" / "meds"
+
+    def prepare_data(self) -> None:
+        root = self.meds_root()
+        if self.meds_dir is None and not (root / "metadata" / "subject_splits.parquet").exists():
+            from apps.ehr.ingest import ingest
+            from apps.ehr.synth import synthesize
+            fhir = synthesize(self.hparams.synth_patients, root.parent / "fhir", fmt="ndjson",
+                              seed=self.hparams.synth_seed)
+            ingest([fhir], root, overwrite=True)
+        _, _, folder = S.cached_sequences(root, self.cache_dir, self.settings, progress=True)
+        if not (folder / "tasks.json").exists():
+            frame = S.load_meds(root)
+            groups = L.top_condition_groups(frame, self.n_conditions)
+            labels = L.make_labels(frame, condition_groups=groups)
+            L.write_labels(labels, folder / "labels")
+            S._atomic_write(folder / "tasks.json",
+                            lambda p: p.write_text(json.dumps({"tasks": list(labels), "condition_groups": groups})))
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        seqs, self.vocab, folder = S.cached_sequences(self.meds_root(), self.cache_dir, self.settings)
+        meta = json.loads((folder / "tasks.json").read_text())
+        self.condition_groups = meta["condition_groups"]
+        all_tasks = meta["tasks"]
+        self.task_names = list(self.tasks) if self.tasks is not None else all_tasks
+        unknown = set(self.task_names) - set(all_tasks)
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; this cohort has {all_tasks}")
+        self.task_token_ids = [self.vocab.task_id(L.task_token_of(t, self.condition_groups)) for t in self.task_names]
+        points = pl.concat([pl.read_parquet(folder / "labels" / t / "0.parquet").with_columns(pl.lit(i).alias("task"))
+                            for i, t in enumerate(self.task_names)])
+        for split in ("train", "tuning", "held_out"):
+            part = seqs.filter(pl.col("split") == split)
+            if self.objective == "pretrain":
+                self.datasets[split] = PretrainDataset(part, self.max_len)
+            else:
+                self.datasets[split] = FinetuneDataset(part, points, self.task_token_ids, self.max_len)
+
+    # ---- loaders ----
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.datasets[split]
+        if len(ds) == 0:
+            raise RuntimeError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("tuning", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("held_out", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("held_out", shuffle=False)

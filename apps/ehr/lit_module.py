@@ -1,0 +1,146 @@
+"""EHRMamba LightningModule: next-token pretraining and multitask prompted finetuning (MPF).
+
+One module, two objectives (linked from the data module's ``objective``):
+
+- ``pretrain``: cross-entropy of next-token logits; padding targets are ignored (-100; Odyssey left PAD in the loss,
+  reference bug 5).
+- ``finetune``: binary cross-entropy of the task logit read at the last real token; the task token leads each input;
+  batches mix tasks. ``pretrained`` names a pretraining checkpoint whose backbone/embedding weights are loaded at the
+  start of fitting (the classification head starts fresh). ``test`` reports AUROC, AUPRC and F1 per task (torchmetrics,
+  on probabilities), writes ``test_metrics.json`` and ROC/PR plots in the log folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from apps.ehr.metrics import all_task_metrics, plot_curves
+from apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer
+from shared.lightning import LinmixModule
+
+INPUTS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
+
+
+class EHRLitModule(LinmixModule):
+    """EHRMamba training module.
+
+    Args:
+        net: EHRMamba sizes (``net.vocab_size`` is linked from the data).
+        objective: "pretrain" or "finetune" (linked from the data).
+        pretrained: pretraining checkpoint (.ckpt) to start finetuning from; None = from scratch.
+        lr, weight_decay, warmup_steps, min_lr_ratio: optimiser (see ``LinmixModule``).
+    """
+
+    def __init__(self, net: EHRMambaConfig = EHRMambaConfig(), objective: Literal["pretrain", "finetune"] = "finetune",
+                 pretrained: Optional[str] = None, lr: float = 1e-3, weight_decay: float = 0.01,
+                 warmup_steps: int = 100, min_lr_ratio: float = 0.1) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
+        self.save_hyperparameters()
+        self.objective, self.pretrained = objective, pretrained
+        self.net = EHRMamba(net)
+        self.task_names: list[str] = []
+        self.task_token_ids: list[int] = []
+        self._outputs: dict[str, list] = {}
+
+    # ---- task metadata travels with checkpoints (needed by export / predict) ----
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "task_names", None):
+            self.task_names, self.task_token_ids = list(dm.task_names), list(dm.task_token_ids)
+        if stage == "fit" and self.pretrained and self.objective == "finetune":
+            self.load_pretrained(self.pretrained)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ehr_tasks"] = {"names": self.task_names, "token_ids": self.task_token_ids}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("ehr_tasks", {})
+        self.task_names, self.task_token_ids = list(meta.get("names", [])), list(meta.get("token_ids", []))
+
+    def load_pretrained(self, path: str) -> None:
+        """Copy every pretrained tensor except the classification head; shapes must match (same vocab/sizes)."""
+        if not Path(path).exists():
+            raise FileNotFoundError(f"pretrained checkpoint {path!r} not found (run `linmix-ehr fit -c "
+                                    "configs/ehr/pretrain.yaml` first)")
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        own = self.net.state_dict()
+        loaded = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.") and "cls_head" not in k}
+        bad = [k for k, v in loaded.items() if k not in own or own[k].shape != v.shape]
+        if bad:
+            raise ValueError(f"pretrained checkpoint {path} does not match this model at {bad[:5]} "
+                             "(different vocab_size or sizes?)")
+        self.net.load_state_dict(loaded, strict=False)
+
+    def exportable(self) -> EHRMambaScorer:
+        if not self.task_token_ids:
+            raise RuntimeError("no task tokens known: export a finetuned checkpoint")
+        return EHRMambaScorer(self.net, self.task_token_ids)
+
+    # ---- steps ----
+    def _hidden(self, batch: dict) -> torch.Tensor:
+        return self.net(*(batch[k] for k in INPUTS))
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        hidden = self._hidden(batch)
+        bsz = batch["tokens"].size(0)
+        if self.objective == "pretrain":
+            logits = self.net.lm_logits(hidden[:, :-1])
+            target = batch["tokens"][:, 1:].masked_fill(batch["tokens"][:, 1:] == 0, -100)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100)
+            self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
+            return loss
+        logit = self.net.pool_logit(hidden, batch["lengths"])
+        loss = F.binary_cross_entropy_with_logits(logit, batch["label"])
+        self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
+        if stage != "train":
+            out = self._outputs.setdefault(stage, [])
+            out.append((torch.sigmoid(logit).detach().cpu(), batch["label"].cpu(), batch["task"].cpu()))
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Finetune: probabilities (B,) with task indices; pretrain: next-token logits at the last real token."""
+        hidden = self._hidden(batch)
+        if self.objective == "pretrain":
+            idx = (batch["lengths"] - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+            return {"next_token_logits": self.net.lm_logits(hidden.gather(1, idx).squeeze(1))}
+        return {"probability": torch.sigmoid(self.net.pool_logit(hidden, batch["lengths"])), "task": batch["task"],
+                "label": batch["label"]}
+
+    def _epoch_metrics(self, stage: str) -> dict[str, dict[str, float]]:
+        outs = self._outputs.pop(stage, [])
+        if not outs or not self.task_names:
+            return {}
+        prob, label, task = (torch.cat(x) for x in zip(*outs, strict=True))
+        per_task = all_task_metrics(prob, label, task, self.task_names)
+        flat = {f"{t}/{k}": v for t, m in per_task.items() for k, v in m.items() if k in ("auroc", "auprc", "f1")}
+        aurocs = [m["auroc"] for m in per_task.values() if m["auroc"] == m["auroc"]]
+        if aurocs:
+            flat["auroc"] = sum(aurocs) / len(aurocs)
+        self.log_stage(stage, flat)
+        if stage == "test":
+            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "test_metrics.json").write_text(json.dumps(per_task, indent=1))
+            plot_curves(prob, label, task, self.task_names, out_dir)
+            self.test_results = per_task
+        return per_task
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_metrics("test")

@@ -1,0 +1,395 @@
+"""MEDS events -> Odyssey/EHRMamba token sequences with side arrays and a vocabulary, cached on disk.
+
+Layout per patient (EHRMamba, arXiv 2405.14567; Odyssey ``seq/generator.py`` logic, with its bugs fixed)::
+
+    [CLS] [VS] e e e [VE] [REG] [W_2] [VS] e e [VE] [REG] [M_1] [VS] e ...
+
+- Visits are encounters (``ENCOUNTER//<class>//START|END`` rows sharing an ``encounter_id``); overlapping or touching
+  encounters are merged into one visit.
+- Events are procedures (``SNOMED//``, type PROC), medications (``RXNORM//``, MED) and labs (``LOINC//``, LAB). Conditions
+  (``ICD10CM//``) are labels only, never tokens. An event joins the visit of its ``encounter_id``, else the visit whose
+  [start, end] holds its time, else it is dropped (counted in ``SequenceStats``); its time is clamped into the visit.
+- Interval tokens from the real day gap ``g = floor((start_next - end_prev) / 1 day) >= 0``, buckets without holes:
+  ``[W_{g//7}]`` for g < 28, ``[M_{clip(g//30, 1, 12)}]`` for 28 <= g <= 365 (so 28-29 d is ``[M_1]``, not Odyssey's
+  ``[M_0]``), ``[LT]`` beyond. ``[M_0]`` stays in the vocabulary (Odyssey ids) but is never emitted.
+- Labs: per-(code, unit) quantile bins fitted on the train split (edges at the 20/40/60/80 % quantiles; a value equal
+  to an edge goes up); the bin index is always in 0..4, so the maximum value is ``_Q5``, inside the vocabulary
+  (Odyssey's ``np.digitize`` gives it an out-of-vocabulary bin 5).
+- Side arrays per token: ``token_type`` (``TYPE_*``), ``age`` (years at the token time, float), ``time`` (days since the
+  patient's first visit start, float; the model embeds its deltas), ``visit_order`` (1.. per visit, the previous visit's
+  number on interval tokens, 0 on [CLS]/task/PAD), ``visit_segment`` (1/2 alternating per visit, 0 on [CLS]/intervals),
+  and ``abs_time`` (int64 microseconds since the epoch, for cutting at a prediction time). Times never decrease along
+  a sequence (interval tokens carry the next visit's start), so a cut at ``prediction_time`` keeps a prefix.
+
+Vocabulary ids: ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), task tokens
+``[MOR_1M] [LOS_1W] [REA_1M] [C0..C{k-1}]``, then concept tokens by train frequency up to ``vocab_size`` (rarer -> [UNK]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[VS]", "[VE]", "[CLS]", "[REG]")
+TIME_TOKENS = tuple([f"[W_{i}]" for i in range(4)] + [f"[M_{i}]" for i in range(13)] + ["[LT]"])
+BASE_TASK_TOKENS = ("[MOR_1M]", "[LOS_1W]", "[REA_1M]")
+PAD, UNK, MASK, VS, VE, CLS, REG = range(7)
+# Token types (Odyssey TokenConfig ids, plus TASK for the prompt token).
+TYPE_PAD, TYPE_CLS, TYPE_VS, TYPE_VE, TYPE_TIME, TYPE_LAB, TYPE_MED, TYPE_PROC, TYPE_REG, TYPE_TASK = range(10)
+N_TOKEN_TYPES = 10
+EVENT_PREFIXES = {"SNOMED//": TYPE_PROC, "RXNORM//": TYPE_MED, "LOINC//": TYPE_LAB}
+N_LAB_BINS = 5
+US_PER_DAY = 86_400_000_000
+DAYS_PER_YEAR = 365.25
+ARRAYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment", "abs_time")
+CACHE_VERSION = 1
+
+
+def task_tokens(n_conditions: int) -> tuple[str, ...]:
+    """Task prompt tokens: mortality, length of stay, readmission, then one per condition group."""
+    return BASE_TASK_TOKENS + tuple(f"[C{i}]" for i in range(n_conditions))
+
+
+def interval_token(days: int) -> str:
+    """Interval token for a gap of ``days`` >= 0 whole days between visits (buckets without holes)."""
+    if days < 0:
+        raise ValueError(f"negative gap {days} d: overlapping visits must be merged first")
+    if days < 28:
+        return f"[W_{days // 7}]"
+    if days <= 365:
+        return f"[M_{min(12, max(1, days // 30))}]"
+    return "[LT]"
+
+
+@dataclass
+class SequenceSettings:
+    """Settings that change the sequences (part of the cache key)."""
+
+    vocab_size: int = 2048
+    n_conditions: int = 5
+    n_lab_bins: int = N_LAB_BINS
+
+
+@dataclass
+class SequenceStats:
+    """Counts from one build: every event row is either tokenised or counted as dropped with a reason."""
+
+    subjects: int = 0
+    subjects_without_visits: int = 0
+    event_rows: int = 0
+    events_tokenised: int = 0
+    events_outside_visits: int = 0
+    events_without_time: int = 0
+    unknown_tokens: int = 0
+
+
+@dataclass
+class Vocabulary:
+    """Token strings, ids by position; ``n_conditions`` sets the task-token block."""
+
+    tokens: list[str]
+    n_conditions: int
+    lab_edges: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    def id(self, token: str) -> int:
+        return self.index.get(token, UNK)
+
+    def task_id(self, token: str) -> int:
+        return self.index[token]
+
+    def to_json(self) -> str:
+        return json.dumps({"tokens": self.tokens, "n_conditions": self.n_conditions, "lab_edges": self.lab_edges})
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocabulary:
+        d = json.loads(text)
+        return cls(d["tokens"], d["n_conditions"], d.get("lab_edges", {}))
+
+
+def fixed_tokens(n_conditions: int) -> list[str]:
+    """Ids that never depend on the data: specials, time tokens, task tokens."""
+    return list(SPECIALS) + list(TIME_TOKENS) + list(task_tokens(n_conditions))
+
+
+def load_meds(root: str | Path) -> pl.DataFrame:
+    """Read a MEDS dataset (``data/**/*.parquet``) and attach the split from ``metadata/subject_splits.parquet``."""
+    root = Path(root)
+    files = sorted((root / "data").rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no MEDS shards under {root / 'data'} (expected data/<split>/*.parquet)")
+    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    for col, dtype in (("encounter_id", pl.String), ("unit", pl.String), ("numeric_value", pl.Float32)):
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    splits_file = root / "metadata" / "subject_splits.parquet"
+    if splits_file.exists():
+        splits = pl.read_parquet(splits_file).select(pl.col("subject_id").cast(pl.Int64), "split")
+    else:  # fall back to the shard folder names
+        splits = pl.concat(
+            [pl.read_parquet(f, columns=["subject_id"]).unique().with_columns(pl.lit(f.parent.name).alias("split"))
+             for f in files])
+    frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64)).join(splits, on="subject_id", how="left")
+    return frame.with_columns(pl.col("split").fill_null("train")).sort(
+        "subject_id", "time", nulls_last=False, maintain_order=True)
+
+
+def fit_lab_edges(frame: pl.DataFrame, n_bins: int = N_LAB_BINS) -> dict[str, list[float]]:
+    """Per ``code//unit`` quantile edges (``n_bins - 1`` inner edges) from the train split's numeric lab values."""
+    qs = [(i + 1) / n_bins for i in range(n_bins - 1)]
+    labs = frame.filter(
+        (pl.col("split") == "train") & pl.col("code").str.starts_with("LOINC//") & pl.col("numeric_value").is_not_null()
+        & pl.col("numeric_value").is_finite())
+    key = pl.col("code") + "//" + pl.col("unit").fill_null("")
+    grouped = labs.group_by(key.alias("key")).agg([pl.col("numeric_value").cast(pl.Float64).quantile(q, "linear")
+                                                  .alias(f"q{i}") for i, q in enumerate(qs)])
+    return {row[0]: [float(v) for v in row[1:]] for row in grouped.sort("key").iter_rows()}
+
+
+def _event_tokens(frame: pl.DataFrame, edges: dict[str, list[float]], n_bins: int) -> pl.DataFrame:
+    """Add ``kind`` (S/E/B/event type id/None) and ``token`` (the concept string, labs binned) columns."""
+    code = pl.col("code")
+    kind = (pl.when(code.str.starts_with("ENCOUNTER//") & code.str.ends_with("//START")).then(pl.lit(-1))
+            .when(code.str.starts_with("ENCOUNTER//") & code.str.ends_with("//END")).then(pl.lit(-2))
+            .when(code == "MEDS_BIRTH").then(pl.lit(-3)))
+    for prefix, type_id in EVENT_PREFIXES.items():
+        kind = kind.when(code.str.starts_with(prefix)).then(pl.lit(type_id))
+    frame = frame.with_columns(kind.otherwise(None).cast(pl.Int8).alias("kind"),
+                               (code + "//" + pl.col("unit").fill_null("")).alias("_labkey"))
+    edge_frame = pl.DataFrame({"_labkey": list(edges), **{f"_e{i}": [e[i] for e in edges.values()]
+                                                         for i in range(n_bins - 1)}},
+                              schema={"_labkey": pl.String, **{f"_e{i}": pl.Float64 for i in range(n_bins - 1)}})
+    frame = frame.join(edge_frame, on="_labkey", how="left", maintain_order="left")
+    value = pl.col("numeric_value").cast(pl.Float64)
+    bin_ = pl.sum_horizontal([(value >= pl.col(f"_e{i}")).cast(pl.Int32) for i in range(n_bins - 1)])
+    is_binned = (pl.col("kind") == TYPE_LAB) & value.is_not_null() & pl.col("_e0").is_not_null() & value.is_finite()
+    token = (pl.when(is_binned).then(pl.col("_labkey") + "//Q" + (bin_ + 1).cast(pl.String))
+             .when(pl.col("kind") == TYPE_LAB).then(pl.col("_labkey"))
+             .otherwise(code.str.to_uppercase()))
+    return frame.with_columns(token.alias("token")).drop(["_labkey"] + [f"_e{i}" for i in range(n_bins - 1)])
+
+
+def merge_visits(encounters: list[tuple[int, int, str]]) -> tuple[list[tuple[int, int]], dict[str, int]]:
+    """Merge overlapping/touching encounters ``(start_us, end_us, encounter_id)`` into visits.
+
+    Returns the visits ``(start_us, end_us)`` sorted by start and a map encounter_id -> visit index.
+    """
+    visits: list[list[int]] = []
+    owner: dict[str, int] = {}
+    for start, end, enc in sorted(encounters):
+        end = max(end, start)
+        if visits and start <= visits[-1][1]:
+            visits[-1][1] = max(visits[-1][1], end)
+        else:
+            visits.append([start, end])
+        owner[enc] = len(visits) - 1
+    return [(s, e) for s, e in visits], owner
+
+
+def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceStats) -> dict[str, np.ndarray] | None:
+    """Token and side arrays (full length, untruncated) for one patient's rows (columns of ``_event_tokens``)."""
+    starts: dict[str, int] = {}
+    ends: dict[str, int] = {}
+    birth = None
+    events = []
+    for t, kind, token, enc in zip(rows["t"], rows["kind"], rows["token"], rows["encounter_id"], strict=True):
+        if kind == -1 and enc is not None and t is not None:
+            starts[enc] = min(starts.get(enc, t), t)
+        elif kind == -2 and enc is not None and t is not None:
+            ends[enc] = max(ends.get(enc, t), t)
+        elif kind == -3 and t is not None:
+            birth = t if birth is None else min(birth, t)
+        elif kind is not None and kind >= 0:
+            stats.event_rows += 1
+            if t is None:
+                stats.events_without_time += 1
+            else:
+                events.append((t, kind, token, enc))
+    encounters = [(s, ends.get(e, s), e) for e, s in starts.items()]
+    if not encounters:
+        stats.subjects_without_visits += 1
+        stats.events_outside_visits += len(events)
+        return None
+    visits, owner = merge_visits(encounters)
+    per_visit: list[list[tuple[int, str, int]]] = [[] for _ in visits]
+    v_starts = np.array([s for s, _ in visits], dtype=np.int64)
+    for t, kind, token, enc in events:
+        v = owner.get(enc) if enc is not None else None
+        if v is None:  # no (known) encounter: the visit whose [start, end] holds t
+            i = int(np.searchsorted(v_starts, t, side="right")) - 1
+            v = i if i >= 0 and t <= visits[i][1] else None
+        if v is None:
+            stats.events_outside_visits += 1
+            continue
+        s, e = visits[v]
+        per_visit[v].append((min(max(t, s), e), token, kind))
+    first = visits[0][0]
+    birth = first if birth is None else birth
+    out: dict[str, list] = {k: [] for k in ARRAYS}
+
+    def add(token_id: int, type_id: int, t: int, visit: int, segment: int) -> None:
+        out["tokens"].append(token_id)
+        out["token_type"].append(type_id)
+        out["age"].append((t - birth) / US_PER_DAY / DAYS_PER_YEAR)
+        out["time"].append((t - first) / US_PER_DAY)
+        out["visit_order"].append(visit)
+        out["visit_segment"].append(segment)
+        out["abs_time"].append(t)
+
+    add(CLS, TYPE_CLS, first, 0, 0)
+    for v, ((s, e), evs) in enumerate(zip(visits, per_visit, strict=True)):
+        n, seg = v + 1, 1 + v % 2
+        if v > 0:
+            gap_days = (s - visits[v - 1][1]) // US_PER_DAY
+            add(vocab.id(interval_token(int(gap_days))), TYPE_TIME, s, v, 0)
+        add(VS, TYPE_VS, s, n, seg)
+        for t, token, kind in sorted(evs):
+            tid = vocab.id(token)
+            stats.unknown_tokens += tid == UNK
+            stats.events_tokenised += 1
+            add(tid, kind, t, n, seg)
+        add(VE, TYPE_VE, e, n, seg)
+        add(REG, TYPE_REG, e, n, seg)
+    dtypes = {"tokens": np.int32, "token_type": np.int8, "age": np.float32, "time": np.float32,
+              "visit_order": np.int32, "visit_segment": np.int8, "abs_time": np.int64}
+    return {k: np.asarray(v, dtype=dtypes[k]) for k, v in out.items()}
+
+
+def cut_at(seq: dict[str, np.ndarray], prediction_time_us: int) -> dict[str, np.ndarray]:
+    """Keep the tokens with ``abs_time <= prediction_time`` (a prefix, since times never decrease)."""
+    n = int(np.searchsorted(seq["abs_time"], prediction_time_us, side="right"))
+    return {k: v[:n] for k, v in seq.items()}
+
+
+def truncate(seq: dict[str, np.ndarray], max_len: int) -> dict[str, np.ndarray]:
+    """Keep the most recent ``max_len`` tokens, restoring a leading ``[CLS] [VS]`` (Odyssey ``_truncate_or_pad``).
+
+    A cut inside a visit's trailer skips the partial ``[VE] [REG] [interval]``; visit numbers restart at 1 and the
+    segments are recomputed from them.
+    """
+    n = len(seq["tokens"])
+    if n <= max_len:
+        return seq
+    if max_len < 3:
+        raise ValueError(f"max_len {max_len} < 3 cannot hold [CLS] [VS] and one token")
+    start = n - max_len + 2
+    types = seq["token_type"]
+    while start < n - 1 and types[start] in (TYPE_VE, TYPE_REG, TYPE_TIME):
+        start += 1
+    tail = {k: v[start:] for k, v in seq.items()}
+    lead_vs = len(tail["tokens"]) > 0 and tail["token_type"][0] == TYPE_VS
+    head_n = 1 if lead_vs else 2
+    ref = {k: (v[0] if len(v) else seq[k][-1]) for k, v in tail.items()}
+    first_visit = int(ref["visit_order"]) if int(ref["visit_order"]) > 0 else 1
+    head = {k: np.full(head_n, ref[k], dtype=seq[k].dtype) for k in ARRAYS}
+    head["tokens"][:] = [CLS, VS][:head_n]
+    head["token_type"][:] = [TYPE_CLS, TYPE_VS][:head_n]
+    head["visit_order"][:] = [0, first_visit][:head_n]
+    out = {k: np.concatenate([head[k], tail[k]]) for k in ARRAYS}
+    vo = out["visit_order"].astype(np.int64)
+    renum = np.where(vo > 0, vo - first_visit + 1, 0)
+    renum[out["token_type"] == TYPE_TIME] = np.maximum(renum[out["token_type"] == TYPE_TIME], 1)
+    out["visit_order"] = renum.astype(seq["visit_order"].dtype)
+    in_visit = (renum > 0) & (out["token_type"] != TYPE_TIME)
+    out["visit_segment"] = np.where(in_visit, 1 + (renum - 1) % 2, 0).astype(seq["visit_segment"].dtype)
+    return out
+
+
+def input_hash(root: str | Path, settings: SequenceSettings) -> str:
+    """sha256 over the MEDS shard and split files (relative path + bytes) and the settings."""
+    root = Path(root)
+    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **asdict(settings)}, sort_keys=True).encode())
+    files = sorted((root / "data").rglob("*.parquet")) + sorted((root / "metadata").glob("subject_splits.parquet"))
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def build_vocabulary(tokenised: pl.DataFrame, settings: SequenceSettings, edges: dict[str, list[float]]) -> Vocabulary:
+    """Fixed ids, then the train split's event tokens by descending count (ties by name) up to ``vocab_size``."""
+    fixed = fixed_tokens(settings.n_conditions)
+    room = settings.vocab_size - len(fixed)
+    if room < 1:
+        raise ValueError(f"vocab_size {settings.vocab_size} leaves no room after {len(fixed)} fixed tokens")
+    counts = (tokenised.filter((pl.col("split") == "train") & (pl.col("kind") >= 0))
+              .group_by("token").len().sort(["len", "token"], descending=[True, False]))
+    return Vocabulary(fixed + counts["token"].head(room).to_list(), settings.n_conditions, edges)
+
+
+def build_sequences(frame: pl.DataFrame, settings: SequenceSettings,
+                    progress: bool = False) -> tuple[pl.DataFrame, Vocabulary, SequenceStats]:
+    """MEDS frame (from ``load_meds``) -> one row per patient with visits: subject_id, split and the ``ARRAYS`` lists."""
+    edges = fit_lab_edges(frame, settings.n_lab_bins)
+    tok = _event_tokens(frame, edges, settings.n_lab_bins).with_columns(
+        pl.col("time").cast(pl.Datetime("us")).cast(pl.Int64).alias("t"))
+    vocab = build_vocabulary(tok, settings, edges)
+    stats = SequenceStats()
+    tok = tok.filter(pl.col("kind").is_not_null()).select("subject_id", "split", "t", "kind", "token", "encounter_id")
+    subjects = frame.select("subject_id", "split").unique("subject_id", keep="first").sort("subject_id")
+    stats.subjects = subjects.height
+    groups = tok.partition_by("subject_id", as_dict=True, maintain_order=True)
+    records: dict[str, list] = {"subject_id": [], "split": [], **{k: [] for k in ARRAYS}}
+    iterator = subjects.iter_rows()
+    if progress:
+        from rich.progress import track
+        iterator = track(list(iterator), description="sequences")
+    for sid, split in iterator:
+        g = groups.get((sid,))
+        seq = None
+        if g is None:
+            stats.subjects_without_visits += 1
+        else:
+            seq = patient_sequence(g.select("t", "kind", "token", "encounter_id").to_dict(as_series=False), vocab, stats)
+        if seq is None:
+            continue
+        records["subject_id"].append(sid)
+        records["split"].append(split)
+        for k in ARRAYS:
+            records[k].append(seq[k])
+    schema = {"subject_id": pl.Int64, "split": pl.String, "tokens": pl.List(pl.Int32), "token_type": pl.List(pl.Int8),
+              "age": pl.List(pl.Float32), "time": pl.List(pl.Float32), "visit_order": pl.List(pl.Int32),
+              "visit_segment": pl.List(pl.Int8), "abs_time": pl.List(pl.Int64)}
+    out = pl.DataFrame({k: ([list(a) for a in v] if k in ARRAYS else v) for k, v in records.items()}, schema=schema)
+    return out, vocab, stats
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def cached_sequences(meds_root: str | Path, cache_dir: str | Path, settings: SequenceSettings,
+                     progress: bool = False) -> tuple[pl.DataFrame, Vocabulary, Path]:
+    """``build_sequences`` once per (input hash, settings); later calls read ``<cache_dir>/<hash>/`` back.
+
+    Returns (sequences, vocabulary, the cache folder). Files are written atomically; ``stats.json`` holds the counts.
+    """
+    folder = Path(cache_dir) / input_hash(meds_root, settings)
+    seq_file, vocab_file = folder / "sequences.parquet", folder / "vocab.json"
+    if seq_file.exists() and vocab_file.exists():
+        return pl.read_parquet(seq_file), Vocabulary.from_json(vocab_file.read_text()), folder
+    folder.mkdir(parents=True, exist_ok=True)
+    seqs, vocab, stats = build_sequences(load_meds(meds_root), settings, progress=progress)
+    _atomic_write(folder / "stats.json", lambda p: p.write_text(json.dumps(asdict(stats), indent=1)))
+    _atomic_write(seq_file, lambda p: seqs.write_parquet(p))
+    _atomic_write(vocab_file, lambda p: p.write_text(vocab.to_json()))
+    return seqs, vocab, folder
+
+
+def row_arrays(row: dict) -> dict[str, np.ndarray]:
+    """One row of the sequences frame (``frame.row(i, named=True)``) -> numpy side arrays."""
+    dtypes = {"tokens": np.int64, "token_type": np.int64, "age": np.float32, "time": np.float32,
+              "visit_order": np.int64, "visit_segment": np.int64, "abs_time": np.int64}
+    return {k: np.asarray(row[k], dtype=dtypes[k]) for k in ARRAYS}
