@@ -1,0 +1,190 @@
+"""``linmix-speech separate IN... --ckpt C --out-dir D``: separate files of any rate and length.
+
+Long inputs are cut into overlapping chunks (``--chunk-s``, ``--overlap-s``); each chunk's sources are put in the
+order of what is already written by the best permutation of their correlation on the overlap (asteroid's
+``LambdaOverlapAdd(reorder_chunks=True)`` idea), then cross-faded with linear ramps.  Model memory is bounded by
+the chunk length; the file itself is held in memory once (S+1 float32 copies: 10 min at 8 kHz = 58 MB).
+Loudness: SI-SNR training leaves the scale free, so the sources are scaled by the least-squares gains that make
+their sum best match the mixture (mixture consistency), then lowered together if they would clip.
+Outputs: ``D/<stem>/s1.wav ... sS.wav`` (16-bit, at the input's rate), ``--plot`` ``D/<stem>/spectrogram.png``,
+``D/separate_summary.json`` (read = written + rejected) and ``D/rejects.csv`` for files that could not be used.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+from .audio import AudioError, read_audio, resample, write_audio
+from .losses import best_permutation
+
+log = logging.getLogger("linmix.speech")
+AUDIO_EXT = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au")
+Net = Callable[[torch.Tensor], torch.Tensor]
+
+
+def load_separator(path: str) -> Tuple[Net, int, int]:
+    """A Lightning checkpoint (.ckpt) or an exported TorchScript file -> (net (B, T) -> (B, S, T), sample rate, S)."""
+    path = str(path)
+    if path.endswith(".ckpt"):
+        from .lit_module import SpeechLitModule
+
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        sr = int(ckpt.get("datamodule_hyper_parameters", {}).get("sample_rate", 8000))
+        lit = SpeechLitModule.load_from_checkpoint(path, map_location="cpu")
+        net = lit.net.eval()
+        return net, sr, net.n_src
+    from shared.export import load_torchscript
+
+    net, config = load_torchscript(path)
+    net.eval()
+    return net, int(config.get("sample_rate", 8000)), int(config["n_src"])
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (S, T), b (S, T) -> (S, S) normalised correlation, [i, j] = corr(a_i, b_j)."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    num = a @ b.T
+    return num / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1).unsqueeze(0) + 1e-8)
+
+
+@torch.inference_mode()
+def separate_long(net: Net, x: torch.Tensor, n_src: int, chunk: int, overlap: int) -> torch.Tensor:
+    """x (T,) -> (S, T) by chunked overlap-add with consistent source order across chunks."""
+    t = x.shape[-1]
+    if t <= chunk:
+        return net(x.unsqueeze(0))[0]
+    overlap = min(overlap, chunk // 2)
+    hop = chunk - overlap
+    starts = list(range(0, t - chunk, hop)) + [t - chunk]
+    out = torch.zeros(n_src, t)
+    weight = torch.zeros(t)
+    for i, s in enumerate(starts):
+        est = net(x[s : s + chunk].unsqueeze(0))[0]  # (S, chunk)
+        w = torch.ones(chunk)
+        if i > 0:
+            prev_end = starts[i - 1] + chunk
+            ov = prev_end - s  # overlap with what is written (>= overlap for the last, end-aligned chunk)
+            done = out[:, s:prev_end] / weight[s:prev_end].clamp_min(1e-8)
+            perm = best_permutation(_correlation(est[:, :ov], done).abs().unsqueeze(0))[0]
+            est = est[perm]
+            ramp = min(ov, chunk)
+            w[:ramp] = torch.linspace(0, 1, ramp + 2)[1:-1]
+        if i < len(starts) - 1:
+            ramp = min(overlap, chunk)
+            w[chunk - ramp :] = torch.minimum(w[chunk - ramp :], torch.linspace(1, 0, ramp + 2)[1:-1])
+        out[:, s : s + chunk] += est * w
+        weight[s : s + chunk] += w
+    return out / weight.clamp_min(1e-8)
+
+
+def match_loudness(est: torch.Tensor, mix: torch.Tensor, peak: float = 0.99) -> torch.Tensor:
+    """est (S, T), mix (T,) -> est scaled by the least-squares gains g minimising ||mix - sum_i g_i est_i||."""
+    e = est.double()
+    gram = e @ e.T + 1e-9 * torch.eye(e.shape[0], dtype=e.dtype)
+    g = torch.linalg.solve(gram, e @ mix.double())
+    out = (e * g.unsqueeze(-1)).float()
+    top = float(out.abs().max())
+    return out * (peak / top) if top > peak else out
+
+
+def plot_spectrograms(mix: torch.Tensor, est: torch.Tensor, sr: int, path: Path) -> Path:
+    """PNG of the mixture and source spectrograms (matplotlib, Agg), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("mixture", mix)] + [(f"source {i + 1}", est[i]) for i in range(est.shape[0])]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.2 * len(rows)), sharex=True)
+    for ax, (name, sig) in zip(axes, rows):
+        ax.specgram(sig.numpy(), NFFT=256, Fs=sr, noverlap=192, cmap="magma", vmin=-120)
+        ax.set_ylabel(f"{name}\nHz")
+    axes[-1].set_xlabel("time (s)")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def separate_file(
+    net: Net, path: Path, out_dir: Path, sr: int, n_src: int, chunk_s: float = 8.0, overlap_s: float = 1.0,
+    plot: bool = False, keep_model_rate: bool = False,
+) -> List[Path]:
+    """Separate one file into ``out_dir/<stem>/s{i}.wav``; raises AudioError for unusable input."""
+    x, info = read_audio(path, sr)
+    est = separate_long(net, x, n_src, int(chunk_s * sr), int(overlap_s * sr))
+    est = match_loudness(est, x)
+    dest = out_dir / path.stem
+    out_sr = sr if keep_model_rate else info.sample_rate
+    written = []
+    for i in range(n_src):
+        y = est[i] if out_sr == sr else resample(est[i], sr, out_sr)
+        written.append(write_audio(dest / f"s{i + 1}.wav", y, out_sr))
+    if plot:
+        written.append(plot_spectrograms(x, est, sr, dest / "spectrogram.png"))
+    return written
+
+
+def expand_inputs(inputs: List[str]) -> List[Path]:
+    """Files as given; folders expanded to their audio files (sorted)."""
+    files: List[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXT)
+        else:
+            files.append(p)
+    return files
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """separate audio files into one wav per source (chunked overlap-add, any rate/length)"""
+    p = argparse.ArgumentParser(prog="linmix-speech separate", description=__doc__.split("\n\n")[0])
+    p.add_argument("inputs", nargs="+", help="audio files or folders")
+    p.add_argument("--ckpt", required=True, help="Lightning .ckpt or TorchScript file from `linmix-speech export`")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--chunk-s", type=float, default=8.0, help="chunk length in seconds (bounds model memory)")
+    p.add_argument("--overlap-s", type=float, default=1.0, help="overlap between chunks in seconds")
+    p.add_argument("--plot", action="store_true", help="write a spectrogram PNG per file")
+    p.add_argument("--keep-model-rate", action="store_true", help="write at the model's rate, not the input's")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    net, sr, n_src = load_separator(a.ckpt)
+    out_dir = Path(a.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = expand_inputs(a.inputs)
+    ok, rejects = [], []
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("separating", total=len(files))
+        for f in files:
+            try:
+                separate_file(net, f, out_dir, sr, n_src, a.chunk_s, a.overlap_s, a.plot, a.keep_model_rate)
+                ok.append(str(f))
+            except AudioError as err:
+                log.error("skipped: %s", err)
+                rejects.append((str(f), str(err)))
+            bar.advance(task)
+    tmp = out_dir / "rejects.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        w.writerows(rejects)
+    os.replace(tmp, out_dir / "rejects.csv")
+    summary = {"read": len(files), "written": len(ok), "rejected": len(rejects), "sample_rate": sr, "n_src": n_src}
+    (out_dir / "separate_summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"separated {len(ok)} of {len(files)} files into {out_dir} ({len(rejects)} rejected, see rejects.csv)")
+    return 0 if ok or not files else 1
