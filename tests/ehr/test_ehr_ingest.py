@@ -1,0 +1,171 @@
+"""FHIR -> MEDS ingestion end to end on the synthetic cohort and on a real Synthea R4 Bundle fixture."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from apps.ehr.ingest import ingest, ingest_main
+from apps.ehr.meds import DATA_SCHEMA, SPLITS, check_meds, subject_id_of
+from apps.ehr.synth import synthesize
+
+FIXTURES = Path(__file__).parent / "fixtures" / "fhir"
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _meds(root: Path) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(root / "data" / s / "0.parquet") for s in SPLITS])
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ehr")
+    nd = synthesize(120, base / "ndjson", fmt="ndjson", seed=5, gzip=True)
+    bu = synthesize(120, base / "bundle", fmt="bundle", seed=5)
+    meds = base / "meds"
+    report = ingest([nd], meds)
+    return {"base": base, "ndjson": nd, "bundle": bu, "meds": meds, "report": report}
+
+
+def test_meds_schema_and_codes(cohort):
+    root = cohort["meds"]
+    counts = check_meds(root)
+    assert set(counts) == set(SPLITS) and all(counts[s] > 0 for s in SPLITS)
+    df = _meds(root)
+    assert dict(df.schema) == DATA_SCHEMA
+    codes = set(df["code"].unique())
+    for c in ("MEDS_BIRTH", "ENCOUNTER//AMB//START", "ENCOUNTER//IMP//END", "LOINC//2160-0", "RXNORM//860975",
+              "SNOMED//302497006", "ICD10CM//E11.9"):
+        assert c in codes, c
+    assert {"GENDER//female", "GENDER//male"} <= codes
+    assert df.filter(pl.col("time").is_null())["code"].str.starts_with("GENDER//").all()
+    enc_events = df.filter(~pl.col("code").str.starts_with("MEDS_") & ~pl.col("code").str.starts_with("GENDER"))
+    assert enc_events["encounter_id"].null_count() == 0
+    labs = df.filter(pl.col("code").str.starts_with("LOINC//"))
+    assert labs["numeric_value"].null_count() == 0 and labs["unit"].null_count() == 0
+    meta = pl.read_parquet(root / "metadata" / "codes.parquet")
+    assert meta.filter(pl.col("code") == "LOINC//2160-0")["description"].item().startswith("Creatinine")
+    smap = pl.read_parquet(root / "metadata" / "subject_map.parquet")
+    assert smap.height == 120
+    assert all(subject_id_of(p) == s for s, p in smap.iter_rows())
+    assert orjson.loads((root / "metadata" / "dataset.json").read_bytes())["meds_version"]
+
+
+def test_times_are_utc(cohort):
+    """An Observation written with a local offset lands at the UTC instant in MEDS."""
+    import gzip
+
+    with gzip.open(cohort["ndjson"] / "Observation.ndjson.gz") as fh:
+        obs = orjson.loads(fh.readline())
+    local = datetime.fromisoformat(obs["effectiveDateTime"])
+    utc = (local - local.utcoffset()).replace(tzinfo=None)
+    df = _meds(cohort["meds"])
+    sid = subject_id_of(obs["subject"]["reference"].split("/")[1])
+    row = df.filter((pl.col("subject_id") == sid) & (pl.col("code") == "LOINC//" + obs["code"]["coding"][0]["code"])
+                    & (pl.col("numeric_value") == pl.lit(obs["valueQuantity"]["value"], pl.Float32)))
+    assert utc in row["time"].to_list()
+
+
+def test_bundle_and_ndjson_layouts_give_identical_meds(cohort, tmp_path):
+    ingest([cohort["bundle"]], tmp_path / "m")
+    for split in SPLITS:
+        a = (cohort["meds"] / "data" / split / "0.parquet").read_bytes()
+        b = (tmp_path / "m" / "data" / split / "0.parquet").read_bytes()
+        assert a == b, split
+
+
+def test_labels_from_meds_match_the_oracle(cohort):
+    """The contract's task definitions, applied to the MEDS output, reproduce the generator's labels exactly."""
+    df = _meds(cohort["meds"]).join(pl.read_parquet(cohort["meds"] / "metadata" / "subject_map.parquet"),
+                                    on="subject_id")
+    enc = df.filter(pl.col("code").str.starts_with("ENCOUNTER//"))
+    st = enc.filter(pl.col("code").str.ends_with("//START")).select("patient_id", "encounter_id", start="time")
+    en = enc.filter(pl.col("code").str.ends_with("//END")).select("encounter_id", end="time")
+    e = st.join(en, on="encounter_id").sort("patient_id", "start")
+    last = e.group_by("patient_id").agg(pl.all().sort_by("start").last())
+    death = df.filter(pl.col("code") == "MEDS_DEATH").select("patient_id", death="time")
+    labels = {
+        "mortality": last.join(death, on="patient_id", how="left").select(
+            "patient_id", y=((pl.col("death") - pl.col("end")) <= pl.duration(days=30)).fill_null(False)),
+        "los": last.select("patient_id", y=(pl.col("end") - pl.col("start")) >= pl.duration(days=7)),
+        "readmission": e.group_by("patient_id").agg("start", "end").filter(pl.col("start").list.len() >= 2).select(
+            "patient_id", y=(pl.col("start").list.get(-1) - pl.col("end").list.get(-2)) <= pl.duration(days=30)),
+    }
+    cond = df.filter(pl.col("code").str.starts_with("ICD10CM//")).select(
+        "patient_id", g=pl.col("code").str.slice(9, 3)).unique()
+    oracle = pl.read_parquet(cohort["ndjson"] / "oracle.parquet")
+    for g in ("E11", "I10", "N18", "J44", "E78"):
+        has = cond.filter(pl.col("g") == g)["patient_id"].implode()
+        labels[f"cond_{g}"] = oracle.filter(pl.col("task") == f"cond_{g}").select(
+            "patient_id", y=pl.col("patient_id").is_in(has))
+    for task, lab in labels.items():
+        j = oracle.filter(pl.col("task") == task).join(lab, on="patient_id", how="full")
+        assert j.height > 0
+        assert j.filter(pl.col("label").is_null() | pl.col("y").is_null()).height == 0, task
+        assert (j["label"] == j["y"]).all(), task
+        assert j["label"].any() or task == "mortality"
+
+
+def test_rerun_is_byte_identical_and_workers_agree(cohort, tmp_path):
+    before = _tree(cohort["meds"])
+    ingest([cohort["ndjson"]], cohort["meds"], overwrite=True)
+    assert _tree(cohort["meds"]) == before
+    ingest([cohort["ndjson"]], tmp_path / "par", workers=2)
+    assert _tree(tmp_path / "par") == before
+    assert not [p for p in cohort["base"].iterdir() if p.name.startswith(".meds")]  # no temp folders left
+
+
+def test_report_reconciles(cohort, capsys):
+    rep = cohort["report"]
+    rep.reconcile()
+    on_disk = orjson.loads((cohort["meds"] / "report.json").read_bytes())
+    tot = on_disk["total"]
+    assert tot["read"] == tot["accepted"] + tot["rejected"] + tot["ignored"] > 0
+    for c in on_disk["counts"].values():
+        assert c["read"] == c["accepted"] + c["rejected"] + c["ignored"]
+    assert on_disk["counts"]["Patient"]["accepted"] == 120
+    assert sum(on_disk["rows_written"].values()) == _meds(cohort["meds"]).height
+    rep.print()
+    printed = capsys.readouterr().out
+    assert "accepted" in printed and "Observation" in printed
+
+
+def test_validate_mode_quarantines_invalid_resources(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    lines = [{"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"},
+             {"resourceType": "Observation", "id": "o1", "status": "final", "colour": "red", "code": {"coding": [
+                 {"system": "http://loinc.org", "code": "2160-0"}]}, "subject": {"reference": "Patient/p1"},
+              "effectiveDateTime": "2020-01-01T00:00:00Z", "valueQuantity": {"value": 1.0, "unit": "mg/dL"}}]
+    (d / "x.ndjson").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    fast = ingest([d], tmp_path / "fast")
+    assert fast.counts["Observation"]["accepted"] == 1
+    slow = ingest([d], tmp_path / "slow", validate=True)
+    assert slow.counts["Observation"] == {"read": 1, "accepted": 0, "rejected": 1, "ignored": 0}
+    q = orjson.loads((tmp_path / "slow" / "quarantine" / "Observation.ndjson").read_bytes())
+    assert q["reason"].startswith("R4B validation failed") and "colour" in q["reason"] and q["line"] == 2
+
+
+def test_synthea_r4_fixture_ingests(tmp_path, capsys):
+    rc = ingest_main([str(FIXTURES), "--out", str(tmp_path / "m")])
+    assert rc == 0
+    check_meds(tmp_path / "m")
+    rep = orjson.loads((tmp_path / "m" / "report.json").read_bytes())
+    assert rep["counts"]["Patient"]["accepted"] == 1
+    assert rep["counts"]["Claim"] == {"read": 2, "accepted": 0, "rejected": 0, "ignored": 2}
+    assert rep["counts"]["Encounter"]["accepted"] == 9
+    assert rep["reasons"] == {"event after death": 1, "rejected encounter": 1}  # Synthea's post-mortem encounter
+    df = _meds(tmp_path / "m")
+    assert {"MEDS_BIRTH", "MEDS_DEATH", "GENDER//male"} <= set(df["code"])
+    assert df.filter(pl.col("code") == "MEDS_DEATH")["time"].item() == datetime(2006, 5, 8, 7, 21, 10)
+    assert df.filter(pl.col("code").str.starts_with("ENCOUNTER//")).height >= 17
+    assert "total" in capsys.readouterr().out
