@@ -50,8 +50,13 @@ def vocab_of(system: str | None) -> str:
 
 def code_of(cc: object, preferred: str | None) -> tuple[str, str | None]:
     """CodeableConcept -> (``VOCAB//code``, display); the preferred system's coding wins, else the first with a code."""
-    if not isinstance(cc, dict):
+    if cc.__class__ is not dict:
         raise Reject("no code: missing CodeableConcept")
+    coding = cc.get("coding")
+    if coding and coding.__class__ is list:  # fast path: the first coding is of the preferred system
+        c = coding[0]
+        if c.__class__ is dict and c.get("system") == preferred and c.get("code"):
+            return f"{VOCAB[preferred]}//{c['code']}", c.get("display") or cc.get("text")
     best = None
     for c in cc.get("coding") or ():
         if isinstance(c, dict) and c.get("code"):
@@ -67,9 +72,14 @@ def code_of(cc: object, preferred: str | None) -> tuple[str, str | None]:
 
 def ref_id(obj: object, rtype: str, urls: dict[str, tuple[str, str]] | None, what: str) -> str:
     """Reference dict -> target id of type ``rtype``; raises :class:`Reject` when missing or unresolvable."""
-    ref = obj.get("reference") if isinstance(obj, dict) else None
-    if not isinstance(ref, str) or not ref:
+    ref = obj.get("reference") if obj.__class__ is dict else None
+    if ref.__class__ is not str or not ref:
         raise Reject(f"missing {what} reference")
+    n = len(rtype)
+    if ref.startswith(rtype) and ref[n:n + 1] == "/":  # fast path: "Patient/<id>"
+        rest = ref[n + 1:]
+        if rest and "/" not in rest and "?" not in rest:
+            return rest
     if ref.startswith("urn:uuid:"):
         if urls is not None and ref in urls:
             t, i = urls[ref]
@@ -102,12 +112,12 @@ class Flattener:
               "unit")
 
     def __init__(self) -> None:
-        self.p: dict[str, list] = {c: [] for c in self.P_COLS}
-        self.e: dict[str, list] = {c: [] for c in self.E_COLS}
-        self.v: dict[str, list] = {c: [] for c in self.V_COLS}
+        self.p: list[tuple] = []  # rows, columns P_COLS
+        self.e: list[tuple] = []
+        self.v: list[tuple] = []
 
     def __len__(self) -> int:
-        return len(self.p["src"]) + len(self.e["src"]) + len(self.v["src"])
+        return len(self.p) + len(self.e) + len(self.v)
 
     def add(self, d: dict, rtype: str, src: int, line: int, entry: int, urls: dict | None) -> None:
         rid = d.get("id")
@@ -143,22 +153,9 @@ class Flattener:
         self._event(src, line, entry, rtype, rid, subject, enc_id, time, code, desc, None, None, None)
 
     def _event(self, src, line, entry, rtype, rid, subject, enc, time, code, desc, num, text, unit) -> None:
-        v = self.v
-        if time is not None and not isinstance(time, str):
+        if time is not None and time.__class__ is not str:
             raise Reject("unparseable dateTime: not a string")
-        v["src"].append(src)
-        v["line"].append(line)
-        v["entry"].append(entry)
-        v["rtype"].append(rtype)
-        v["rid"].append(rid)
-        v["subject"].append(subject)
-        v["enc"].append(enc)
-        v["time"].append(time)
-        v["code"].append(code)
-        v["desc"].append(desc)
-        v["num"].append(num)
-        v["text"].append(text)
-        v["unit"].append(unit)
+        self.v.append((src, line, entry, rtype, rid, subject, enc, time, code, desc, num, text, unit))
 
     def _patient(self, d: dict, rid, src, line, entry) -> None:
         if not rid:
@@ -167,15 +164,8 @@ class Flattener:
         if (birth is not None and not isinstance(birth, str)) or (death is not None and not isinstance(death, str)):
             raise Reject("unparseable dateTime: not a string")
         gender = d.get("gender")
-        p = self.p
-        p["src"].append(src)
-        p["line"].append(line)
-        p["entry"].append(entry)
-        p["rid"].append(rid)
-        p["gender"].append(gender if isinstance(gender, str) and gender else None)
-        p["birth"].append(birth)
-        p["death"].append(death)
-        p["deceased_flag"].append(d.get("deceasedBoolean") is True)
+        self.p.append((src, line, entry, rid, gender if isinstance(gender, str) and gender else None, birth, death,
+                       d.get("deceasedBoolean") is True))
 
     def _encounter(self, d: dict, rid, subject, src, line, entry) -> None:
         if not rid:
@@ -193,16 +183,7 @@ class Flattener:
         code = cls.get("code") if isinstance(cls, dict) else None
         if not code:
             raise Reject("no code: Encounter without class code")
-        e = self.e
-        e["src"].append(src)
-        e["line"].append(line)
-        e["entry"].append(entry)
-        e["rid"].append(rid)
-        e["subject"].append(subject)
-        e["cls"].append(str(code))
-        e["cls_display"].append(cls.get("display"))
-        e["start"].append(start)
-        e["end"].append(end)
+        self.e.append((src, line, entry, rid, subject, str(code), cls.get("display"), start, end))
 
     def _observation(self, d: dict, rid, subject, enc, src, line, entry) -> None:
         time = d.get("effectiveDateTime") or _period_start(d.get("effectivePeriod")) or d.get("effectiveInstant")

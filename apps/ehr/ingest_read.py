@@ -65,17 +65,18 @@ class _Reader:
         self.src, self.validate, self.chunk = src, validate, chunk
         self.res = ReadResult()
         self.flat = Flattener()
+        self.n = 0  # resources in the current chunk
         self._models: dict = {}
 
     def flush(self) -> None:
         f = self.flat
-        if f.p["src"]:
-            self.res.p.append(pl.DataFrame(f.p, schema=P_SCHEMA))
-        if f.e["src"]:
-            self.res.e.append(pl.DataFrame(f.e, schema=E_SCHEMA))
-        if f.v["src"]:
-            self.res.v.append(pl.DataFrame(f.v, schema=V_SCHEMA))
+        for rows, schema, frames in ((f.p, P_SCHEMA, self.res.p), (f.e, E_SCHEMA, self.res.e),
+                                     (f.v, V_SCHEMA, self.res.v)):
+            if rows:
+                cols = list(zip(*rows))
+                frames.append(pl.DataFrame({c: cols[k] for k, c in enumerate(schema)}, schema=schema))
         self.flat = Flattener()
+        self.n = 0
 
     def reject(self, line: int, entry: int, rtype: str, rid, reason: str, record) -> None:
         self.res.rejects.append({"src": self.src, "line": line, "entry": entry, "rtype": rtype,
@@ -100,7 +101,8 @@ class _Reader:
             self.flat.add(d, rtype, self.src, line, entry, urls)
         except Reject as err:
             self.reject(line, entry, rtype, d.get("id"), str(err), d)
-        if len(self.flat) >= self.chunk:
+        self.n += 1
+        if self.n >= self.chunk:
             self.flush()
 
     def _validate(self, rtype: str, d: dict) -> None:
