@@ -7,8 +7,9 @@ cached under ``<cache_dir>/<hash of the MEDS files + settings>/``. Splits by sub
 
 Batches (dict of tensors, right-padded with PAD=0 to the longest sequence, B x L): ``tokens``, ``token_type``, ``age``
 (years), ``time`` (days), ``visit_order``, ``visit_segment``, ``lengths`` (B,); finetuning adds ``task`` (B,) and
-``label`` (B,) float. Finetuning datapoints of all tasks are shuffled together, so batches mix tasks; each input is cut
-at the task's ``prediction_time``, keeps the most recent ``max_len`` tokens and carries the task token in slot 0.
+``label`` (B,) float and ``task_token`` (B,). Finetuning datapoints of all tasks are shuffled together, so batches mix
+tasks; each input is cut at the task's ``prediction_time`` and keeps the most recent ``max_len - 1`` tokens; the model
+adds the task token in slot 0 and after the last token (``model.prompt``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     out["lengths"] = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
     if "task" in items[0]:
         out["task"] = torch.tensor([it["task"] for it in items], dtype=torch.long)
+        out["task_token"] = torch.tensor([it["task_token"] for it in items], dtype=torch.long)
         out["label"] = torch.tensor([it["label"] for it in items], dtype=torch.float32)
     return out
 
@@ -60,7 +62,8 @@ class PretrainDataset(Dataset):
 
 
 class FinetuneDataset(Dataset):
-    """(patient, task, prediction_time, label) datapoints; input cut at prediction_time, task token in slot 0."""
+    """(patient, task, prediction_time, label) datapoints; input cut at prediction_time, then the most recent
+    ``max_len - 1`` tokens (the model's :func:`~apps.ehr.model.prompt` adds the task token in slot 0 and at the end)."""
 
     def __init__(self, seqs: pl.DataFrame, points: pl.DataFrame, task_ids: list[int], max_len: int) -> None:
         self.seqs, self.max_len, self.task_ids = seqs, max_len, task_ids
@@ -80,12 +83,9 @@ class FinetuneDataset(Dataset):
         return S.cut_at(S.row_arrays(self.seqs.row(int(self.rows[i]), named=True)), int(self.pred_us[i]))
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(S.truncate(self.cut(i), self.max_len))
-        item["tokens"] = item["tokens"].copy()
-        item["token_type"] = item["token_type"].copy()
-        item["tokens"][0] = self.task_ids[int(self.task[i])]
-        item["token_type"][0] = S.TYPE_TASK
+        item = dict(S.truncate(self.cut(i), self.max_len - 1))
         item["task"] = int(self.task[i])
+        item["task_token"] = self.task_ids[item["task"]]
         item["label"] = float(self.label[i])
         return item
 

@@ -4,8 +4,8 @@ One module, two objectives (linked from the data module's ``objective``):
 
 - ``pretrain``: cross-entropy of next-token logits; padding targets are ignored (-100; Odyssey left PAD in the loss,
   reference bug 5).
-- ``finetune``: binary cross-entropy of the task logit read at the last real token; the task token leads each input;
-  batches mix tasks. ``pretrained`` names a pretraining checkpoint whose backbone/embedding weights are loaded at the
+- ``finetune``: binary cross-entropy of the task logit read at the last real token; the task token leads each input and
+  is appended after its last token, where the logit is read (``model.prompt``); batches mix tasks. ``pretrained`` names a pretraining checkpoint whose backbone/embedding weights are loaded at the
   start of fitting (the classification head starts fresh). ``test`` reports AUROC, AUPRC and F1 per task (torchmetrics,
   on probabilities), writes ``test_metrics.json`` and ROC/PR plots in the log folder.
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from apps.ehr.metrics import all_task_metrics, plot_curves
-from apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer
+from apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
 from shared.lightning import LinmixModule
 
 INPUTS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
@@ -45,6 +45,7 @@ class EHRLitModule(LinmixModule):
         self.net = EHRMamba(net)
         self.task_names: list[str] = []
         self.task_token_ids: list[int] = []
+        self.vocab_json = ""  # the data's Vocabulary (tokens + lab bins), kept for export and scoring
         self._outputs: dict[str, list] = {}
 
     # ---- task metadata travels with checkpoints (needed by export / predict) ----
@@ -52,15 +53,18 @@ class EHRLitModule(LinmixModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "task_names", None):
             self.task_names, self.task_token_ids = list(dm.task_names), list(dm.task_token_ids)
+            self.vocab_json = dm.vocab.to_json()
         if stage == "fit" and self.pretrained and self.objective == "finetune":
             self.load_pretrained(self.pretrained)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ehr_tasks"] = {"names": self.task_names, "token_ids": self.task_token_ids}
+        checkpoint["ehr_tasks"] = {"names": self.task_names, "token_ids": self.task_token_ids,
+                                   "vocab": self.vocab_json}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get("ehr_tasks", {})
         self.task_names, self.task_token_ids = list(meta.get("names", [])), list(meta.get("token_ids", []))
+        self.vocab_json = meta.get("vocab", "")
 
     def load_pretrained(self, path: str) -> None:
         """Copy every pretrained tensor except the classification head; shapes must match (same vocab/sizes)."""
@@ -82,11 +86,15 @@ class EHRLitModule(LinmixModule):
         return EHRMambaScorer(self.net, self.task_token_ids)
 
     # ---- steps ----
-    def _hidden(self, batch: dict) -> torch.Tensor:
-        return self.net(*(batch[k] for k in INPUTS))
+    def _hidden(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (B, L', D) and the lengths at which to pool; finetuning adds the task prompt first."""
+        if self.objective == "pretrain":
+            return self.net(*(batch[k] for k in INPUTS)), batch["lengths"]
+        *arrays, lengths = prompt(*(batch[k] for k in INPUTS), batch["task_token"])
+        return self.net(*arrays), lengths
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        hidden = self._hidden(batch)
+        hidden, lengths = self._hidden(batch)
         bsz = batch["tokens"].size(0)
         if self.objective == "pretrain":
             logits = self.net.lm_logits(hidden[:, :-1])
@@ -94,7 +102,7 @@ class EHRLitModule(LinmixModule):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100)
             self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
             return loss
-        logit = self.net.pool_logit(hidden, batch["lengths"])
+        logit = self.net.pool_logit(hidden, lengths)
         loss = F.binary_cross_entropy_with_logits(logit, batch["label"])
         self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
         if stage != "train":
@@ -113,11 +121,11 @@ class EHRLitModule(LinmixModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Finetune: probabilities (B,) with task indices; pretrain: next-token logits at the last real token."""
-        hidden = self._hidden(batch)
+        hidden, lengths = self._hidden(batch)
         if self.objective == "pretrain":
-            idx = (batch["lengths"] - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+            idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
             return {"next_token_logits": self.net.lm_logits(hidden.gather(1, idx).squeeze(1))}
-        return {"probability": torch.sigmoid(self.net.pool_logit(hidden, batch["lengths"])), "task": batch["task"],
+        return {"probability": torch.sigmoid(self.net.pool_logit(hidden, lengths)), "task": batch["task"],
                 "label": batch["label"]}
 
     def _epoch_metrics(self, stage: str) -> dict[str, dict[str, float]]:

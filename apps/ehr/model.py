@@ -137,22 +137,48 @@ class EHRMamba(nn.Module):
         return self.backbone.forward_state(x, state)
 
 
+def prompt(tokens: Tensor, token_type: Tensor, age: Tensor, time: Tensor, visit_order: Tensor,
+           visit_segment: Tensor, task_token: Tensor, type_task: int = TYPE_TASK,
+           pad_id: int = PAD_ID) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Multitask prompt: the task token replaces ``[CLS]`` in slot 0 and is appended after the last real token.
+
+    Inputs (B, L) right-padded with ``pad_id``, ``task_token`` (B,) -> the six arrays (B, L + 1) and lengths (B,). The
+    appended token (type TASK, age/time of the last real token, visit 0) is where the causal model is pooled, so the
+    task conditions the readout directly (Odyssey's last-token swap, but after the cutoff, not before: reference bug 6).
+    """
+    b = tokens.size(0)
+    lengths = (tokens != pad_id).sum(dim=1)
+    idx = lengths.unsqueeze(1)  # (B, 1) position of the appended token
+    last = (lengths - 1).clamp_min(0).unsqueeze(1)
+    zl = torch.zeros(b, 1, dtype=tokens.dtype, device=tokens.device)
+    zf = torch.zeros(b, 1, dtype=age.dtype, device=age.device)
+    tokens = torch.cat([task_token.unsqueeze(1), tokens[:, 1:], zl], dim=1).scatter(1, idx, task_token.unsqueeze(1))
+    task_type = torch.full_like(zl, type_task)
+    token_type = torch.cat([task_type, token_type[:, 1:], zl], dim=1).scatter(1, idx, task_type)
+    age = torch.cat([age, zf], dim=1)
+    age = age.scatter(1, idx, age.gather(1, last))
+    time = torch.cat([time, zf.to(time.dtype)], dim=1)
+    time = time.scatter(1, idx, time.gather(1, last))
+    visit_order = torch.cat([visit_order[:, :1] * 0, visit_order[:, 1:], zl], dim=1)
+    visit_segment = torch.cat([visit_segment[:, :1] * 0, visit_segment[:, 1:], zl], dim=1)
+    return tokens, token_type, age, time, visit_order, visit_segment, lengths + 1
+
+
 class EHRMambaScorer(nn.Module):
     """Exportable scorer: token + side arrays (B, L), right-padded with PAD, + task index (B,) -> probability (B,).
 
-    Slot 0 (``[CLS]``) is replaced by the task's prompt token (``task_token_ids[task]``, type TASK).
+    The inputs are a patient's sequence cut at the prediction time, ``[CLS]`` in slot 0; :func:`prompt` adds the task
+    token (``task_token_ids[task]``) in front and at the end.
     """
 
     def __init__(self, net: EHRMamba, task_token_ids: list[int]) -> None:
         super().__init__()
         self.net = net
-        self.pad_id, self.type_task = PAD_ID, TYPE_TASK
         self.register_buffer("task_token_ids", torch.tensor(task_token_ids, dtype=torch.long), persistent=False)
 
     def forward(self, tokens: Tensor, token_type: Tensor, age: Tensor, time: Tensor, visit_order: Tensor,
                 visit_segment: Tensor, task: Tensor) -> Tensor:
-        tokens = torch.cat([self.task_token_ids[task].unsqueeze(1), tokens[:, 1:]], dim=1)
-        token_type = torch.cat([torch.full_like(token_type[:, :1], self.type_task), token_type[:, 1:]], dim=1)
-        lengths = (tokens != self.pad_id).sum(dim=1)
-        hidden = self.net(tokens, token_type, age, time, visit_order, visit_segment)
+        t, ty, a, tm, vo, vs, lengths = prompt(tokens, token_type, age, time, visit_order, visit_segment,
+                                                self.task_token_ids[task])
+        hidden = self.net(t, ty, a, tm, vo, vs)
         return torch.sigmoid(self.net.pool_logit(hidden, lengths))

@@ -327,13 +327,17 @@ def build_vocabulary(tokenised: pl.DataFrame, settings: SequenceSettings, edges:
     return Vocabulary(fixed + counts["token"].head(room).to_list(), settings.n_conditions, edges)
 
 
-def build_sequences(frame: pl.DataFrame, settings: SequenceSettings,
-                    progress: bool = False) -> tuple[pl.DataFrame, Vocabulary, SequenceStats]:
-    """MEDS frame (from ``load_meds``) -> one row per patient with visits: subject_id, split and the ``ARRAYS`` lists."""
-    edges = fit_lab_edges(frame, settings.n_lab_bins)
+def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: bool = False,
+                    vocab: Vocabulary | None = None) -> tuple[pl.DataFrame, Vocabulary, SequenceStats]:
+    """MEDS frame (from ``load_meds``) -> one row per patient with visits: subject_id, split and the ``ARRAYS`` lists.
+
+    The vocabulary and lab bins are fitted on the frame's train split, unless ``vocab`` (e.g. the training run's) is
+    given, as when scoring new data.
+    """
+    edges = fit_lab_edges(frame, settings.n_lab_bins) if vocab is None else vocab.lab_edges
     tok = _event_tokens(frame, edges, settings.n_lab_bins).with_columns(
         pl.col("time").cast(pl.Datetime("us")).cast(pl.Int64).alias("t"))
-    vocab = build_vocabulary(tok, settings, edges)
+    vocab = build_vocabulary(tok, settings, edges) if vocab is None else vocab
     stats = SequenceStats()
     tok = tok.filter(pl.col("kind").is_not_null()).select("subject_id", "split", "t", "kind", "token", "encounter_id")
     subjects = frame.select("subject_id", "split").unique("subject_id", keep="first").sort("subject_id")

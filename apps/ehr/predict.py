@@ -1,0 +1,144 @@
+"""Incremental scoring: new events for a patient continue the Mamba recurrent state instead of re-reading the history.
+
+A patient's sequence cut at time t is a prefix of the sequence cut at any later time (token times never decrease), so
+scoring at t2 after t1 only needs the tokens between them: ``IncrementalScorer.append`` runs
+``EHRMamba.forward_state`` on them from the state saved at t1 and reads the task logit at the new last token. This
+equals a full recompute (tests/ehr/test_ehr_predict.py) as long as the history is not truncated to ``max_len``: the
+recurrent state keeps the whole history, a recompute would keep the most recent ``max_len`` tokens.
+
+``linmix-ehr score`` streams every held-out patient of a MEDS folder visit by visit and writes the probability after
+each visit (``scores.parquet``: subject_id, visit, time, task, probability).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from apps.ehr import sequences as S
+from apps.ehr.model import EHRMamba, prompt
+
+KEYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
+
+
+def to_tensors(arrays: dict[str, np.ndarray]) -> list[torch.Tensor]:
+    """Side arrays of one sequence (L,) -> the six model inputs as (1, L) tensors."""
+    out = []
+    for k in KEYS:
+        dtype = torch.float32 if k in ("age", "time") else torch.long
+        out.append(torch.as_tensor(np.asarray(arrays[k]), dtype=dtype).unsqueeze(0))
+    return out
+
+
+def with_task(arrays: dict[str, np.ndarray], task_token_id: int) -> dict[str, np.ndarray]:
+    """Put the task prompt token (type TASK) in slot 0, where ``[CLS]`` is."""
+    out = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    out["tokens"][0], out["token_type"][0] = task_token_id, S.TYPE_TASK
+    return out
+
+
+class IncrementalScorer:
+    """Per-key recurrent states of an EHRMamba; ``start`` a patient with its history, ``append`` new tokens.
+
+    The saved state covers ``[task] history``; each score runs one more step for the trailing task token (where the
+    finetuned model reads its logit, see ``model.prompt``) without keeping it, so later tokens continue the history.
+
+    Args:
+        net: a finetuned EHRMamba (eval mode is set here).
+        task_token_ids: prompt token id per task index.
+    """
+
+    def __init__(self, net: EHRMamba, task_token_ids: list[int]) -> None:
+        self.net = net.eval()
+        self.task_token_ids = task_token_ids
+        self.states: dict[object, tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, int]] = {}
+
+    @torch.no_grad()
+    def _run(self, key, arrays: dict[str, np.ndarray], state: list[torch.Tensor], prev_time: torch.Tensor,
+             task: int) -> float:
+        inputs = to_tensors(arrays)
+        _, state = self.net.forward_state(*inputs, prev_time, state)
+        last_time, last_age = inputs[3][:, -1], inputs[2][:, -1]
+        self.states[key] = (state, last_time, last_age, task)
+        tail = [torch.tensor([[self.task_token_ids[task]]]), torch.tensor([[S.TYPE_TASK]]), last_age.view(1, 1),
+                last_time.view(1, 1), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long)]
+        hidden, _ = self.net.forward_state(*tail, last_time, state)
+        return float(torch.sigmoid(self.net.cls_head(hidden[:, -1])).squeeze())
+
+    def start(self, key, task: int, arrays: dict[str, np.ndarray]) -> float:
+        """Score a history (``[CLS]`` in slot 0, replaced by the task token) and keep its state under ``key``."""
+        arrays = with_task(arrays, self.task_token_ids[task])
+        return self._run(key, arrays, self.net.init_state(1), torch.as_tensor([float(arrays["time"][0])]), task)
+
+    def append(self, key, arrays: dict[str, np.ndarray]) -> float:
+        """Continue ``key`` with new tokens (L >= 1, no padding); returns the probability after them."""
+        if key not in self.states:
+            raise KeyError(f"{key!r} was not started; call start() with its history first")
+        if len(arrays["tokens"]) == 0:
+            raise ValueError("append() needs at least one new token")
+        state, prev_time, _, task = self.states[key]
+        return self._run(key, arrays, state, prev_time, task)
+
+    @torch.no_grad()
+    def recompute(self, task: int, arrays: dict[str, np.ndarray]) -> float:
+        """Full forward over the whole history with the prompt (the reference the incremental path must equal)."""
+        *inputs, lengths = prompt(*to_tensors(arrays), torch.tensor([self.task_token_ids[task]]))
+        hidden = self.net(*inputs)
+        return float(torch.sigmoid(self.net.pool_logit(hidden, lengths)).squeeze())
+
+
+def visit_ends(arrays: dict[str, np.ndarray]) -> list[int]:
+    """Token counts at the end of each visit (after its ``[REG]``)."""
+    return [i + 1 for i, t in enumerate(arrays["token_type"]) if t == S.TYPE_REG]
+
+
+def score_main(argv=None) -> int:
+    """incremental scoring of appended events, reusing the Mamba recurrent state"""
+    from apps.ehr.lit_module import EHRLitModule
+
+    p = argparse.ArgumentParser(prog="linmix-ehr score", description=score_main.__doc__)
+    p.add_argument("--ckpt", required=True, help="finetuned checkpoint (.ckpt)")
+    p.add_argument("--meds", required=True, help="MEDS folder to score (its vocabulary is the checkpoint's)")
+    p.add_argument("--task", default="mortality", help="task name (see the checkpoint's tasks)")
+    p.add_argument("--split", default="held_out", help="split to score")
+    p.add_argument("--limit", type=int, default=100, help="at most this many patients")
+    p.add_argument("--out", default="runs/ehr/scores.parquet")
+    args = p.parse_args(argv)
+    lit = EHRLitModule.load_from_checkpoint(args.ckpt, map_location="cpu")
+    if args.task not in lit.task_names:
+        p.error(f"task {args.task!r} not in the checkpoint's tasks {lit.task_names}")
+    if not lit.vocab_json:
+        p.error("the checkpoint carries no vocabulary (it was not trained through EHRDataModule)")
+    vocab = S.Vocabulary.from_json(lit.vocab_json)
+    settings = S.SequenceSettings(vocab_size=lit.net.cfg.vocab_size, n_conditions=vocab.n_conditions)
+    frame = S.load_meds(args.meds).filter(pl.col("split") == args.split)
+    seqs, _, _ = S.build_sequences(frame, settings, vocab=vocab)
+    scorer = IncrementalScorer(lit.net, lit.task_token_ids)
+    task = lit.task_names.index(args.task)
+    rows: dict[str, list] = {"subject_id": [], "visit": [], "time": [], "task": [], "probability": []}
+    for r in range(min(args.limit, seqs.height)):
+        row = seqs.row(r, named=True)
+        arrays = S.row_arrays(row)
+        done = 0
+        for v, end in enumerate(visit_ends(arrays)):
+            chunk = {k: a[done:end] for k, a in arrays.items()}
+            prob = scorer.start(row["subject_id"], task, chunk) if done == 0 else scorer.append(row["subject_id"], chunk)
+            rows["subject_id"].append(row["subject_id"])
+            rows["visit"].append(v + 1)
+            rows["time"].append(int(arrays["abs_time"][end - 1]))
+            rows["task"].append(args.task)
+            rows["probability"].append(prob)
+            done = end
+        scorer.states.pop(row["subject_id"], None)
+    out = pl.DataFrame(rows).with_columns(pl.col("time").cast(pl.Datetime("us")))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{args.out}.tmp{os.getpid()}"
+    out.write_parquet(tmp)
+    os.replace(tmp, args.out)
+    print(f"scored {out['subject_id'].n_unique()} patients at {out.height} visit ends -> {args.out}")
+    return 0
