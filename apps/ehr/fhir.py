@@ -115,6 +115,18 @@ class Flattener:
         self.p: list[tuple] = []  # rows, columns P_COLS
         self.e: list[tuple] = []
         self.v: list[tuple] = []
+        self._refs: dict[str, str] = {}  # "Type/id" -> id, for context-free (non-Bundle) references
+
+    def _ref(self, obj: object, rtype: str, urls: dict | None, what: str) -> str:
+        ref = obj.get("reference") if obj.__class__ is dict else None
+        if urls is None and ref.__class__ is str:
+            rid = self._refs.get(ref)
+            if rid is None:
+                rid = self._refs[ref] = ref_id(obj, rtype, None, what)
+            elif not ref.startswith(rtype):
+                raise Reject(f"wrong {what} reference type: {ref.split('/')[-2]}, expected {rtype}")
+            return rid
+        return ref_id(obj, rtype, urls, what)
 
     def __len__(self) -> int:
         return len(self.p) + len(self.e) + len(self.v)
@@ -126,12 +138,12 @@ class Flattener:
         if rtype == "Patient":
             self._patient(d, rid, src, line, entry)
             return
-        subject = ref_id(d.get("subject"), "Patient", urls, "subject")
+        subject = self._ref(d.get("subject"), "Patient", urls, "subject")
         if rtype == "Encounter":
             self._encounter(d, rid, subject, src, line, entry)
             return
         enc = d.get("encounter")
-        enc_id = None if enc is None else ref_id(enc, "Encounter", urls, "encounter")
+        enc_id = None if enc is None else self._ref(enc, "Encounter", urls, "encounter")
         if rtype == "Observation":
             self._observation(d, rid, subject, enc_id, src, line, entry)
             return

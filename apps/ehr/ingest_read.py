@@ -73,7 +73,7 @@ class _Reader:
         for rows, schema, frames in ((f.p, P_SCHEMA, self.res.p), (f.e, E_SCHEMA, self.res.e),
                                      (f.v, V_SCHEMA, self.res.v)):
             if rows:
-                cols = list(zip(*rows))
+                cols = list(zip(*rows, strict=True))
                 frames.append(pl.DataFrame({c: cols[k] for k, c in enumerate(schema)}, schema=schema))
         self.flat = Flattener()
         self.n = 0
