@@ -75,8 +75,10 @@ def test_times_are_utc(cohort):
     assert utc in row["time"].to_list()
 
 
-def test_bundle_and_ndjson_layouts_give_identical_meds(cohort, tmp_path):
-    ingest([cohort["bundle"]], tmp_path / "m")
+@pytest.mark.parametrize("gz", [False, True])
+def test_bundle_and_ndjson_layouts_give_identical_meds(cohort, tmp_path, gz):
+    src = synthesize(120, tmp_path / "bz", fmt="bundle", seed=5, gzip=True) if gz else cohort["bundle"]
+    ingest([src], tmp_path / "m")
     for split in SPLITS:
         a = (cohort["meds"] / "data" / split / "0.parquet").read_bytes()
         b = (tmp_path / "m" / "data" / split / "0.parquet").read_bytes()

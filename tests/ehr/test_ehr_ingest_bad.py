@@ -237,3 +237,30 @@ def test_logs_never_print_names_identifiers_or_birth_dates(tmp_path, capsys, cap
         assert s not in text, s
     # ... while the quarantine keeps the rejected records themselves
     assert "Vexholm" in (tmp_path / "out" / "quarantine" / "Patient.ndjson").read_text()
+
+
+def test_event_without_encounter_reference_is_kept(tmp_path):
+    rep = run(tmp_path, pat(), enc(), obs("free", eid=None), progress=True)
+    labs = meds(tmp_path).filter(pl.col("code") == "LOINC//2160-0")
+    assert labs.height == 1 and labs["encounter_id"].item() is None
+    assert rep.counts["Observation"]["accepted"] == 1
+
+
+def test_malformed_bundle_file_and_bundle_without_resource(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "broken.json").write_bytes(b'{"resourceType": "Bundle", "entry": [')
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:aaa", "resource": pat("aaa")},
+        {"request": {"method": "DELETE", "url": "Patient/zzz"}},
+        {"fullUrl": "urn:uuid:bbb", "resource": obs("o1", pid="x", eid=None) | {
+            "subject": {"reference": "urn:uuid:aaa"}}},
+    ]}
+    (d / "ok.json").write_bytes(orjson.dumps(bundle))
+    rep = ingest([d], tmp_path / "out")
+    rep.reconcile()
+    mal = quarantine(tmp_path, "_malformed")
+    assert len(mal) == 1 and mal[0]["file"].endswith("broken.json") and mal[0]["reason"].startswith("malformed")
+    nf = quarantine(tmp_path, "_not_fhir")
+    assert len(nf) == 1 and nf[0]["entry"] == 1 and "without a resource" in nf[0]["reason"]
+    assert rep.counts["Observation"]["accepted"] == 1  # urn:uuid reference resolved through fullUrl
