@@ -26,7 +26,7 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, ReadResult, discover, fetch_records, read_file
+from apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, ReadResult, discover, fetch_records, read_files
 from apps.ehr.ingest_report import IngestReport, category, write_quarantine
 from apps.ehr.ingest_resolve import resolve
 from apps.ehr.meds import dataset_metadata, write_dataset
@@ -38,24 +38,41 @@ class IngestError(Exception):
     """Ingestion refused (empty input, non-empty output folder, missing input)."""
 
 
+def _batches(sizes: list[int], n_batches: int, max_bytes: int = 64 << 20) -> list[list[int]]:
+    """Consecutive file indices grouped into batches (so many small Bundle files are not one task each)."""
+    target = max(1, min(max_bytes, sum(sizes) // max(1, n_batches)))
+    out, cur, acc = [], [], 0
+    for i, s in enumerate(sizes):
+        cur.append(i)
+        acc += s
+        if acc >= target:
+            out.append(cur)
+            cur, acc = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
 def _read_all(files: list[Path], validate: bool, workers: int, progress: bool) -> list[ReadResult]:
     sizes = [f.stat().st_size for f in files]
-    results: list[ReadResult | None] = [None] * len(files)
+    batches = _batches(sizes, 4 * workers if workers > 1 else 16)
+    results: list[ReadResult | None] = [None] * len(batches)
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
                    TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=not progress)
     with bar:
         job = bar.add_task(f"reading {len(files)} files", total=sum(sizes))
-        if workers > 1 and len(files) > 1:
+        if workers > 1 and len(batches) > 1:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futs = {pool.submit(read_file, i, f, validate): i for i, f in enumerate(files)}
+                futs = {pool.submit(read_files, [(i, files[i]) for i in b], validate): k
+                        for k, b in enumerate(batches)}
                 for fut in as_completed(futs):
-                    i = futs[fut]
-                    results[i] = fut.result()
-                    bar.advance(job, sizes[i])
+                    k = futs[fut]
+                    results[k] = fut.result()
+                    bar.advance(job, sum(sizes[i] for i in batches[k]))
         else:
-            for i, f in enumerate(files):
-                results[i] = read_file(i, f, validate)
-                bar.advance(job, sizes[i])
+            for k, b in enumerate(batches):
+                results[k] = read_files([(i, files[i]) for i in b], validate)
+                bar.advance(job, sum(sizes[i] for i in b))
     return results  # type: ignore[return-value]
 
 

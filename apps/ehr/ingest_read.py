@@ -146,9 +146,25 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb", buffering=1 << 20)
 
 
+def read_files(items: list[tuple[int, Path]], validate: bool = False, chunk: int = 100_000) -> ReadResult:
+    """Read a batch of ``(file index, path)`` (one task for the process pool), ``chunk`` resources per frame.
+
+    Never raises on bad content: it is rejected (with the record) or recorded as a file error.
+    """
+    rd = _Reader(0, validate, chunk)
+    for src, path in items:
+        rd.src = src
+        _read_into(rd, src, path)
+    rd.flush()
+    return rd.res
+
+
 def read_file(src: int, path: Path, validate: bool = False, chunk: int = 100_000) -> ReadResult:
-    """Read one file (task for the process pool). Never raises on bad content: it is rejected or a file error."""
-    rd = _Reader(src, validate, chunk)
+    """Read one file; see :func:`read_files`."""
+    return read_files([(src, path)], validate, chunk)
+
+
+def _read_into(rd: _Reader, src: int, path: Path) -> None:
     enabled = gc.isenabled()
     gc.disable()
     line = 0
@@ -184,8 +200,6 @@ def read_file(src: int, path: Path, validate: bool = False, chunk: int = 100_000
     finally:
         if enabled:
             gc.enable()
-    rd.flush()
-    return rd.res
 
 
 def fetch_records(path: Path, keys: set[tuple[int, int]]) -> dict[tuple[int, int], object]:
