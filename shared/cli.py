@@ -23,7 +23,12 @@ class LinmixCLI(LightningCLI):
 
     links: Tuple[tuple, ...] = ()
 
+    def __init__(self, *args: Any, app: str = "linmix", **kwargs: Any) -> None:
+        self.app = app
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
+        parser.set_defaults(trainer_defaults(self.app))
         for link in self.links:
             src, dst = link[0], link[1]
             fn = link[2] if len(link) > 2 else None
@@ -33,8 +38,10 @@ class LinmixCLI(LightningCLI):
 def trainer_defaults(app: str) -> Dict[str, Any]:
     """CSV logs under ``runs/<app>``, last + best checkpoints kept."""
     return {
-        "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": f"runs/{app}"}},
-        "callbacks": [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}],
+        "trainer.logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": f"runs/{app}"}},
+        "trainer.callbacks": [
+            {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+        ],
     }
 
 
@@ -79,7 +86,7 @@ def run_app(
         datamodule_class,
         args=argv,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults=trainer_defaults(app),
+        app=app,
         seed_everything_default=0,
         subclass_mode_model=subclass_mode_model,
     )

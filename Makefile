@@ -1,0 +1,37 @@
+# linmix: `make demo` and `make test` work on a fresh clone with only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := runs/demo
+
+.PHONY: setup test test-all demo bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)  ## includes tests marked slow (and gpu, skipped without CUDA)
+	$(BIN)/python -m pytest -q -m ''
+
+demo: $(STAMP)
+	mkdir -p $(DEMO)
+	$(BIN)/python benchmarks/mixers.py --quick --out $(DEMO)/bench
+	$(BIN)/linmix-lm demo --out $(DEMO)/lm
+	$(BIN)/python -m shared.summary $(DEMO)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/mixers.py --out runs/bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check apps shared tests benchmarks
+
+clean:
+	rm -rf runs lightning_logs

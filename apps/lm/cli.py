@@ -1,0 +1,16 @@
+"""``linmix-lm``: the tiny mixer LM (fit/validate/test/predict, export, demo)."""
+
+from __future__ import annotations
+
+from apps.lm.data import LMDataModule
+from apps.lm.lit_module import LMLitModule
+from apps.lm.tools import demo_main, export_main
+from shared.cli import LinmixCLI, run_app
+
+
+class LMCLI(LinmixCLI):
+    links = (("data.vocab_size", "model.net.vocab_size"),)
+
+
+def main(argv=None) -> int:
+    return run_app("linmix-lm", LMCLI, LMLitModule, LMDataModule, {"export": export_main, "demo": demo_main}, argv)

@@ -1,0 +1,143 @@
+"""Mixers: causality, recurrent == parallel, exact padding masks, linear attention == quadratic form, projection
+attention permutation equivariance, clear errors on bad input."""
+
+import pytest
+import torch
+
+from shared import MIXERS, BiMamba2, LinearAttention, Mamba2, MixerStack, ProjectionAttention, build_mixer
+from shared.linear_attention import feature_map, linear_attention_ref
+
+D = 32
+CAUSAL = ("mamba2", "linear_causal", "softmax_causal")
+
+
+def _mixer(kind):
+    torch.manual_seed(0)
+    return build_mixer(kind, D, n_heads=4, d_state=8, chunk_size=8, backend="torch").double().eval()
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_causal_prefix_unchanged_by_future(kind):
+    m = _mixer(kind)
+    x = torch.randn(2, 29, D, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 17:] = torch.randn_like(x2[:, 17:])
+    y, y2 = m(x), m(x2)
+    torch.testing.assert_close(y[:, :17], y2[:, :17])
+    assert not torch.allclose(y[:, 17:], y2[:, 17:])
+
+
+@pytest.mark.parametrize("kind", MIXERS)
+def test_right_padding_is_exact(kind):
+    m = _mixer(kind)
+    x = torch.randn(1, 21, D, dtype=torch.float64)
+    padded = torch.cat([x, torch.randn(1, 11, D, dtype=torch.float64)], dim=1)
+    mask = torch.zeros(1, 32, dtype=torch.bool)
+    mask[:, :21] = True
+    y_pad = m(padded, mask)
+    torch.testing.assert_close(y_pad[:, :21], m(x), rtol=1e-9, atol=1e-9)
+    assert (y_pad[:, 21:] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["bimamba2", "linear", "projection", "softmax"])
+def test_left_padding_is_exact_for_noncausal(kind):
+    m = _mixer(kind)
+    x = torch.randn(1, 19, D, dtype=torch.float64)
+    padded = torch.cat([torch.randn(1, 6, D, dtype=torch.float64), x], dim=1)
+    mask = torch.ones(1, 25, dtype=torch.bool)
+    mask[:, :6] = False
+    torch.testing.assert_close(m(padded, mask)[:, 6:], m(x), rtol=1e-9, atol=1e-9)
+
+
+def test_mamba2_step_and_forward_state_equal_full_forward():
+    torch.manual_seed(0)
+    m = Mamba2(D, d_state=8, headdim=16, ngroups=2, chunk_size=8, backend="torch").double().eval()
+    x = torch.randn(2, 23, D, dtype=torch.float64)
+    full = m(x)
+    conv, ssm = m.init_state(2)
+    steps = []
+    for t in range(23):
+        y, conv, ssm = m.step(x[:, t], conv, ssm)
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-9, atol=1e-9)
+    conv, ssm = m.init_state(2)
+    a, conv, ssm = m.forward_state(x[:, :10], conv, ssm)
+    b, _, _ = m.forward_state(x[:, 10:], conv, ssm)
+    torch.testing.assert_close(torch.cat([a, b], 1), full, rtol=1e-9, atol=1e-9)
+
+
+def test_stack_recurrent_paths_equal_full_forward():
+    torch.manual_seed(0)
+    s = MixerStack(D, 2, mixer="mamba2", n_heads=4, d_state=8, chunk_size=8, backend="torch").double().eval()
+    x = torch.randn(2, 20, D, dtype=torch.float64)
+    full = s(x)
+    y1, st = s.forward_state(x[:, :13], s.init_state(2))
+    y2, st = s.forward_state(x[:, 13:19], st)
+    y3, _ = s.step(x[:, 19], st)
+    torch.testing.assert_close(torch.cat([y1, y2, y3[:, None]], 1), full, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="mamba2"):
+        MixerStack(D, 1, mixer="softmax").init_state(1)
+
+
+def test_bimamba_sees_both_directions():
+    m = _mixer("bimamba2")
+    x = torch.randn(1, 20, D, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    assert not torch.allclose(m(x)[:, 0], m(x2)[:, 0])  # the first token depends on the last
+
+
+@pytest.mark.parametrize("causal,decay", [(False, False), (True, False), (True, True)])
+def test_linear_attention_equals_quadratic_form(causal, decay):
+    torch.manual_seed(0)
+    la = LinearAttention(D, n_heads=4, causal=causal, decay=decay, chunk_size=8).double()
+    x = torch.randn(2, 27, D, dtype=torch.float64)
+    q, k, v = la.qkv(x).reshape(2, 27, 3, 4, D // 4).permute(2, 0, 3, 1, 4).unbind(0)
+    ref = linear_attention_ref(feature_map(q), feature_map(k), v, causal, la.log_decay() if decay else None)
+    ref = la.out(ref.transpose(1, 2).reshape(2, 27, D))
+    torch.testing.assert_close(la(x), ref, rtol=1e-9, atol=1e-9)
+
+
+def test_projection_attention_is_permutation_equivariant():
+    torch.manual_seed(0)
+    pa = ProjectionAttention(D, n_heads=4, n_slots=6).double()
+    x = torch.randn(2, 40, D, dtype=torch.float64)
+    perm = torch.randperm(40)
+    torch.testing.assert_close(pa(x)[:, perm], pa(x[:, perm]), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", MIXERS)
+def test_bad_input_raises_value_error_with_expected_shape(kind):
+    m = _mixer(kind)
+    with pytest.raises(ValueError, match=r"\(B, L, D=32\)"):
+        m(torch.randn(4, D, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\(B, L, D=32\)"):
+        m(torch.randn(1, 5, 16, dtype=torch.float64))
+    with pytest.raises(ValueError, match="floating"):
+        m(torch.ones(1, 5, D, dtype=torch.long))
+    with pytest.raises(ValueError, match="mask"):
+        m(torch.randn(1, 5, D, dtype=torch.float64), torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_unknown_mixer_and_backend_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown mixer"):
+        build_mixer("mamba3", D)
+    with pytest.raises(ValueError, match="backend"):
+        Mamba2(D, backend="cuda")
+    with pytest.raises(RuntimeError, match="pip install"):
+        BiMamba2(D, backend="kernel")
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "linear_causal", "projection"])
+def test_reset_parameters_is_deterministic_and_trains(kind):
+    m = build_mixer(kind, D, n_heads=4, d_state=8, chunk_size=8)
+    torch.manual_seed(1)
+    m.reset_parameters()
+    first = {k: v.clone() for k, v in m.state_dict().items()}
+    torch.manual_seed(1)
+    m.reset_parameters()
+    for k, v in m.state_dict().items():
+        assert torch.equal(first[k], v), k
+    x = torch.randn(2, 16, D)
+    m(x).pow(2).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters() if p.requires_grad)
