@@ -63,9 +63,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     row("fit", "seconds", time.time() - t0, f"{a.steps} steps, tiny config, {ckpt}")
 
     t0 = time.time()
-    cli_main(["test", *common, f"--ckpt_path={ckpt}", f"--model.results_dir={out / 'test'}",
-              "--trainer.enable_progress_bar=false"])  # fmt: skip
-    summary = json.loads((out / "test" / "test_summary.json").read_text())
+    cli_main(["test", *common, f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"])
+    test_dir = max(out.glob("lightning_logs/version_*"), key=lambda p: int(p.name.split("_")[1]))
+    summary = json.loads((test_dir / "test_summary.json").read_text())
     row("test", "si_snri_db", summary["si_snri_mean"], f"{summary['n_utterances']} unseen-speaker test mixtures")
     row("test", "sdri_db", summary["sdri_mean"], "BSS-eval SDR improvement (torchmetrics)")
     row("test", "seconds", time.time() - t0)

@@ -1,7 +1,9 @@
 """LightningModule for speech separation: Conv-TasNet trained with uPIT negative SI-SNR.
 
 Validation logs SI-SNRi on whole utterances; test also computes SDRi (BSS-eval, torchmetrics) and writes a
-per-utterance CSV (``test_results.csv``) and ``test_summary.json`` into ``results_dir`` (default: the logger's folder).
+per-utterance CSV (``test_results.csv``) and ``test_summary.json`` into the logger's folder
+(``runs/speech/lightning_logs/version_*``).  Not a constructor argument on purpose: with ``--ckpt_path``
+LightningCLI restores the model's arguments from the checkpoint, overriding command-line values.
 Batches: ``{"mix": (B, T), "sources": (B, S, T), "id": list[str]}``.
 """
 
@@ -9,7 +11,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
@@ -28,7 +30,6 @@ class SpeechLitModule(LinmixModule):
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW + warmup/cosine of ``LinmixModule`` (no weight decay
             by default, as in the asteroid/torchaudio recipes).
         test_sdr: also compute BSS-eval SDRi at test (about 0.2-0.5 s per utterance on CPU).
-        results_dir: where test writes its CSV and summary (None: the logger's log_dir, else ``runs/speech``).
     """
 
     def __init__(
@@ -39,13 +40,11 @@ class SpeechLitModule(LinmixModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         test_sdr: bool = True,
-        results_dir: Optional[str] = None,
     ) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
         self.save_hyperparameters()
         self.net = ConvTasNet(net)
         self.test_sdr = test_sdr
-        self.results_dir = results_dir
         self._rows: List[Dict[str, object]] = []
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
@@ -82,8 +81,6 @@ class SpeechLitModule(LinmixModule):
             self.log_stage("test", {k: v for k, v in m.items()}, batch_size=1, on_epoch=True)
 
     def _out_dir(self) -> Path:
-        if self.results_dir:
-            return Path(self.results_dir)
         if self.trainer is not None and self.trainer.log_dir:
             return Path(self.trainer.log_dir)
         return Path("runs/speech")

@@ -3,7 +3,8 @@
 Long inputs are cut into overlapping chunks (``--chunk-s``, ``--overlap-s``); each chunk's sources are put in the
 order of what is already written by the best permutation of their correlation on the overlap (asteroid's
 ``LambdaOverlapAdd(reorder_chunks=True)`` idea), then cross-faded with linear ramps.  Model memory is bounded by
-the chunk length; the file itself is held in memory once (S+1 float32 copies: 10 min at 8 kHz = 58 MB).
+the chunk length; each chunk's sources are first scaled to sum to that chunk's mixture (least squares), so
+their levels agree across chunks; the file itself is held in memory once (S+1 float32 copies: 10 min at 8 kHz = 58 MB).
 Loudness: SI-SNR training leaves the scale free, so the sources are scaled by the least-squares gains that make
 their sum best match the mixture (mixture consistency), then lowered together if they would clip.
 Outputs: ``D/<stem>/s1.wav ... sS.wav`` (16-bit, at the input's rate), ``--plot`` ``D/<stem>/spectrogram.png``,
@@ -66,7 +67,9 @@ def separate_long(net: Net, x: torch.Tensor, n_src: int, chunk: int, overlap: in
     out = torch.zeros(n_src, t)
     weight = torch.zeros(t)
     for i, s in enumerate(starts):
-        est = net(x[s : s + chunk].unsqueeze(0))[0]  # (S, chunk)
+        seg = x[s : s + chunk]
+        # Per-chunk mixture consistency: SI-SNR leaves each chunk's scale free; fit it to the chunk's mixture.
+        est = match_loudness(net(seg.unsqueeze(0))[0], seg, peak=None)  # (S, chunk)
         w = torch.ones(chunk)
         if i > 0:
             prev_end = starts[i - 1] + chunk
@@ -84,14 +87,17 @@ def separate_long(net: Net, x: torch.Tensor, n_src: int, chunk: int, overlap: in
     return out / weight.clamp_min(1e-8)
 
 
-def match_loudness(est: torch.Tensor, mix: torch.Tensor, peak: float = 0.99) -> torch.Tensor:
-    """est (S, T), mix (T,) -> est scaled by the least-squares gains g minimising ||mix - sum_i g_i est_i||."""
+def match_loudness(est: torch.Tensor, mix: torch.Tensor, peak: Optional[float] = 0.99) -> torch.Tensor:
+    """est (S, T), mix (T,) -> est scaled by the least-squares gains g minimising ||mix - sum_i g_i est_i||.
+
+    With ``peak``, the result is lowered as a whole if its peak would exceed it (no clipping on write).
+    """
     e = est.double()
     gram = e @ e.T + 1e-9 * torch.eye(e.shape[0], dtype=e.dtype)
     g = torch.linalg.solve(gram, e @ mix.double())
     out = (e * g.unsqueeze(-1)).float()
     top = float(out.abs().max())
-    return out * (peak / top) if top > peak else out
+    return out * (peak / top) if peak is not None and top > peak else out
 
 
 def plot_spectrograms(mix: torch.Tensor, est: torch.Tensor, sr: int, path: Path) -> Path:
@@ -127,7 +133,10 @@ def separate_file(
     out_sr = sr if keep_model_rate else info.sample_rate
     written = []
     for i in range(n_src):
-        y = est[i] if out_sr == sr else resample(est[i], sr, out_sr)
+        y = est[i]
+        if out_sr != sr:  # back to the input's rate and exact length
+            y = resample(y, sr, out_sr)[: info.frames]
+            y = torch.nn.functional.pad(y, (0, info.frames - y.shape[-1]))
         written.append(write_audio(dest / f"s{i + 1}.wav", y, out_sr))
     if plot:
         written.append(plot_spectrograms(x, est, sr, dest / "spectrogram.png"))
