@@ -171,3 +171,46 @@ def test_synthea_r4_fixture_ingests(tmp_path, capsys):
     assert df.filter(pl.col("code") == "MEDS_DEATH")["time"].item() == datetime(2006, 5, 8, 7, 21, 10)
     assert df.filter(pl.col("code").str.starts_with("ENCOUNTER//")).height >= 17
     assert "total" in capsys.readouterr().out
+
+
+def _flat(d: dict, urls):
+    from apps.ehr.fhir import Flattener, Reject
+
+    f = Flattener()
+    try:
+        f.add(d, d["resourceType"], 0, 1, -1, urls)
+    except Reject as err:
+        return "reject: " + str(err)
+    return f.p + f.e + f.v
+
+
+def test_fast_path_equals_general_path(cohort):
+    """Flattener's fast path (NDJSON, common shape) gives exactly the general path's rows, also on mutated
+    resources (where it must fall back). ``urls={}`` forces the general path."""
+    import copy
+    import gzip
+    import random
+
+    rng = random.Random(0)
+    mutations = [
+        lambda d: d.pop("encounter", None), lambda d: d.pop("id", None), lambda d: d.update(id=7),
+        lambda d: d.update(subject={"reference": "Patient/a/b"}), lambda d: d.update(subject="Patient/x"),
+        lambda d: d.update(encounter={"reference": "Encounter?x=1"}), lambda d: d.update(effectiveDateTime=""),
+        lambda d: d.update(valueQuantity={"value": True}), lambda d: d.update(valueQuantity={"value": "1"}),
+        lambda d: d.update(valueQuantity={"value": 2, "code": "mg"}), lambda d: d.pop("performedDateTime", None),
+        lambda d: d.update(performedPeriod={"end": "2020"}), lambda d: d.update(authoredOn=None),
+        lambda d: d.update(code={"coding": [{"system": "http://other", "code": "1"}, {"code": "2"}]}),
+        lambda d: d.update(code={"coding": []}), lambda d: d.update(medicationCodeableConcept={"text": "x"}),
+        lambda d: d.update(onsetDateTime=None), lambda d: d.update(subject={"reference": "Group/g"}),
+    ]
+    n = 0
+    for name in ("Observation", "Procedure", "MedicationRequest", "Condition"):
+        with gzip.open(cohort["ndjson"] / f"{name}.ndjson.gz") as fh:
+            for line in list(fh)[:150]:
+                d = orjson.loads(line)
+                assert _flat(d, None) == _flat(d, {})
+                m = copy.deepcopy(d)
+                rng.choice(mutations)(m)
+                assert _flat(m, None) == _flat(m, {}), m
+                n += 1
+    assert n == 600
