@@ -77,7 +77,7 @@ def _read_all(files: list[Path], validate: bool, workers: int, progress: bool) -
 
 
 def _concat(frames: list[pl.DataFrame], schema: dict) -> pl.DataFrame:
-    return pl.concat(frames, rechunk=True) if frames else pl.DataFrame(schema=schema)
+    return pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=schema)  # no copy
 
 
 def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: bool = False, workers: int = 0,
@@ -104,6 +104,8 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
     P = _concat([f for r in results for f in r.p], P_SCHEMA)
     E = _concat([f for r in results for f in r.e], E_SCHEMA)
     V = _concat([f for r in results for f in r.v], V_SCHEMA)
+    for r in results:  # the concatenated frames now own the chunks
+        r.p, r.e, r.v = [], [], []
     res = resolve(P, E, V)
 
     # quarantine records: read-time rejects carry the record; cross-resource rejects are fetched again

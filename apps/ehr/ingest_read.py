@@ -172,7 +172,7 @@ def _read_into(rd: _Reader, src: int, path: Path) -> None:
         if path.name.endswith((".ndjson", ".ndjson.gz")):
             with _open(path) as fh:
                 for line, raw in enumerate(fh, 1):  # noqa: B007 (line used after the loop)
-                    if not raw.strip():
+                    if len(raw) < 4 and not raw.strip():  # blank line (no copy of long lines)
                         continue
                     try:
                         d = orjson.loads(raw)
