@@ -1,0 +1,22 @@
+"""``linmix-physics``: fit / validate / test / predict (LightningCLI) plus the tools synth, rollout, export, demo."""
+
+from __future__ import annotations
+
+from apps.physics.data import PhysicsDataModule
+from apps.physics.lit_module import PhysicsLitModule
+from shared.cli import LinmixCLI, run_app
+
+
+class PhysicsCLI(LinmixCLI):
+    links = (("data.problem", "model.problem"), ("data.n_in", "model.n_in"), ("data.n_out", "model.n_out"),
+             ("data.n_globals", "model.n_globals"), ("data.transient", "model.transient"))
+
+
+def main(argv=None) -> int:
+    from apps.physics.demo import main as demo_main
+    from apps.physics.export import main as export_main
+    from apps.physics.rollout_tool import main as rollout_main
+    from apps.physics.synth import main as synth_main
+
+    tools = {"synth": synth_main, "rollout": rollout_main, "export": export_main, "demo": demo_main}
+    return run_app("linmix-physics", PhysicsCLI, PhysicsLitModule, PhysicsDataModule, tools=tools, argv=argv)

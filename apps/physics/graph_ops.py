@@ -1,0 +1,103 @@
+"""Scriptable graph building blocks shared by PhysGTO, MeshGraphNets and the Transolver-style model.
+
+Flat PyG layout: N nodes of all graphs concatenated, ``batch`` (N,) int64 graph id (sorted, as PyG's ``Batch`` makes it),
+``edge_index`` (2, E) int64 with row 0 = sender, row 1 = receiver. Scatters use ``Tensor.index_add_`` so every
+function scripts with ``torch.jit.script`` (no torch-scatter / pyg-lib).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+def scatter_sum(src: Tensor, index: Tensor, n: int) -> Tensor:
+    """Sum rows of ``src`` (E, D) into ``n`` buckets by ``index`` (E,) -> (n, D)."""
+    out = torch.zeros(n, src.shape[1], dtype=src.dtype, device=src.device)
+    return out.index_add_(0, index, src)
+
+
+def scatter_mean(src: Tensor, index: Tensor, n: int) -> Tensor:
+    """Mean of rows of ``src`` (E, D) per bucket; empty buckets give 0. -> (n, D)."""
+    s = scatter_sum(src, index, n)
+    cnt = torch.zeros(n, dtype=src.dtype, device=src.device).index_add_(
+        0, index, torch.ones(index.shape[0], dtype=src.dtype, device=src.device))
+    return s / cnt.clamp(min=1.0).unsqueeze(1)
+
+
+def num_graphs(batch: Tensor) -> int:
+    if batch.numel() == 0:
+        return 0
+    return int(batch.max().item()) + 1
+
+
+def graph_minmax(pos: Tensor, batch: Tensor, n_graphs: int) -> Tuple[Tensor, Tensor]:
+    """Per-graph bounding box of ``pos`` (N, d): (lo, hi) each (G, d)."""
+    idx = batch.unsqueeze(1).expand(-1, pos.shape[1])
+    lo = torch.zeros(n_graphs, pos.shape[1], dtype=pos.dtype, device=pos.device)
+    hi = torch.zeros(n_graphs, pos.shape[1], dtype=pos.dtype, device=pos.device)
+    lo = lo.scatter_reduce(0, idx, pos, reduce="amin", include_self=False)
+    hi = hi.scatter_reduce(0, idx, pos, reduce="amax", include_self=False)
+    return lo, hi
+
+
+def normalised_positions(pos: Tensor, batch: Tensor, n_graphs: int) -> Tuple[Tensor, Tensor]:
+    """Positions scaled per graph to [0, 1] by the largest bounding-box side (aspect kept) and that scale (G,)."""
+    lo, hi = graph_minmax(pos, batch, n_graphs)
+    scale = (hi - lo).amax(dim=1).clamp(min=1e-12)
+    return (pos - lo[batch]) / scale[batch].unsqueeze(1), scale
+
+
+def fourier_features(x: Tensor, n_freq: int) -> Tensor:
+    """PhysGTO position encoding [x, cos(2^i π x), sin(2^i π x)], i = 0..n_freq-1: (N, d) -> (N, d (1 + 2 n_freq))."""
+    feats: List[Tensor] = [x]
+    for i in range(n_freq):
+        w = (2.0 ** i) * math.pi
+        feats.append(torch.cos(w * x))
+        feats.append(torch.sin(w * x))
+    return torch.cat(feats, dim=1)
+
+
+def to_dense(x: Tensor, batch: Tensor, n_graphs: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Flat (N, D) -> padded (G, L_max, D), mask (G, L_max) True = real node, and each node's slot (N,).
+    Requires ``batch`` sorted (PyG ``Batch`` guarantees it)."""
+    counts = torch.zeros(n_graphs, dtype=torch.long, device=x.device).index_add_(
+        0, batch, torch.ones_like(batch))
+    ptr = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(x.shape[0], device=x.device) - ptr[batch]
+    l_max = int(counts.max().item()) if n_graphs > 0 else 0
+    dense = torch.zeros(n_graphs, l_max, x.shape[1], dtype=x.dtype, device=x.device)
+    dense[batch, slot] = x
+    mask = torch.zeros(n_graphs, l_max, dtype=torch.bool, device=x.device)
+    mask[batch, slot] = True
+    return dense, mask, slot
+
+
+def edge_geometry(pos: Tensor, edge_index: Tensor) -> Tensor:
+    """PhysGTO edge features [x_r - x_s, x_s - x_r, |x_r - x_s|] -> (E, 2d + 1)."""
+    d = pos[edge_index[1]] - pos[edge_index[0]]
+    return torch.cat([d, -d, torch.linalg.vector_norm(d, dim=1, keepdim=True)], dim=1)
+
+
+class MLP(nn.Module):
+    """Linear(in, h) - act - [Linear(h, h) - act] x (n_hidden - 1) - Linear(h, out) [- LayerNorm(out)]."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, n_hidden: int = 1, layer_norm: bool = True,
+                 act: str = "silu") -> None:
+        super().__init__()
+        acts = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
+        if act not in acts:
+            raise ValueError(f"MLP: unknown activation {act!r}; expected one of {sorted(acts)}")
+        layers: List[nn.Module] = [nn.Linear(d_in, d_hidden), acts[act]()]
+        for _ in range(n_hidden - 1):
+            layers += [nn.Linear(d_hidden, d_hidden), acts[act]()]
+        layers.append(nn.Linear(d_hidden, d_out))
+        if layer_norm:
+            layers.append(nn.LayerNorm(d_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

@@ -1,0 +1,95 @@
+"""Solvers converge at the expected order; synthesis writes valid, reproducible samples and counts failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skfem import Basis, ElementTriP1, Functional, MeshTri
+
+from apps.physics import solvers, synth
+from apps.physics.geometry import DIRICHLET, OBSTACLE, boundary_edges, cell_areas, mesh_edges, mesh_polygon
+from apps.physics.sample_io import load_sample
+
+
+@Functional
+def _sq_err(w):
+    return (w.uh - np.sin(np.pi * w.x[0]) * np.sin(np.pi * w.x[1])) ** 2
+
+
+def test_poisson_manufactured_solution_converges_second_order():
+    square = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    hs, errs = [], []
+    for h in (0.2, 0.1, 0.05):
+        pos, cells = mesh_polygon(square, [], h)
+        mesh = MeshTri(np.ascontiguousarray(pos.T), np.ascontiguousarray(cells.T))
+        exact = np.sin(np.pi * pos[:, 0]) * np.sin(np.pi * pos[:, 1])
+        bnd = np.unique(boundary_edges(cells))
+        u = solvers.poisson_p1(mesh, np.ones(len(pos)), 2 * np.pi ** 2 * exact, bnd, np.zeros(len(pos)))
+        ib = Basis(mesh, ElementTriP1())
+        errs.append(np.sqrt(_sq_err.assemble(ib, uh=ib.interpolate(u))))
+        hs.append(np.sqrt(np.abs(cell_areas(pos, cells)).mean()))
+    orders = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(np.array(hs[:-1]) / np.array(hs[1:]))
+    assert errs[-1] < 5e-3
+    assert orders.min() > 1.7, (errs, orders)
+
+
+@pytest.mark.parametrize("problem", ["darcy", "heat", "elasticity"])
+def test_solvers_give_finite_fields_with_boundaries(problem):
+    fn = synth._solver(problem)
+    kwargs = {"h": 0.3 if problem != "elasticity" else 0.15}
+    if problem == "heat":
+        kwargs["n_steps"] = 4
+    d = fn(np.random.default_rng(0), **kwargs)
+    n = len(d["pos"])
+    assert d["fields"].shape[1] == n and np.isfinite(d["fields"]).all()
+    assert (d["node_type"] == DIRICHLET).any()
+    if problem == "darcy":  # Dirichlet data reproduced exactly by the solver
+        fixed = (d["node_type"] == DIRICHLET) | (d["node_type"] == OBSTACLE)
+        np.testing.assert_allclose(d["fields"][0, fixed, 0], d["inputs"][fixed, 2], atol=1e-10)
+    if problem == "heat":  # Dirichlet values constant in time, interior evolves
+        fixed = d["node_type"] == DIRICHLET
+        np.testing.assert_allclose(d["fields"][:, fixed], d["fields"][:1, fixed].repeat(5, 0), atol=1e-12)
+        assert np.abs(d["fields"][-1] - d["fields"][0]).max() > 1e-3
+    if problem == "elasticity":  # clamped bottom has zero displacement
+        np.testing.assert_allclose(d["fields"][0, d["node_type"] == DIRICHLET, :2], 0.0, atol=1e-12)
+
+
+def test_mesh_edges_are_undirected_and_deduplicated():
+    cells = np.array([[0, 1, 2], [1, 3, 2]])
+    e = mesh_edges(cells)
+    assert e.shape == (2, 5)
+    assert (e[0] > e[1]).all()  # sender = max, receiver = min, stored once
+    assert len({tuple(x) for x in e.T}) == 5
+
+
+def test_synth_parallel_matches_serial_and_reconciles(tmp_path):
+    s1 = synth.synthesize("darcy", 3, tmp_path / "a", seed=3, h=0.35, workers=1, progress=False)
+    s2 = synth.synthesize("darcy", 3, tmp_path / "b", seed=3, h=0.35, workers=2, progress=False)
+    assert s1["written"] == s2["written"] == 3 and s1["failed"] == 0
+    for i in range(3):
+        a, b = load_sample(tmp_path / "a" / f"darcy_{i:05d}.npz"), load_sample(tmp_path / "b" / f"darcy_{i:05d}.npz")
+        np.testing.assert_array_equal(a["fields"], b["fields"])
+    assert not list((tmp_path / "a").glob("*.tmp"))
+
+
+def test_failing_solve_is_skipped_logged_and_counted(tmp_path, monkeypatch, caplog):
+    real = solvers.solve_darcy
+
+    def flaky(rng, h=0.1):
+        d = real(rng, h=h)
+        if d["pos"][0, 0] == flaky.first_x:  # sample 1 "fails to converge"
+            raise solvers.SolverError("linear solve did not converge (test)")
+        return d
+
+    flaky.first_x = real(np.random.default_rng([0, 1]), h=0.35)["pos"][0, 0]
+    monkeypatch.setattr(solvers, "solve_darcy", flaky)
+    s = synth.synthesize("darcy", 3, tmp_path, seed=0, h=0.35, workers=1, progress=False)
+    assert (s["requested"], s["written"], s["failed"]) == (3, 2, 1)
+    assert "did not converge" in s["failures"][0]["reason"] and s["failures"][0]["index"] == 1
+    assert json.loads((tmp_path / "synth_summary.json").read_text())["failed"] == 1
+    rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert rejects[0]["index"] == 1
+    assert "sample 1 skipped" in caplog.text
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["darcy_00000.npz", "darcy_00002.npz"]
