@@ -120,9 +120,11 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
         raw = fetch_records(files[src], keys)
         for _s, ln, en, rtype, _rid, reason in grp.iter_rows():
             qrecs.append(qrec(src, ln, en, rtype, reason, raw.get((ln, en))))
-    ferrs = [{"file": str(files[fe["src"]]), "line": fe["line"], "reason": fe["reason"]}
+    # file names may hold patient names (Synthea: Given_Family_uuid.json): report and logs use the file index;
+    # the path is in quarantine/_files.ndjson
+    ferrs = [{"file_index": fe["src"], "line": fe["line"], "reason": fe["reason"]}
              for r in results for fe in r.file_errors]
-    qrecs += [qrec(files.index(Path(fe["file"])), fe["line"], -1, "(file)", fe["reason"], None) for fe in ferrs]
+    qrecs += [qrec(fe["file_index"], fe["line"], -1, "(file)", fe["reason"], None) for fe in ferrs]
 
     rejected = Counter(q["resourceType"] for q in qrecs if q["resourceType"] != "(file)")
     counts = {t: {"read": read[t], "accepted": res.accepted.get(t, 0), "rejected": rejected[t],
@@ -162,7 +164,8 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
     if res.stats["patients_without_encounters"]:
         log.warning("%d patients have no encounters (kept)", res.stats["patients_without_encounters"])
     for fe in ferrs:
-        log.warning("file error in %s at line %d: %s", fe["file"], fe["line"], category(fe["reason"]))
+        log.warning("file error in input file #%d at line %d: %s (path in %s)", fe["file_index"], fe["line"],
+                    category(fe["reason"]), out / "quarantine" / "_files.ndjson")
     return report
 
 

@@ -195,8 +195,9 @@ def _read_into(rd: _Reader, src: int, path: Path) -> None:
                     rd.resource(d, 0, 0, None)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as err:
         kind = "truncated gzip" if isinstance(err, EOFError) else "unreadable file"
-        rd.res.file_errors.append({"src": src, "line": line, "reason": f"{kind}: {err} (records before line "
-                                                                        f"{line + 1} were read)"})
+        msg = err.strerror if isinstance(err, OSError) and err.strerror else str(err)  # strerror: no path
+        rd.res.file_errors.append({"src": src, "line": line, "reason": f"{kind}: {type(err).__name__}: {msg} "
+                                                                        f"(records before line {line + 1} were read)"})
     finally:
         if enabled:
             gc.enable()

@@ -24,7 +24,7 @@ class IngestReport:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> read/accepted/rejected/ignored
     reasons: dict[str, int] = field(default_factory=dict)  # reason category -> n
     files: int = 0
-    file_errors: list[dict] = field(default_factory=list)  # file, line, reason
+    file_errors: list[dict] = field(default_factory=list)  # file_index, line, reason (paths: quarantine/_files)
     rows_written: dict[str, int] = field(default_factory=dict)  # split -> MEDS rows
     subjects: dict[str, int] = field(default_factory=dict)  # split -> subjects
     codes: int = 0
@@ -70,7 +70,8 @@ class IngestReport:
         for reason, n in sorted(self.reasons.items(), key=lambda x: -x[1]):
             console.print(f"  rejected {n:,}: {reason}")
         for fe in self.file_errors:
-            console.print(f"  [red]file error[/red] {fe['file']} line {fe['line']}: {fe['reason']}")
+            console.print(f"  [red]file error[/red] input file #{fe['file_index']} line {fe['line']}: {fe['reason']} "
+                          "(path in quarantine/_files.ndjson)")
         st = self.stats
         notes = [f"{st[k]:,} {k.replace('_', ' ')}" for k in ("patients_without_encounters",
                                                               "encounter_end_after_death", "deceased_without_date",

@@ -69,18 +69,22 @@ def test_malformed_json_line(tmp_path):
     assert rep.counts["Encounter"]["accepted"] == 1
 
 
-def test_truncated_gzip(tmp_path):
+def test_truncated_gzip(tmp_path, capsys):
     good = gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in [pat(), enc()] + [obs(f"o{i}") for i in range(300)]),
                          mtime=0)
-    f = tmp_path / "in" / "x.ndjson.gz"
+    f = tmp_path / "in" / "Zebediah_Quuxworth_1234.ndjson.gz"  # Synthea-style file name with a patient name
     f.parent.mkdir()
     f.write_bytes(good[: len(good) * 2 // 3])
-    rc = ingest_main([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--quiet"])
+    rc = ingest_main([str(tmp_path / "in"), "--out", str(tmp_path / "out")])
     assert rc == 1  # written, but a file error is reported
     rep = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
     assert len(rep["file_errors"]) == 1 and rep["file_errors"][0]["reason"].startswith("truncated gzip")
     assert rep["counts"]["Patient"]["accepted"] == 1 and 0 < rep["counts"]["Observation"]["accepted"] < 300
-    assert quarantine(tmp_path, "_files")[0]["reason"].startswith("truncated gzip")
+    q = quarantine(tmp_path, "_files")
+    assert q[0]["reason"].startswith("truncated gzip") and q[0]["file"] == str(f)
+    printed = capsys.readouterr()
+    assert "truncated gzip" in printed.out and "Quuxworth" not in printed.out + printed.err
+    assert "Quuxworth" not in (tmp_path / "out" / "report.json").read_text()
 
 
 def test_json_that_is_not_fhir(tmp_path):
