@@ -1,0 +1,78 @@
+"""Baselines on the same field embeddings: DCNv2 (parallel cross + deep), DNN and logistic regression.
+
+Every body maps field embeddings e (B, F, d) to ``(fused, a, b)`` logits (B,) like ``FCNBody``; baselines
+return the same logit three times, so one LightningModule and loss serve all nets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def mlp(d_in: int, hidden: list[int], dropout: float, batch_norm: bool) -> tuple[nn.Sequential, int]:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers.append(nn.Linear(d_in, h))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers += [nn.ReLU(), nn.Dropout(dropout)]
+        d_in = h
+    return nn.Sequential(*layers), d_in
+
+
+class DNNBody(nn.Module):
+    """MLP on the flattened embeddings (B, F * d) -> logit."""
+
+    def __init__(self, n_fields: int, d_model: int, hidden: list[int], dropout: float = 0.1,
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        self.net, d = mlp(n_fields * d_model, hidden, dropout, batch_norm)
+        self.out = nn.Linear(d, 1)
+
+    def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.out(self.net(e.flatten(1))).squeeze(-1)
+        return z, z, z
+
+
+class CrossNetV2(nn.Module):
+    """DCNv2 full-rank cross layers: x_{l+1} = x0 * (W_l x_l + b_l) + x_l (arXiv:2008.13535), x (B, D)."""
+
+    def __init__(self, dim: int, n_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(dim, dim) for _ in range(n_layers)])
+
+    def forward(self, x0: Tensor) -> Tensor:
+        x = x0
+        for lin in self.layers:
+            x = x0 * lin(x) + x
+        return x
+
+
+class DCNv2Body(nn.Module):
+    """DCNv2, parallel structure: [CrossNetV2(x0) || MLP(x0)] -> Linear -> logit."""
+
+    def __init__(self, n_fields: int, d_model: int, n_layers: int, hidden: list[int], dropout: float = 0.1,
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        dim = n_fields * d_model
+        self.cross = CrossNetV2(dim, n_layers)
+        self.deep, d = mlp(dim, hidden, dropout, batch_norm)
+        self.out = nn.Linear(dim + d, 1)
+
+    def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x0 = e.flatten(1)
+        z = self.out(torch.cat([self.cross(x0), self.deep(x0)], -1)).squeeze(-1)
+        return z, z, z
+
+
+class LRBody(nn.Module):
+    """Logistic regression: sum of per-feature weights (1-dim embeddings) plus a bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z = e.sum(1).squeeze(-1) + self.bias
+        return z, z, z

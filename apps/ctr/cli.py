@@ -1,0 +1,24 @@
+"""``linmix-ctr``: fit/validate/test/predict (LightningCLI, configs/ctr/*.yaml) and tools."""
+
+from __future__ import annotations
+
+from apps.ctr.data import CTRDataModule
+from apps.ctr.lit_module import CTRLitModule
+from apps.ctr.tools import demo_main, encode_main, export_main
+from apps.ctr.synth import synth_main
+from shared.cli import LinmixCLI, run_app
+
+
+class CTRCLI(LinmixCLI):
+    """Field sizes are data-derived after encoding, so the module fills them in ``setup`` (no static links)."""
+
+    links = ()
+
+
+def main(argv=None) -> int:
+    return run_app("linmix-ctr", CTRCLI, CTRLitModule, CTRDataModule, argv=argv,
+                   tools={"synth": synth_main, "encode": encode_main, "export": export_main, "demo": demo_main})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

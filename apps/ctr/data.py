@@ -1,0 +1,168 @@
+"""CTRDataModule: click logs -> encoded cache -> batches sliced from tensors.
+
+Default data is the synthetic log of ``apps.ctr.synth`` (generated in ``prepare_data`` when missing). Other
+formats: ``criteo`` (TSV), ``avazu`` (CSV), ``libfm`` and ``schema`` (CSV/Parquet + a YAML schema). Encoding
+(``apps.ctr.pipeline``) is cached under ``cache_dir`` and reused while the sources and schema are unchanged.
+A batch is a dict ``idx`` (B, F) int64, ``val`` (B, F) float32, ``seq`` (B, S, L) int64, ``label`` (B,) float32,
+plus ``group`` (B,) int64 and ``p_true`` (B,) float32 when the data has them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import polars as pl
+import pytorch_lightning as pl_
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from apps.ctr.encoder import FeatureEncoder
+from apps.ctr.pipeline import encode_dataset
+from apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
+from apps.ctr.synth import SynthConfig, write_synth
+
+
+class TensorBatches(Dataset):
+    """Rows held as tensors; ``ds[list_of_rows]`` gathers a whole batch at once (no per-row collate)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        self.n = len(next(iter(self.t.values())))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows) -> dict[str, torch.Tensor]:
+        ix = torch.as_tensor(rows, dtype=torch.long)
+        return {k: v.index_select(0, ix) for k, v in self.t.items()}
+
+
+def batch_loader(ds: TensorBatches, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """DataLoader yielding whole batches gathered from tensors (``batch_size=None`` turns off collation)."""
+    g = torch.Generator().manual_seed(seed)
+    base = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
+    return DataLoader(ds, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
+
+
+class CTRDataModule(pl_.LightningDataModule):
+    """Click-log data module.
+
+    Args:
+        data_dir: folder of the synthetic data (``format=synth``) and default parent of the cache.
+        format: ``synth``, ``criteo``, ``avazu``, ``libfm`` or ``schema``.
+        train_path, val_path, test_path: source files (not used for ``synth``).
+        predict_path: file scored by ``predict`` (default: the test split).
+        schema_path: YAML schema for ``format=schema``.
+        libfm_fields: pairs per line for ``format=libfm``.
+        min_count: vocabulary threshold overriding the schema default.
+        cache_dir: encoded cache (default ``<data_dir>/encoded``).
+        batch_size: training rows per batch; eval_batch_size: rows per eval batch.
+        synth_rows: rows of the synthetic log (80/10/10 split); synth_seed: its seed.
+    """
+
+    def __init__(self, data_dir: str = "runs/ctr/data/synth",
+                 format: Literal["synth", "criteo", "avazu", "libfm", "schema"] = "synth",
+                 train_path: Optional[str] = None, val_path: Optional[str] = None, test_path: Optional[str] = None,
+                 predict_path: Optional[str] = None, schema_path: Optional[str] = None, libfm_fields: int = 10,
+                 min_count: Optional[int] = None, cache_dir: Optional[str] = None, batch_size: int = 4096,
+                 eval_batch_size: int = 16384, synth_rows: int = 300_000, synth_seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self.format = format
+        self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / "encoded"
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.encoder: Optional[FeatureEncoder] = None
+        self.datasets: dict[str, TensorBatches] = {}
+        self.report: dict = {}
+
+    # ------------------------------------------------------------------ sources
+    def schema(self) -> DataSchema:
+        if self.format == "synth":
+            sc = load_schema(self.data_dir / "schema.yaml")
+        elif self.format == "criteo":
+            sc = criteo_schema()
+        elif self.format == "avazu":
+            sc = avazu_schema()
+        elif self.format == "libfm":
+            sc = libfm_schema(self.hparams.libfm_fields)
+        else:
+            if not self.hparams.schema_path:
+                raise ValueError("format=schema needs data.schema_path (a YAML schema)")
+            sc = load_schema(self.hparams.schema_path)
+        if self.hparams.min_count is not None:
+            sc.min_count = self.hparams.min_count
+        return sc
+
+    def sources(self) -> dict[str, Path]:
+        if self.format == "synth":
+            ext = json.loads((self.data_dir / "meta.json").read_text())["format"]
+            return {s: self.data_dir / f"{s}.{ext}" for s in ("train", "val", "test")}
+        out = {}
+        for split in ("train", "val", "test"):
+            p = getattr(self.hparams, f"{split}_path")
+            if p:
+                out[split] = Path(p)
+        if "train" not in out:
+            raise ValueError(f"format={self.format} needs data.train_path (and val_path/test_path)")
+        return out
+
+    def _synth_ok(self) -> bool:
+        meta = self.data_dir / "meta.json"
+        if not meta.is_file():
+            return False
+        cfg = json.loads(meta.read_text())["config"]
+        return cfg["n_rows"] == self.hparams.synth_rows and cfg["seed"] == self.hparams.synth_seed
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic log if needed, then encode (cached) every split."""
+        if self.format == "synth" and not self._synth_ok():
+            write_synth(self.data_dir, SynthConfig(n_rows=self.hparams.synth_rows, seed=self.hparams.synth_seed))
+        encode_dataset(self.sources(), self.schema(), self.cache_dir)
+
+    # ------------------------------------------------------------------ loading
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.encoder is not None:
+            return
+        self.prepare_data()  # idempotent: returns the cached report at once
+        self.report = json.loads((self.cache_dir / "report.json").read_text())
+        self.encoder = FeatureEncoder.load(self.cache_dir / "vocab.json")
+        for split in self.report["splits"]:
+            df = pl.read_parquet(self.cache_dir / f"{split}.parquet")
+            self.datasets[split] = TensorBatches(self.encoder.arrays(df))
+        pp = self.hparams.predict_path
+        if pp:
+            self.datasets["predict"] = self._encode_extra(Path(pp))
+
+    def _encode_extra(self, path: Path) -> TensorBatches:
+        """Encode another file with the fitted vocabularies (its rejects file lands in ``cache/predict``)."""
+        out = self.cache_dir / "predict"
+        encode_dataset({"predict": path}, self.encoder.schema, out, encoder=self.encoder)
+        return TensorBatches(self.encoder.arrays(pl.read_parquet(out / "predict.parquet")))
+
+    @property
+    def field_sizes(self) -> list[int]:
+        return list(self.report.get("field_sizes", []))
+
+    @property
+    def seq_sizes(self) -> list[int]:
+        return list(self.report.get("seq_sizes", []))
+
+    @property
+    def vocab_path(self) -> str:
+        return str(self.cache_dir / "vocab.json")
+
+    def train_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["train"], self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["val"], self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["test"], self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets.get("predict", self.datasets["test"]), self.eval_batch_size, False)

@@ -1,0 +1,169 @@
+"""CTRLitModule: one LightningModule for FCN, DCNv2, DNN and LR (``net.arch`` in the YAML).
+
+Training loss: Tri-BCE (``loss: official | detach | bce``) plus FuxiCTR's embedding regulariser
+(embedding_l2 / 2) * ||E||^2 over the whole table. Validation logs ``val/auc`` (torchmetrics BinaryAUROC, the
+early-stopping and checkpoint monitor, mode max) and ``val/logloss``. Test logs AUC, logloss, gAUC (when the
+data has a group column), ECE, and the Bayes-optimal AUC/logloss when the data carries ``p_true``; it writes a
+calibration plot + predicted-CTR histogram and ``test_metrics.json``. Predict writes a Parquet of probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAUROC
+
+from apps.ctr.evaluation import calibration_table, group_auc, plot_calibration
+from apps.ctr.losses import TriBCEMode, tri_bce
+from apps.ctr.model import CTRNet, CTRNetConfig
+from shared.lightning import LinmixModule
+
+
+def as_net_config(net) -> CTRNetConfig:
+    """Accept the dataclass, a dict or a namespace (LightningCLI / checkpoints may hand over either)."""
+    if isinstance(net, CTRNetConfig):
+        return net
+    d = dict(vars(net)) if hasattr(net, "__dict__") and not isinstance(net, dict) else dict(net)
+    d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in CTRNetConfig.__dataclass_fields__}
+    return CTRNetConfig(**d)
+
+
+class CTRLitModule(LinmixModule):
+    """Click-through-rate training module.
+
+    Args:
+        net: network config; ``field_sizes``/``seq_sizes`` are filled from the datamodule at setup.
+        loss: Tri-BCE ``official`` (non-detached weights), ``detach``, or plain ``bce``.
+        embedding_l2: lambda of (lambda / 2) * ||E||^2 on the embedding table (FuxiCTR ``embedding_regularizer``).
+        lr, weight_decay, warmup_steps, min_lr_ratio: optimiser / schedule (``shared.lightning``).
+        early_stopping_patience: epochs without val AUC gain before stopping (0 = off).
+        out_dir: where test plots/metrics and predictions go (default: the trainer's log dir).
+        vocab_path: encoder vocabulary (filled from the datamodule; exported beside the model).
+    """
+
+    def __init__(self, net: CTRNetConfig = CTRNetConfig(), loss: TriBCEMode = "official", embedding_l2: float = 0.0,
+                 lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.1,
+                 early_stopping_patience: int = 2, out_dir: Optional[str] = None,
+                 vocab_path: Optional[str] = None) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
+        net = as_net_config(net)
+        self.save_hyperparameters()
+        self.hparams["net"] = dataclasses.asdict(net)  # plain dict: checkpoints load with weights_only=True
+        self.loss_mode = loss
+        self.embedding_l2 = embedding_l2
+        self.net: Optional[CTRNet] = CTRNet(net) if (net.field_sizes or net.seq_sizes) else None
+        self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
+        self.val_ll, self.test_ll = MeanMetric(), MeanMetric()
+        self._test: list[dict] = []
+        self._pred: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ build from data
+    def setup(self, stage: str) -> None:
+        if self.net is not None:
+            return
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is None or not getattr(dm, "field_sizes", None):
+            raise RuntimeError("CTRLitModule: net.field_sizes is empty and no CTRDataModule provides them")
+        cfg = dataclasses.replace(as_net_config(self.hparams.net), field_sizes=tuple(dm.field_sizes),
+                                  seq_sizes=tuple(dm.seq_sizes))
+        self.hparams["net"] = dataclasses.asdict(cfg)
+        self.hparams["vocab_path"] = dm.vocab_path
+        self.net = CTRNet(cfg)
+
+    def configure_callbacks(self):
+        cbs = [ModelCheckpoint(monitor="val/auc", mode="max", save_last=True,
+                               filename="epoch{epoch}-auc{val/auc:.4f}", auto_insert_metric_name=False)]
+        if self.hparams.early_stopping_patience > 0:
+            cbs.append(EarlyStopping(monitor="val/auc", mode="max", patience=self.hparams.early_stopping_patience))
+        return cbs
+
+    # ------------------------------------------------------------------ steps
+    def _logits(self, batch: dict):
+        seq = batch["seq"] if batch["seq"].numel() else None
+        return self.net.branch_logits(batch["idx"], batch["val"], seq)
+
+    def training_step(self, batch: dict, batch_idx: int):
+        z, z_e, z_l = self._logits(batch)
+        loss = tri_bce(z, z_e, z_l, batch["label"], self.loss_mode)
+        if self.embedding_l2 > 0:
+            loss = loss + 0.5 * self.embedding_l2 * self.net.embedding.table.weight.pow(2).sum()
+        self.log_stage("train", {"loss": loss}, prog_bar=True, batch_size=len(z))
+        return loss
+
+    def _eval(self, batch: dict, auc: BinaryAUROC, ll: MeanMetric) -> torch.Tensor:
+        z = self._logits(batch)[0]
+        p = torch.sigmoid(z)
+        y = batch["label"]
+        auc.update(p, y.long())
+        ll.update(F.binary_cross_entropy(p.double().clamp(1e-7, 1 - 1e-7), y.double(), reduction="none"))
+        return p
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval(batch, self.val_auc, self.val_ll)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_stage("val", {"auc": self.val_auc.compute(), "logloss": self.val_ll.compute()}, prog_bar=True)
+        self.val_auc.reset()
+        self.val_ll.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        p = self._eval(batch, self.test_auc, self.test_ll)
+        keep = {"p": p.detach().double().cpu(), "y": batch["label"].cpu()}
+        for k in ("group", "p_true"):
+            if k in batch:
+                keep[k] = batch[k].cpu()
+        self._test.append(keep)
+
+    def _out_dir(self) -> Path:
+        d = self.hparams.out_dir or (self.trainer.log_dir if self.trainer and self.trainer.log_dir else "runs/ctr")
+        return Path(d)
+
+    def on_test_epoch_end(self) -> None:
+        m = {"auc": float(self.test_auc.compute()), "logloss": float(self.test_ll.compute())}
+        self.test_auc.reset()
+        self.test_ll.reset()
+        cat = {k: torch.cat([b[k] for b in self._test]).numpy() for k in self._test[0]} if self._test else {}
+        self._test = []
+        if cat:
+            p, y = cat["p"], cat["y"]
+            if "group" in cat:
+                m["gauc"] = group_auc(p, y, cat["group"])
+            m["ece"] = calibration_table(p, y)["ece"]
+            m["mean_pred"], m["ctr"] = float(p.mean()), float(y.mean())
+            if "p_true" in cat:
+                from apps.ctr.synth import bayes_metrics
+
+                b = bayes_metrics(cat["p_true"].astype(np.float64), y)
+                m["bayes_auc"], m["bayes_logloss"] = b["auc"], b["logloss"]
+            out = self._out_dir()
+            if self.trainer.is_global_zero:
+                plot_calibration(p, y, out / "calibration.png", title=as_net_config(self.hparams.net).arch)
+                tmp = out / ".test_metrics.json.tmp"
+                tmp.write_text(json.dumps(m, indent=1))
+                os.replace(tmp, out / "test_metrics.json")
+        self.log_stage("test", m)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        p = torch.sigmoid(self._logits(batch)[0])
+        self._pred.append(p.detach().cpu())
+        return p
+
+    def on_predict_epoch_end(self) -> None:
+        """Write ``predictions.parquet`` (row, p) atomically under ``out_dir``."""
+        p = torch.cat(self._pred).numpy() if self._pred else np.zeros(0, np.float32)
+        self._pred = []
+        out = self._out_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".predictions.parquet.tmp"
+        pl.DataFrame({"row": np.arange(len(p)), "p": p}).write_parquet(tmp)
+        os.replace(tmp, out / "predictions.parquet")

@@ -1,0 +1,192 @@
+"""Lazy readers for click logs (Criteo TSV, Avazu CSV, libfm/libsvm, schema-described CSV/Parquet).
+
+Every reader returns a polars ``LazyFrame`` of *validated* rows with the columns
+
+* ``_line`` (1-based line number in the file; row number + 1 for Parquet), ``_raw`` (the raw record),
+* ``_reason`` (null for a good row, else why the row cannot be used: it goes to the rejects file),
+* the label as ``Int8`` 0/1, categorical/sequence fields as ``String`` (null = missing), numeric fields as
+  ``Float64`` (null = missing), ``<field>__val`` for libfm values, the group and passthrough columns.
+
+Delimited text is read line by line (``pl.scan_lines``) and split in polars, so that a malformed line is
+kept with its line number instead of aborting the read; quoted separators are not supported (such a line
+is rejected as a wrong column count, never silently mangled). Everything stays lazy, so files larger than
+memory can be streamed into ``sink_parquet``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from apps.ctr.schema import DataSchema, FieldSpec, SchemaError
+
+_LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+_LIBFM_LABELS = {"-1": 0, "+1": 1, "-1.0": 0, "+1.0": 1}
+_SEP_NAMES = {"\t": "tab", ",": "comma", " ": "space", ";": "semicolon", "|": "pipe"}
+
+
+class EmptyFileError(ValueError):
+    """The input file has no data rows."""
+
+
+def check_file(path: str | Path) -> Path:
+    """Raise a clear error for a missing or empty file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"input file {p} does not exist")
+    if p.stat().st_size == 0:
+        raise EmptyFileError(f"input file {p} is empty (0 bytes, no data rows)")
+    return p
+
+
+def read_header(path: Path, sep: str) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline().rstrip("\r\n")
+    return first.split(sep)
+
+
+def _label_expr(s: pl.Expr, libfm: bool) -> pl.Expr:
+    mapping = dict(_LABELS, **(_LIBFM_LABELS if libfm else {}))
+    return s.str.strip_chars().replace_strict(mapping, default=None, return_dtype=pl.Int8)
+
+
+def _first_reason(reasons: list[pl.Expr]) -> pl.Expr:
+    return pl.coalesce(reasons) if reasons else pl.lit(None, dtype=pl.String)
+
+
+def _typed_columns(schema: DataSchema, get, libfm: bool = False) -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """Expressions turning raw strings (``get(column) -> Expr``) into typed columns, plus reason expressions."""
+    exprs: list[pl.Expr] = []
+    reasons: list[pl.Expr] = []
+    raw_label = get(schema.label).str.strip_chars()
+    label = _label_expr(raw_label, libfm)
+    allowed = "0/1 (or -1/+1)" if libfm else "0/1"
+    reasons.append(pl.when(label.is_null()).then(pl.format(f"label '{{}}' is not {allowed}", raw_label)))
+    exprs.append(label.alias(schema.label))
+    for f in schema.fields:
+        s = get(f.source)
+        if f.type == "numeric":
+            e, r = _numeric(f, s)
+            reasons.extend(r)
+            exprs.append(e.alias(f.name))
+            continue
+        if f.preprocess == "hour_of_day":
+            reasons.append(pl.when(~s.str.contains(r"^\d{8}$")).then(
+                pl.format(f"field {f.name}: hour '{{}}' is not YYMMDDHH", s)))
+            s = s.str.slice(6, 2)
+        elif f.preprocess == "weekday":
+            s = s.str.strptime(pl.Datetime, "%y%m%d%H", strict=False).dt.weekday().cast(pl.String)
+        s = pl.when(s.str.len_bytes() == 0).then(None).otherwise(s)
+        exprs.append(s.alias(f.name))
+    if schema.group:
+        exprs.append(get(schema.group).alias("_group"))
+    for c in schema.passthrough:
+        exprs.append(get(c).cast(pl.Float64, strict=False).alias(c))
+    return exprs, reasons
+
+
+def _numeric(f: FieldSpec, s: pl.Expr) -> tuple[pl.Expr, list[pl.Expr]]:
+    s = s.str.strip_chars()
+    x = s.cast(pl.Float64, strict=False)
+    present = s.str.len_bytes() > 0
+    reasons = [
+        pl.when(present & x.is_null()).then(pl.format(f"non-numeric text '{{}}' in numeric field {f.name}", s)),
+        pl.when(x.is_nan() | x.is_infinite()).then(pl.format(f"non-finite value '{{}}' in numeric field {f.name}", s)),
+    ]
+    if f.numeric == "bucket" and f.negative == "reject":
+        reasons.append(pl.when(x < 0).then(
+            pl.format(f"negative value {{}} in field {f.name} (log bucketing needs >= 0)", s)))
+    if f.numeric == "bucket" and f.negative == "missing":
+        x = pl.when(x < 0).then(None).otherwise(x)
+    return pl.when(present).then(x).otherwise(None), reasons
+
+
+def scan_delimited(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
+    """Criteo TSV, Avazu CSV or any schema-described delimited text file."""
+    p = check_file(path)
+    sep = schema.separator
+    if schema.has_header:
+        columns = read_header(p, sep)
+    elif schema.columns:
+        columns = list(schema.columns)
+    else:
+        raise SchemaError("a file without header needs `columns:` in its schema")
+    missing = [c for c in schema.required_columns() if c not in columns]
+    if missing:
+        hint = ""
+        if schema.has_header and len(columns) == 1 and len(schema.required_columns()) > 1:
+            hint = f" (the header has one column: is the separator {sep!r} right?)"
+        raise SchemaError(f"schema names column(s) {missing} not found in {p} columns {columns[:50]}{hint}")
+    n = len(columns)
+    col_ix = {c: i for i, c in enumerate(columns)}
+    lf = pl.scan_lines(p, name="_raw", row_index_name="_line", row_index_offset=1)
+    if schema.has_header:
+        lf = lf.filter(pl.col("_line") > 1)
+    lf = lf.with_columns(pl.col("_raw").str.strip_suffix("\r"))
+    lf = lf.with_columns(_parts=pl.col("_raw").str.split(sep))
+    cnt = pl.col("_parts").list.len()
+    sep_name = _SEP_NAMES.get(sep, repr(sep))
+    count_reason = (pl.when(pl.col("_raw").str.len_bytes() == 0).then(pl.lit("blank line"))
+                    .when(cnt != n).then(pl.format(
+                        f"wrong column count: expected {n} {sep_name}-separated columns, found {{}}{{}}", cnt,
+                        pl.when(cnt == 1).then(pl.lit(" (wrong delimiter?)")).otherwise(pl.lit("")))))
+
+    def get(c: str) -> pl.Expr:
+        return pl.col("_parts").list.get(col_ix[c], null_on_oob=True)
+
+    exprs, reasons = _typed_columns(schema, get)
+    return lf.select(pl.col("_line").cast(pl.Int64), "_raw", _first_reason([count_reason] + reasons).alias("_reason"),
+                     *exprs)
+
+
+def scan_libfm(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
+    """libfm/libsvm ``label idx:val idx:val ...``; the k-th pair is field ``k`` (as Frappe/MovieLens ship)."""
+    p = check_file(path)
+    n = len(schema.fields)
+    lf = pl.scan_lines(p, name="_raw", row_index_name="_line", row_index_offset=1)
+    lf = lf.with_columns(_parts=pl.col("_raw").str.extract_all(r"\S+"))
+    cnt = pl.col("_parts").list.len()
+    reasons = [pl.when(cnt == 0).then(pl.lit("blank line"))
+               .when(cnt != n + 1).then(pl.format(f"wrong column count: expected label + {n} idx:val pairs, "
+                                                  "found {} items", cnt))]
+    label = pl.col("_parts").list.get(0, null_on_oob=True)
+    lab = _label_expr(label, libfm=True)
+    reasons.append(pl.when(lab.is_null() & (cnt > 0)).then(pl.format("label '{}' is not 0/1 (or -1/+1)", label)))
+    exprs = [lab.alias(schema.label)]
+    for k, f in enumerate(schema.fields):
+        pair = pl.col("_parts").list.get(k + 1, null_on_oob=True)
+        idx = pair.str.extract(r"^([^:]+):([^:]+)$", 1)
+        val_s = pair.str.extract(r"^([^:]+):([^:]+)$", 2)
+        val = val_s.cast(pl.Float64, strict=False)
+        reasons.append(pl.when(pair.is_not_null() & idx.is_null()).then(
+            pl.format(f"field {f.name}: malformed pair '{{}}' (expected idx:val)", pair)))
+        reasons.append(pl.when(val_s.is_not_null() & (val.is_null() | val.is_nan() | val.is_infinite())).then(
+            pl.format(f"field {f.name}: value '{{}}' is not a finite number", val_s)))
+        exprs += [idx.alias(f.name), val.alias(f"{f.name}__val")]
+    return lf.select(pl.col("_line").cast(pl.Int64), "_raw", _first_reason(reasons).alias("_reason"), *exprs)
+
+
+def scan_parquet(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
+    """A Parquet file described by a schema; values are validated like text (row number + 1 = ``_line``)."""
+    p = check_file(path)
+    lf = pl.scan_parquet(p)
+    names = lf.collect_schema().names()
+    missing = [c for c in schema.required_columns() if c not in names]
+    if missing:
+        raise SchemaError(f"schema names column(s) {missing} not found in {p} columns {names[:50]}")
+    cols = schema.required_columns()
+    lf = lf.select([pl.col(c).cast(pl.String) for c in cols]).with_row_index("_line", offset=1)
+    exprs, reasons = _typed_columns(schema, pl.col)
+    raw = pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",")
+    return lf.select(pl.col("_line").cast(pl.Int64), raw.alias("_raw"), _first_reason(reasons).alias("_reason"),
+                     *exprs)
+
+
+def scan_source(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
+    """Dispatch on ``schema.format``."""
+    if schema.format == "libfm":
+        return scan_libfm(path, schema)
+    if schema.format == "parquet":
+        return scan_parquet(path, schema)
+    return scan_delimited(path, schema)
