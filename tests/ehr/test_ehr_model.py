@@ -30,7 +30,7 @@ def test_causal_prefix_future_tokens_do_not_change_earlier_outputs():
     m = net()
     x = inputs(2, 40)
     y = inputs(2, 40, seed=1)
-    mixed = [torch.cat([a[:, :25], b[:, 25:]], 1) for a, b in zip(x, y)]
+    mixed = [torch.cat([a[:, :25], b[:, 25:]], 1) for a, b in zip(x, y, strict=False)]
     mixed[3] = torch.cat([x[3][:, :25], x[3][:, 24:25] + y[3][:, 25:]], 1)  # times stay non-decreasing
     with torch.no_grad():
         h1, h2 = m(*x), m(*mixed)
@@ -97,7 +97,7 @@ def test_lm_loss_ignores_padding():
     lit = EHRLitModule(net=CFG, objective="pretrain", pretrained=None)
     lit.log_stage = lambda *a, **k: None
     x = inputs(1, 12)
-    batch = dict(zip(("tokens", "token_type", "age", "time", "visit_order", "visit_segment"), x))
+    batch = dict(zip(("tokens", "token_type", "age", "time", "visit_order", "visit_segment"), x, strict=True))
     batch["lengths"] = torch.tensor([12])
     padded = {k: torch.cat([v, torch.zeros_like(v[:, :6])], 1) for k, v in batch.items() if k != "lengths"}
     padded["lengths"] = batch["lengths"]
