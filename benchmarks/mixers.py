@@ -1,0 +1,237 @@
+"""Mixer benchmark: forward and forward+backward time and peak training memory vs sequence length, side by side.
+
+Every linmix mixer and softmax SDPA, next to the implementation a CPU user would otherwise pick: Hugging Face
+transformers' ``Mamba2Mixer`` (its torch path, same config: d_model 256, expand 2, head dim 64, state 64, 1 group;
+its default chunk 256). Batch 1. Each (mixer, threads) runs in a fresh process; lengths ascend; time = min over
+repeats of wall time; peak memory = max RSS after the forward+backward minus RSS before the first run (so it is the
+largest training working set so far, which grows with L).
+
+    python benchmarks/mixers.py --out runs/bench            # full: L = 256 ... 65536, 1 thread and all threads
+    python benchmarks/mixers.py --quick --out runs/demo/bench  # L = 256 ... 4096, all threads (the demo)
+
+Writes ``mixers.json``, ``mixers.md`` (tables + the issue's bars with measured ratios) and ``mixers.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+D_MODEL, D_STATE, HEADDIM = 256, 64, 64
+MIXERS = ("mamba2", "hf_mamba2", "bimamba2", "linear", "linear_causal", "projection", "softmax", "softmax_causal")
+LABELS = {
+    "mamba2": "linmix Mamba2 (SSD, chunk 64)", "hf_mamba2": "transformers Mamba2Mixer (torch path, chunk 256)",
+    "bimamba2": "linmix BiMamba2", "linear": "linear attention", "linear_causal": "causal linear attention + decay",
+    "projection": "projection attention (M=32)", "softmax": "softmax SDPA", "softmax_causal": "causal softmax SDPA",
+}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _build(kind: str):
+    import torch
+
+    if kind == "hf_mamba2":
+        import logging
+
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        from transformers import Mamba2Config
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+        cfg = Mamba2Config(hidden_size=D_MODEL, state_size=D_STATE, expand=2, head_dim=HEADDIM,
+                           num_heads=2 * D_MODEL // HEADDIM, n_groups=1, chunk_size=256, num_hidden_layers=1)
+        return Mamba2Mixer(cfg, layer_idx=0)
+    from shared import build_mixer
+
+    heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "bimamba2") else 4
+    return build_mixer(kind, D_MODEL, n_heads=heads, d_state=D_STATE, chunk_size=64, backend="torch")
+
+
+def worker(kind: str, lengths: list[int], threads: int, budget_s: float) -> list[dict]:
+    """Measure one mixer at ascending lengths in this process; stop a mode once it exceeds ``budget_s``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    m = _build(kind)
+    base = _rss_mb()
+    rows, fwd_ok, bwd_ok = [], True, True
+    for L in lengths:
+        row = {"mixer": kind, "L": L, "threads": threads}
+        x = torch.randn(1, L, D_MODEL)
+        if fwd_ok:
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                with torch.no_grad():
+                    m(x)
+                best = min(best, time.perf_counter() - t)
+                if best > 1.0:
+                    break
+            row["fwd_ms"] = best * 1e3
+            fwd_ok = best < budget_s / 4
+        if bwd_ok:
+            xg = x.clone().requires_grad_()
+            best = float("inf")
+            for _ in range(2):
+                t = time.perf_counter()
+                m(xg).sum().backward()
+                best = min(best, time.perf_counter() - t)
+                if best > 1.0:
+                    break
+            row["fwdbwd_ms"] = best * 1e3
+            row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+            bwd_ok = best < budget_s / 4
+            m.zero_grad(set_to_none=True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not (fwd_ok or bwd_ok):
+            break
+    return rows
+
+
+def run_all(lengths: list[int], threads_list: list[int], budget_s: float, mixers: list[str]) -> list[dict]:
+    from rich.progress import Progress
+
+    rows = []
+    with Progress() as prog:
+        task = prog.add_task("mixers", total=len(mixers) * len(threads_list))
+        for threads in threads_list:
+            for kind in mixers:
+                prog.update(task, description=f"{kind} ({threads} thr)")
+                cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--budget", str(budget_s),
+                       "--lengths", ",".join(map(str, lengths))]
+                env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch",
+                           PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+                try:
+                    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=budget_s * 12)
+                    text = out.stdout
+                    if out.returncode != 0:
+                        prog.console.print(f"[red]{kind}: exit {out.returncode}: {out.stderr[-300:]}")
+                except subprocess.TimeoutExpired as err:
+                    text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+                    prog.console.print(f"[yellow]{kind} ({threads} thr): time limit, kept what finished")
+                rows += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+                prog.advance(task)
+    return rows
+
+
+def _get(rows, kind, L, threads, key):
+    for r in rows:
+        if r["mixer"] == kind and r["L"] == L and r["threads"] == threads and key in r:
+            return r[key]
+    return None
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def bars(rows: list[dict], threads: int) -> list[tuple[str, str, str]]:
+    """The foundation issue's bars as (bar, measured, verdict)."""
+    out = []
+
+    def verdict(ok):
+        return "n/a (not measured)" if ok is None else ("met" if ok else "NOT met")
+
+    for L in sorted({r["L"] for r in rows if r["L"] >= 4096}):
+        r = _ratio(_get(rows, "hf_mamba2", L, threads, "fwd_ms"), _get(rows, "mamba2", L, threads, "fwd_ms"))
+        out.append((f"Mamba2 forward >= 2x faster than transformers at L={L}",
+                    "n/a" if r is None else f"{r:.2f}x", verdict(None if r is None else r >= 2)))
+    r = _ratio(_get(rows, "mamba2", 16384, threads, "peak_mb"), _get(rows, "hf_mamba2", 16384, threads, "peak_mb"))
+    out.append(("Mamba2 peak training memory <= 0.5x transformers' at 16k", "n/a" if r is None else f"{r:.2f}x",
+                verdict(None if r is None else r <= 0.5)))
+    r = _ratio(_get(rows, "softmax", 16384, threads, "fwd_ms"), _get(rows, "mamba2", 16384, threads, "fwd_ms"))
+    out.append(("SSD (Mamba2) >= 10x faster than softmax SDPA at 16k (forward)", "n/a" if r is None else f"{r:.1f}x",
+                verdict(None if r is None else r >= 10)))
+    r = _ratio(_get(rows, "mamba2", 65536, threads, "fwd_ms"), _get(rows, "mamba2", 16384, threads, "fwd_ms"))
+    out.append(("Mamba2 time(64k) / time(16k) <= 5 (linear scaling)", "n/a" if r is None else f"{r:.2f}",
+                verdict(None if r is None else r <= 5)))
+    r = _ratio(_get(rows, "mamba2", 16384, threads, "peak_mb"), _get(rows, "softmax", 16384, threads, "peak_mb"))
+    out.append(("Mamba2 fwd+bwd peak memory at 16k <= 2x softmax SDPA's", "n/a" if r is None else f"{r:.2f}x",
+                verdict(None if r is None else r <= 2)))
+    return out
+
+
+def write_report(rows: list[dict], out: Path, cmd: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mixers.json").write_text(json.dumps(rows, indent=1))
+    lengths = sorted({r["L"] for r in rows})
+    md = [f"Measured with `{cmd}` (batch 1, d_model {D_MODEL}, fp32, CPU; time = best wall ms; memory = peak extra "
+          f"RSS MB of forward+backward).", ""]
+    for threads in sorted({r["threads"] for r in rows}):
+        for key, title in (("fwd_ms", "forward ms"), ("fwdbwd_ms", "forward+backward ms"),
+                           ("peak_mb", "fwd+bwd peak MB")):
+            md += [f"**{title}, {threads} thread(s)**", "",
+                   "| mixer | " + " | ".join(f"{L // 1024}k" if L >= 1024 else str(L) for L in lengths) + " |",
+                   "|---|" + "---|" * len(lengths)]
+            for kind in MIXERS:
+                vals = [_get(rows, kind, L, threads, key) for L in lengths]
+                if any(v is not None for v in vals):
+                    md.append(f"| {LABELS[kind]} | " + " | ".join("–" if v is None else f"{v:.0f}" if v >= 10 else
+                                                                   f"{v:.1f}" for v in vals) + " |")
+            md.append("")
+        md += [f"**Bars ({threads} thread(s))**", "", "| bar | measured | verdict |", "|---|---|---|"]
+        md += [f"| {a} | {b} | {c} |" for a, b, c in bars(rows, threads)] + [""]
+    (out / "mixers.md").write_text("\n".join(md))
+    _plot(rows, out / "mixers.png")
+    print("\n".join(md))
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = max(r["threads"] for r in rows)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for ax, key, title in zip(axes, ("fwd_ms", "fwdbwd_ms", "peak_mb"),
+                              ("forward time (ms)", "forward+backward time (ms)", "fwd+bwd peak memory (MB)")):
+        for kind in MIXERS:
+            pts = sorted((r["L"], r[key]) for r in rows if r["mixer"] == kind and r["threads"] == threads and key in r
+                         and r[key] > 0)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=LABELS[kind])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L")
+        ax.set_title(f"{title}, {threads} thread(s)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--quick", action="store_true", help="L = 256 ... 4096, all threads only")
+    ap.add_argument("--lengths", default=None, help="comma-separated lengths")
+    ap.add_argument("--threads", type=int, default=None, help="one thread count (default: 1 and all)")
+    ap.add_argument("--budget", type=float, default=60.0, help="seconds per measurement before larger L are skipped")
+    ap.add_argument("--mixers", default=",".join(MIXERS))
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    default = "256,1024,4096" if a.quick else "256,1024,4096,16384,65536"
+    lengths = [int(v) for v in (a.lengths or default).split(",")]
+    if a.worker:
+        worker(a.worker, lengths, a.threads or 1, a.budget)
+        return 0
+    threads = [a.threads] if a.threads else ([os.cpu_count() or 1] if a.quick else sorted({1, os.cpu_count() or 1}))
+    rows = run_all(lengths, threads, a.budget if not a.quick else 20.0, a.mixers.split(","))
+    write_report(rows, Path(a.out), "python " + " ".join(sys.argv))
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
