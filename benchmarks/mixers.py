@@ -38,7 +38,6 @@ def _rss_mb() -> float:
 
 
 def _build(kind: str):
-    import torch
 
     if kind == "hf_mamba2":
         import logging

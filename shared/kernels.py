@@ -18,7 +18,7 @@ INSTALL_HINT = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe_mamba_chunk_scan() -> Optional[Callable]:
     if os.environ.get("LINMIX_BACKEND", "") == "torch":
         return None

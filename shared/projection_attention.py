@@ -55,7 +55,7 @@ class ProjectionAttention(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         check_input(x, self.d_model, "ProjectionAttention")
         b, n, _ = x.shape
-        h, d, m = self.n_heads, self.head_dim, self.n_slots
+        h, d = self.n_heads, self.head_dim
         k, v = self.kv_in(x).reshape(b, n, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, d)
         logits = torch.einsum("hmd,bhnd->bhmn", self.slots, k) / math.sqrt(d)
         if mask is not None:
