@@ -9,7 +9,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Union
+from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -35,7 +35,7 @@ class AudioInfo:
     sample_rate: int
     channels: int
     frames: int
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:

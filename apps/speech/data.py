@@ -14,7 +14,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Literal, Optional
 
 import pytorch_lightning as pl
 import soundfile as sf
@@ -34,7 +34,7 @@ class MixtureRecord:
 
     mixture_id: str
     mix_path: Path
-    source_paths: List[Path]
+    source_paths: list[Path]
     length: int = -1
 
 
@@ -57,34 +57,45 @@ def resolve_path(value: str, base: Path) -> Path:
         return p
     parts = p.parts
     for i, part in enumerate(parts[:-1]):
-        if part.startswith("wav") and part.endswith("k") and i + 1 < len(parts) and parts[i + 1] in ("min", "max"):
+        if (
+            part.startswith("wav")
+            and part.endswith("k")
+            and i + 1 < len(parts)
+            and parts[i + 1] in ("min", "max")
+        ):
             moved = base.joinpath(*parts[i + 2 :])
             if moved.exists():
                 return moved
     return p
 
 
-def read_librimix_csv(csv_path: Path, n_src: int) -> Tuple[List[MixtureRecord], List[Reject]]:
+def read_librimix_csv(csv_path: Path, n_src: int) -> tuple[list[MixtureRecord], list[Reject]]:
     """Parse a LibriMix ``mixture_*.csv``; rows naming a missing file or lacking columns are rejected, not fatal."""
     base = csv_path.parent.parent  # wav8k/min
-    records: List[MixtureRecord] = []
-    rejects: List[Reject] = []
+    records: list[MixtureRecord] = []
+    rejects: list[Reject] = []
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         need = ["mixture_ID", "mixture_path"] + [f"source_{k + 1}_path" for k in range(n_src)]
         missing_cols = [c for c in need if c not in (reader.fieldnames or [])]
         if missing_cols:
-            raise ValueError(f"{csv_path}: missing columns {missing_cols} for {n_src} sources (has {reader.fieldnames})")
+            raise ValueError(
+                f"{csv_path}: missing columns {missing_cols} for {n_src} sources (has {reader.fieldnames})"
+            )
         for line, row in enumerate(reader, start=2):
             where = f"{csv_path}:{line}"
             mid = row.get("mixture_ID") or f"line{line}"
-            paths = [resolve_path(row[c], base) for c in need[1:]] if all(row.get(c) for c in need[1:]) else None
+            paths = (
+                [resolve_path(row[c], base) for c in need[1:]] if all(row.get(c) for c in need[1:]) else None
+            )
             if paths is None:
                 rejects.append(Reject(where, mid, "", "empty path field"))
                 continue
             gone = [p for p in paths if not p.is_file()]
             if gone:
-                rejects.append(Reject(where, mid, str(gone[0]), f"missing file ({len(gone)} of {len(paths)})"))
+                rejects.append(
+                    Reject(where, mid, str(gone[0]), f"missing file ({len(gone)} of {len(paths)})")
+                )
                 continue
             try:
                 length = int(float(row.get("length") or -1))
@@ -94,11 +105,13 @@ def read_librimix_csv(csv_path: Path, n_src: int) -> Tuple[List[MixtureRecord], 
     return records, rejects
 
 
-def scan_wsj0mix(split_dir: Path, n_src: int) -> Tuple[List[MixtureRecord], List[Reject]]:
+def scan_wsj0mix(split_dir: Path, n_src: int) -> tuple[list[MixtureRecord], list[Reject]]:
     """List a wsj0-mix / WHAM! split folder (``mix`` or ``mix_clean``, ``s1..sS``) matched by file name."""
     mix_dir = next((split_dir / d for d in ("mix", "mix_clean") if (split_dir / d).is_dir()), None)
     if mix_dir is None:
-        raise FileNotFoundError(f"{split_dir}: no mix/ or mix_clean/ folder (wsj0-2mix layout tr|cv|tt/mix, s1, s2)")
+        raise FileNotFoundError(
+            f"{split_dir}: no mix/ or mix_clean/ folder (wsj0-2mix layout tr|cv|tt/mix, s1, s2)"
+        )
     records, rejects = [], []
     for mix in sorted(mix_dir.glob("*.wav")):
         srcs = [split_dir / f"s{k + 1}" / mix.name for k in range(n_src)]
@@ -110,7 +123,7 @@ def scan_wsj0mix(split_dir: Path, n_src: int) -> Tuple[List[MixtureRecord], List
     return records, rejects
 
 
-def write_rejects(path: Path, rejects: List[Reject]) -> None:
+def write_rejects(path: Path, rejects: list[Reject]) -> None:
     """Quarantine list as CSV (where, mixture_ID, path, reason), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -136,14 +149,16 @@ class MixtureDataset(Dataset):
     A file that fails to read is logged, recorded in ``self.rejects`` and replaced by the next item.
     """
 
-    def __init__(self, records: List[MixtureRecord], sample_rate: int, segment: Optional[int] = None, seed: int = 0):
+    def __init__(
+        self, records: list[MixtureRecord], sample_rate: int, segment: Optional[int] = None, seed: int = 0
+    ):
         if not records:
             raise ValueError("no usable mixtures (see the rejects file for why)")
         self.records = records
         self.sample_rate = sample_rate
         self.segment = segment
         self.rng = random.Random(seed)
-        self.rejects: List[Reject] = []
+        self.rejects: list[Reject] = []
 
     def __len__(self) -> int:
         return len(self.records)
@@ -152,7 +167,7 @@ class MixtureDataset(Dataset):
         info = sf.info(str(rec.mix_path))
         return int(info.frames * self.sample_rate / info.samplerate)
 
-    def load(self, rec: MixtureRecord) -> Dict[str, object]:
+    def load(self, rec: MixtureRecord) -> dict[str, object]:
         n = self.segment
         start = 0
         if n is not None:
@@ -165,7 +180,7 @@ class MixtureDataset(Dataset):
         sources = torch.stack([torch.nn.functional.pad(s[:t], (0, t - len(s[:t]))) for s in srcs])
         return {"mix": mix, "sources": sources, "id": rec.mixture_id}
 
-    def __getitem__(self, i: int) -> Dict[str, object]:
+    def __getitem__(self, i: int) -> dict[str, object]:
         for k in range(len(self.records)):
             rec = self.records[(i + k) % len(self.records)]
             try:
@@ -220,8 +235,8 @@ class SpeechDataModule(pl.LightningDataModule):
         self.root = Path(root)
         self.n_src = n_src
         self.sample_rate = sample_rate
-        self.datasets: Dict[str, MixtureDataset] = {}
-        self.rejects: Dict[str, List[Reject]] = {}
+        self.datasets: dict[str, MixtureDataset] = {}
+        self.rejects: dict[str, list[Reject]] = {}
 
     @property
     def base_dir(self) -> Path:
@@ -249,7 +264,7 @@ class SpeechDataModule(pl.LightningDataModule):
             n_speakers=h.synth_n_speakers, seed=h.seed,
         )  # fmt: skip
 
-    def records(self, subset: str) -> List[MixtureRecord]:
+    def records(self, subset: str) -> list[MixtureRecord]:
         """Usable records of a subset; rejects are logged with a count and written to ``rejects_dir``."""
         h = self.hparams
         if h.layout == "wsj0mix":

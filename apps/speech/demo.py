@@ -9,14 +9,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import torch
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """end-to-end demo on the synthetic corpus: synth, fit tiny, test, separate, stream, export"""
     p = argparse.ArgumentParser(prog="linmix-speech demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo/speech")
@@ -66,7 +66,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     cli_main(["test", *common, f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"])
     test_dir = max(out.glob("lightning_logs/version_*"), key=lambda p: int(p.name.split("_")[1]))
     summary = json.loads((test_dir / "test_summary.json").read_text())
-    row("test", "si_snri_db", summary["si_snri_mean"], f"{summary['n_utterances']} unseen-speaker test mixtures")
+    row(
+        "test",
+        "si_snri_db",
+        summary["si_snri_mean"],
+        f"{summary['n_utterances']} unseen-speaker test mixtures",
+    )
     row("test", "sdri_db", summary["sdri_mean"], "BSS-eval SDR improvement (torchmetrics)")
     row("test", "seconds", time.time() - t0)
 
@@ -86,14 +91,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         ref = causal(x.unsqueeze(0))
     st = StreamingSeparator(causal)
     chunks = [st.push(x[i : i + 160]) for i in range(0, x.shape[-1], 160)] + [st.flush()]
-    row("stream", "max_abs_diff", (torch.cat(chunks, -1) - ref).abs().max(), "causal streaming vs offline, 20 ms chunks")
+    row(
+        "stream",
+        "max_abs_diff",
+        (torch.cat(chunks, -1) - ref).abs().max(),
+        "causal streaming vs offline, 20 ms chunks",
+    )
 
     t0 = time.time()
     diff = export_separator(net, str(out / "convtasnet_tiny.pt"), 8000)
     row("export", "roundtrip_max_abs_diff", diff, "TorchScript, lengths 1001 and 2403")
     with torch.no_grad():
         est = net(x.unsqueeze(0))
-    srcs = torch.stack([read_audio(p, 8000, allow_silent=True, quiet=True)[0] for p in dm.records("test")[0].source_paths])
+    srcs = torch.stack(
+        [read_audio(p, 8000, allow_silent=True, quiet=True)[0] for p in dm.records("test")[0].source_paths]
+    )
     row("check", "si_snr_db", -pit_si_snr_loss(est, srcs.unsqueeze(0))[0], "first test mixture, eager net")
 
     tmp = out / "summary.json.tmp"

@@ -9,7 +9,7 @@ sample rate (22050 Hz); ``espeak_SetSynthCallback``; ``espeak_SetVoiceByName("en
 """
 
 import ctypes
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class EspeakSynth:
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed (returned {rate}); data path {data!r}")
         self.sample_rate = int(rate)
-        self._chunks: List[np.ndarray] = []
+        self._chunks: list[np.ndarray] = []
 
         def _collect(wav, n, _events):  # called synchronously from espeak_Synth
             if n > 0 and wav:
@@ -77,7 +77,9 @@ class EspeakSynth:
             cls._instance = EspeakSynth()
         return cls._instance
 
-    def synth(self, text: str, voice: str = "en-us", pitch: int = 50, rate: int = 175, pitch_range: int = 50) -> np.ndarray:
+    def synth(
+        self, text: str, voice: str = "en-us", pitch: int = 50, rate: int = 175, pitch_range: int = 50
+    ) -> np.ndarray:
         """Speak ``text``; voice "lang+variant" (e.g. "en-us+f3"), pitch 0-99, rate words/min.
 
         Returns float32 mono in [-1, 1] at ``self.sample_rate`` Hz, shape (T,).

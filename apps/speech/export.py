@@ -7,7 +7,7 @@ Exports the pure ``ConvTasNet`` (never the LightningModule) with its config and 
 import argparse
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import torch
 
@@ -26,7 +26,7 @@ def export_separator(net: ConvTasNet, path: str, sample_rate: int, lengths=(1001
     return check_roundtrip(net, path, inputs)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """export a checkpoint to TorchScript (waveform in, sources out), round-trip checked"""
     p = argparse.ArgumentParser(prog="linmix-speech export", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint from `linmix-speech fit`")

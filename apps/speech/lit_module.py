@@ -11,7 +11,6 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Dict, List
 
 import torch
 
@@ -41,17 +40,19 @@ class SpeechLitModule(LinmixModule):
         min_lr_ratio: float = 0.1,
         test_sdr: bool = True,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
+        super().__init__(
+            lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio
+        )
         self.save_hyperparameters()
         self.net = ConvTasNet(net)
         self.test_sdr = test_sdr
-        self._rows: List[Dict[str, object]] = []
+        self._rows: list[dict[str, object]] = []
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """mix (B, T) -> sources (B, S, T)."""
         return self.net(mix)
 
-    def _step(self, batch: Dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         mix, ref = batch["mix"], batch["sources"]
         est = self.net(mix)
         loss, perm = pit_si_snr_loss(est, ref)
@@ -63,16 +64,16 @@ class SpeechLitModule(LinmixModule):
                        on_step=stage == "train", on_epoch=True)  # fmt: skip
         return loss
 
-    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")
 
     def on_test_epoch_start(self) -> None:
         self._rows = []
 
-    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         mix, ref = batch["mix"], batch["sources"]
         est = self.net(mix)
         for i in range(mix.shape[0]):

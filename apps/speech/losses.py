@@ -9,7 +9,6 @@ Shapes: B batch, S sources, T samples.
 """
 
 import itertools
-from typing import Tuple
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -33,7 +32,9 @@ def pairwise_si_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = EPS) -> t
 
 def si_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Matched SI-SNR: est (..., T), ref (..., T) -> (...) in dB."""
-    flat = pairwise_si_snr(est.reshape(-1, 1, est.shape[-1]), ref.reshape(-1, 1, ref.shape[-1]), eps)  # (N, 1, 1)
+    flat = pairwise_si_snr(
+        est.reshape(-1, 1, est.shape[-1]), ref.reshape(-1, 1, ref.shape[-1]), eps
+    )  # (N, 1, 1)
     return flat.reshape(est.shape[:-1])
 
 
@@ -41,7 +42,9 @@ def best_permutation(pairwise: torch.Tensor) -> torch.Tensor:
     """pairwise (B, S, S) scores to maximise -> perm (B, S) long, ``est[perm[b, j]]`` matches ``ref[j]``."""
     b, s, _ = pairwise.shape
     if s <= 3:
-        perms = torch.tensor(list(itertools.permutations(range(s))), device=pairwise.device)  # (P, S): ref j <- est p[j]
+        perms = torch.tensor(
+            list(itertools.permutations(range(s))), device=pairwise.device
+        )  # (P, S): ref j <- est p[j]
         # score[b, p] = sum_j pairwise[b, perms[p, j], j]
         idx_j = torch.arange(s, device=pairwise.device)
         scores = pairwise[:, perms, idx_j]  # (B, P, S)
@@ -60,7 +63,9 @@ def reorder(est: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     return torch.gather(est, 1, perm.unsqueeze(-1).expand(-1, -1, est.shape[-1]))
 
 
-def pit_si_snr_loss(est: torch.Tensor, ref: torch.Tensor, eps: float = EPS) -> Tuple[torch.Tensor, torch.Tensor]:
+def pit_si_snr_loss(
+    est: torch.Tensor, ref: torch.Tensor, eps: float = EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """uPIT negative SI-SNR: est, ref (B, S, T) -> (loss scalar = -mean best SI-SNR in dB, perm (B, S))."""
     if est.shape != ref.shape:
         raise ValueError(f"estimate {tuple(est.shape)} and reference {tuple(ref.shape)} differ in shape")

@@ -5,8 +5,6 @@ SDRi likewise with ``torchmetrics.functional.audio.signal_distortion_ratio`` (ag
 3 decimals).  Shapes: S sources, T samples.
 """
 
-from typing import Dict
-
 import torch
 from torchmetrics.functional.audio import (
     permutation_invariant_training,
@@ -16,13 +14,19 @@ from torchmetrics.functional.audio import (
 from torchmetrics.functional.audio.pit import pit_permutate
 
 
-def separation_metrics(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor, sdr: bool = True) -> Dict[str, float]:
+def separation_metrics(
+    est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor, sdr: bool = True
+) -> dict[str, float]:
     """One utterance: est (S, T), ref (S, T), mix (T,) -> dict of si_snr, si_snri, [sdr, sdri] in dB."""
     est = est.detach().double().cpu()
     ref = ref.detach().double().cpu()
     mix = mix.detach().double().cpu().reshape(1, -1).expand_as(ref)
     best, perm = permutation_invariant_training(
-        est.unsqueeze(0), ref.unsqueeze(0), scale_invariant_signal_noise_ratio, mode="speaker-wise", eval_func="max"
+        est.unsqueeze(0),
+        ref.unsqueeze(0),
+        scale_invariant_signal_noise_ratio,
+        mode="speaker-wise",
+        eval_func="max",
     )
     est = pit_permutate(est.unsqueeze(0), perm)[0]
     out = {"si_snr": float(best[0])}

@@ -10,7 +10,7 @@ framing chunk by chunk.
 """
 
 from dataclasses import asdict, dataclass
-from typing import List, Literal, Tuple
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,9 @@ class MambaSeparator(nn.Module):
         self.in_norm = make_norm(n_filters, causal)
         self.proj_in = nn.Conv1d(n_filters, d_model, 1)
         mixer = "mamba2" if causal else "bimamba2"
-        self.stack = MixerStack(d_model, n_layers, mixer=mixer, n_heads=n_heads, d_state=d_state, dropout=dropout)
+        self.stack = MixerStack(
+            d_model, n_layers, mixer=mixer, n_heads=n_heads, d_state=d_state, dropout=dropout
+        )
         self.out_act = nn.PReLU()
         self.out_conv = nn.Conv1d(d_model, n_src * n_filters, 1)
 
@@ -97,11 +99,13 @@ class MambaSeparator(nn.Module):
         m = self.out_conv(self.out_act(h))
         return m.view(w.shape[0], self.n_src, self.n_filters, w.shape[-1])
 
-    def init_state(self, batch: int) -> List[torch.Tensor]:
+    def init_state(self, batch: int) -> list[torch.Tensor]:
         dev = self.proj_in.weight.device
         return [torch.zeros(batch, 3, dtype=torch.float64, device=dev)] + list(self.stack.init_state(batch))
 
-    def forward_state(self, w: torch.Tensor, state: List[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward_state(
+        self, w: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Causal streaming (mamba2 stack state + cLN running sums); equals ``forward`` on the whole sequence."""
         if not self.causal:
             raise RuntimeError("forward_state needs the causal separator (causal=True)")
@@ -129,7 +133,15 @@ class ConvTasNet(nn.Module):
         self.encoder = nn.Conv1d(1, c.n_filters, c.kernel_size, stride=self.stride, bias=False)
         if c.separator == "tcn":
             self.separator = TCNSeparator(
-                c.n_filters, c.bottleneck, c.hidden, c.skip, c.conv_kernel, c.n_blocks, c.n_repeats, c.n_src, c.causal
+                c.n_filters,
+                c.bottleneck,
+                c.hidden,
+                c.skip,
+                c.conv_kernel,
+                c.n_blocks,
+                c.n_repeats,
+                c.n_src,
+                c.causal,
             )
         elif c.separator == "mamba":
             self.separator = MambaSeparator(

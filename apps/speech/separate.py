@@ -16,8 +16,9 @@ import csv
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -29,7 +30,7 @@ AUDIO_EXT = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au")
 Net = Callable[[torch.Tensor], torch.Tensor]
 
 
-def load_separator(path: str) -> Tuple[Net, int, int]:
+def load_separator(path: str) -> tuple[Net, int, int]:
     """A Lightning checkpoint (.ckpt) or an exported TorchScript file -> (net (B, T) -> (B, S, T), sample rate, S)."""
     path = str(path)
     if path.endswith(".ckpt"):
@@ -109,7 +110,7 @@ def plot_spectrograms(mix: torch.Tensor, est: torch.Tensor, sr: int, path: Path)
 
     rows = [("mixture", mix)] + [(f"source {i + 1}", est[i]) for i in range(est.shape[0])]
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.2 * len(rows)), sharex=True)
-    for ax, (name, sig) in zip(axes, rows):
+    for ax, (name, sig) in zip(axes, rows, strict=True):
         ax.specgram(sig.numpy(), NFFT=256, Fs=sr, noverlap=192, cmap="magma", vmin=-120)
         ax.set_ylabel(f"{name}\nHz")
     axes[-1].set_xlabel("time (s)")
@@ -122,9 +123,16 @@ def plot_spectrograms(mix: torch.Tensor, est: torch.Tensor, sr: int, path: Path)
 
 
 def separate_file(
-    net: Net, path: Path, out_dir: Path, sr: int, n_src: int, chunk_s: float = 8.0, overlap_s: float = 1.0,
-    plot: bool = False, keep_model_rate: bool = False,
-) -> List[Path]:
+    net: Net,
+    path: Path,
+    out_dir: Path,
+    sr: int,
+    n_src: int,
+    chunk_s: float = 8.0,
+    overlap_s: float = 1.0,
+    plot: bool = False,
+    keep_model_rate: bool = False,
+) -> list[Path]:
     """Separate one file into ``out_dir/<stem>/s{i}.wav``; raises AudioError for unusable input."""
     x, info = read_audio(path, sr)
     est = separate_long(net, x, n_src, int(chunk_s * sr), int(overlap_s * sr))
@@ -143,9 +151,9 @@ def separate_file(
     return written
 
 
-def expand_inputs(inputs: List[str]) -> List[Path]:
+def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files as given; folders expanded to their audio files (sorted)."""
-    files: List[Path] = []
+    files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -155,16 +163,20 @@ def expand_inputs(inputs: List[str]) -> List[Path]:
     return files
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """separate audio files into one wav per source (chunked overlap-add, any rate/length)"""
     p = argparse.ArgumentParser(prog="linmix-speech separate", description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="audio files or folders")
-    p.add_argument("--ckpt", required=True, help="Lightning .ckpt or TorchScript file from `linmix-speech export`")
+    p.add_argument(
+        "--ckpt", required=True, help="Lightning .ckpt or TorchScript file from `linmix-speech export`"
+    )
     p.add_argument("--out-dir", required=True)
     p.add_argument("--chunk-s", type=float, default=8.0, help="chunk length in seconds (bounds model memory)")
     p.add_argument("--overlap-s", type=float, default=1.0, help="overlap between chunks in seconds")
     p.add_argument("--plot", action="store_true", help="write a spectrogram PNG per file")
-    p.add_argument("--keep-model-rate", action="store_true", help="write at the model's rate, not the input's")
+    p.add_argument(
+        "--keep-model-rate", action="store_true", help="write at the model's rate, not the input's"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -193,7 +205,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         w.writerow(["path", "reason"])
         w.writerows(rejects)
     os.replace(tmp, out_dir / "rejects.csv")
-    summary = {"read": len(files), "written": len(ok), "rejected": len(rejects), "sample_rate": sr, "n_src": n_src}
+    summary = {
+        "read": len(files),
+        "written": len(ok),
+        "rejected": len(rejects),
+        "sample_rate": sr,
+        "n_src": n_src,
+    }
     (out_dir / "separate_summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"separated {len(ok)} of {len(files)} files into {out_dir} ({len(rejects)} rejected, see rejects.csv)")
+    print(
+        f"separated {len(ok)} of {len(files)} files into {out_dir} ({len(rejects)} rejected, see rejects.csv)"
+    )
     return 0 if ok or not files else 1

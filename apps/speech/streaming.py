@@ -17,7 +17,9 @@ class StreamingSeparator:
 
     def __init__(self, net: ConvTasNet, batch: int = 1) -> None:
         if not net.config.causal:
-            raise ValueError("streaming needs a causal model (model.net.causal=true); non-causal ones use `separate`")
+            raise ValueError(
+                "streaming needs a causal model (model.net.causal=true); non-causal ones use `separate`"
+            )
         self.net = net.eval()
         self.batch = batch
         self.stride = net.stride
@@ -25,7 +27,9 @@ class StreamingSeparator:
 
     def reset(self) -> None:
         dev = self.net.encoder.weight.device
-        self.prev = torch.zeros(self.batch, self.stride, device=dev)  # last hop of input (left zero padding at start)
+        self.prev = torch.zeros(
+            self.batch, self.stride, device=dev
+        )  # last hop of input (left zero padding at start)
         self.buf = torch.zeros(self.batch, 0, device=dev)  # input not yet forming a whole hop
         self.state = self.net.separator.init_state(self.batch)
         self.tail = torch.zeros(self.batch, self.net.n_src, self.stride, device=dev)  # decoder overlap

@@ -13,8 +13,6 @@ As in torchaudio the last block has no residual conv (its output would feed noth
 paper configuration, equal to ``torchaudio.models.ConvTasNet``; keeping it gives the 5,050,545 of the paper's "5.1M".
 """
 
-from typing import List, Tuple
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,7 +37,7 @@ class CumulativeLayerNorm(nn.Module):
         nn.init.ones_(self.weight)
         nn.init.zeros_(self.bias)
 
-    def forward_state(self, x: torch.Tensor, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_state(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, K), state (B, 3) -> (normalised x (B, C, K), new state (B, 3))."""
         # Running sums in float64: a cumulative sum over an hour of frames loses precision in float32.
         step_sum = x.sum(dim=1).to(torch.float64)  # (B, K)
@@ -95,13 +93,13 @@ class TCNBlock(nn.Module):
         self.res_conv = nn.Conv1d(hidden, bottleneck, 1) if residual else None
         self.skip_conv = nn.Conv1d(hidden, skip, 1)
 
-    def _tail(self, h: torch.Tensor, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _tail(self, h: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         skip = self.skip_conv(h)
         if self.res_conv is not None:
             x = x + self.res_conv(h)
         return x, skip
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm1(self.act1(self.conv_in(x)))
         if self.causal:
             h = F.pad(h, (self.context, 0))
@@ -141,7 +139,9 @@ class TCNSeparator(nn.Module):
         n_total = n_blocks * n_repeats
         self.blocks = nn.ModuleList(
             [
-                TCNBlock(bottleneck, hidden, skip, kernel, 2**x, causal, residual=(r * n_blocks + x) < n_total - 1)
+                TCNBlock(
+                    bottleneck, hidden, skip, kernel, 2**x, causal, residual=(r * n_blocks + x) < n_total - 1
+                )
                 for r in range(n_repeats)
                 for x in range(n_blocks)
             ]
@@ -164,7 +164,7 @@ class TCNSeparator(nn.Module):
         m = self.out_conv(self.out_act(skip_sum))
         return m.view(w.shape[0], self.n_src, self.n_filters, w.shape[-1])
 
-    def init_state(self, batch: int) -> List[torch.Tensor]:
+    def init_state(self, batch: int) -> list[torch.Tensor]:
         """Streaming state for the causal TCN: [in_norm (B,3)] + per block [norm1 (B,3), cache (B,H,ctx), norm2 (B,3)]."""
         dev = self.bottleneck.weight.device
         dtype = self.bottleneck.weight.dtype
@@ -176,14 +176,16 @@ class TCNSeparator(nn.Module):
             state.append(torch.zeros(batch, 3, dtype=torch.float64, device=dev))
         return state
 
-    def forward_state(self, w: torch.Tensor, state: List[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward_state(
+        self, w: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Causal streaming: continue from ``state``. w (B, N, K) -> (mask logits (B, S, N, K), new state).
 
         Feeding a sequence chunk by chunk gives the same masks as ``forward`` on the whole sequence.
         """
         if not self.causal:
             raise RuntimeError("forward_state needs the causal TCN (causal=True)")
-        new_state: List[torch.Tensor] = []
+        new_state: list[torch.Tensor] = []
         in_norm = self.in_norm
         assert isinstance(in_norm, CumulativeLayerNorm)
         x, s = in_norm.forward_state(w, state[0])

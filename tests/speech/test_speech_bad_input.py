@@ -22,9 +22,9 @@ def _wav(path, x, sr=SR):
 def _speechlike(n, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(n) / SR
-    return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(n)).astype(
-        np.float32
-    )
+    return (
+        0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(n)
+    ).astype(np.float32)
 
 
 def test_unreadable_and_non_audio_files(tmp_path):

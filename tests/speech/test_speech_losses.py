@@ -37,7 +37,9 @@ def test_hungarian_equals_exhaustive_search():
     pw = torch.randn(6, 4, 4)
     perm = best_permutation(pw)  # S = 4: Hungarian
     for b in range(6):
-        best = max(itertools.permutations(range(4)), key=lambda p: sum(pw[b, p[j], j].item() for j in range(4)))
+        best = max(
+            itertools.permutations(range(4)), key=lambda p: sum(pw[b, p[j], j].item() for j in range(4))
+        )
         assert perm[b].tolist() == list(best)
 
 

@@ -90,8 +90,14 @@ def test_streaming_rejects_noncausal():
         StreamingSeparator(ConvTasNet(ConvTasNetConfig(**TINY)))
 
 
-@pytest.mark.parametrize("cfg", [dict(TINY), dict(TINY, causal=True), dict(separator="mamba", n_filters=16, d_model=16,
-                                                                          n_layers=1, d_state=8)])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(TINY),
+        dict(TINY, causal=True),
+        dict(separator="mamba", n_filters=16, d_model=16, n_layers=1, d_state=8),
+    ],
+)
 def test_scripted_model_matches_eager(cfg):
     m = ConvTasNet(ConvTasNetConfig(**cfg)).eval()
     sm = torch.jit.script(m)
