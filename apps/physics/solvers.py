@@ -125,11 +125,11 @@ def solve_darcy(rng: np.random.Generator, h: float = 0.1) -> dict:
     f = 4.0 * gaussian_bumps(rng, dom.pos, n=int(rng.integers(1, 4)))
     g = np.zeros(dom.n_nodes)
     for kk in range(1, 4):
-        g += rng.normal(0, 0.5 / kk) * np.cos(kk * theta) + rng.normal(0, 0.5 / kk) * np.sin(kk * theta)
+        g += rng.normal(0, 0.2 / kk) * np.cos(kk * theta) + rng.normal(0, 0.2 / kk) * np.sin(kk * theta)
     for cx, cy, r in dom.holes:
-        g[on_hole(dom.pos, [(cx, cy, r)])] = rng.uniform(-1.0, 1.0)
+        g[on_hole(dom.pos, [(cx, cy, r)])] = rng.uniform(-0.3, 0.3)
     fixed = np.flatnonzero((node_type == DIRICHLET) | (node_type == OBSTACLE))
-    q = float(rng.uniform(-1.0, 1.0))
+    q = float(rng.uniform(-0.5, 0.5))
     u = poisson_p1(mesh, np.exp(logk), f, fixed, g, neu, q)
     _check("darcy", u)
     gin = np.where(np.isin(np.arange(dom.n_nodes), fixed), g, 0.0)
