@@ -84,53 +84,55 @@ def ssd_scan_ref(
 
 
 def ssd_segment(
-    x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, state: Tensor, chunk_size: int
+    X: Tensor, Adt: Tensor, Bt: Tensor, Ct: Tensor, state: Tensor, chunk_size: int
 ) -> Tuple[Tensor, Tensor]:
-    """Loop-free chunked SSD over one segment (L a multiple of ``chunk_size``); exact.
+    """Loop-free chunked SSD over one segment (length a multiple of ``chunk_size``); exact.
 
-    Grouped form: B/C are shared by the H / G heads of a group, so the C B^T products are computed once per group.
-    Returns ``y (B, L, H, P)`` (without the D skip) and the final ``state (B, H, P, N)``.
+    Head-major layout so every contraction is a plain batched matmul: ``X = x * dt (B, H, L, P)``,
+    ``Adt = A * dt (B, H, L)``, ``Bt, Ct (B, G, L, N)``, ``state (B, H, N, P)`` (transposed from the public
+    (B, H, P, N)). B/C are shared by the H / G heads of a group, so C B^T is computed once per group.
+    Returns ``y (B, H, L, P)`` (without the D skip) and the final state ``(B, H, N, P)``.
     """
-    b, l, h, p = x.shape
-    g, n = Bm.size(2), Bm.size(3)
+    b, h, l, p = X.shape
+    g, n = Bt.size(1), Bt.size(3)
     r = h // g
     q = chunk_size
     c = l // q
-    X = (x * dt.unsqueeze(-1)).reshape(b, c, q, g, r, p)
-    Adt = (dt * A.unsqueeze(1)).reshape(b, c, q, h).permute(0, 3, 1, 2)  # (B, H, C, Q)
-    Bc = Bm.reshape(b, c, q, g, n)
-    Cc = Cm.reshape(b, c, q, g, n)
-    A_cum = torch.cumsum(Adt, dim=-1)  # (B, H, C, Q)
+    Xc = X.reshape(b, h, c, q, p)
+    Ac = Adt.reshape(b, h, c, q)
+    A_cum = torch.cumsum(Ac, dim=-1)
+    Bc = Bt.reshape(b, g, 1, c, q, n)
+    Cc = Ct.reshape(b, g, 1, c, q, n)
 
-    # 1. intra-chunk (diagonal blocks): Y = (C B^T  .  L) X with L = exp(segsum(A dt))
-    Lmat = torch.exp(segsum(Adt)).reshape(b, g, r, c, q, q)
-    CB = torch.einsum("bcqgn,bcsgn->bgcqs", Cc, Bc).unsqueeze(2)  # (B, G, 1, C, Q, S)
-    y = torch.einsum("bgrcqs,bcsgrp->bcqgrp", CB * Lmat, X)
+    # 1. intra-chunk (diagonal blocks): Y = (C B^T . L) X with L = exp(segsum(A dt))
+    Lm = torch.exp(segsum(Ac)).reshape(b, g, r, c, q, q)
+    CB = Cc @ Bc.transpose(-1, -2)  # (B, G, 1, C, Q, Q)
+    y = (CB * Lm).reshape(b, h, c, q, q) @ Xc  # (B, H, C, Q, P)
 
-    # 2. state contributed by each chunk (decayed to the chunk end)
-    decay_states = torch.exp(A_cum[..., -1:] - A_cum).reshape(b, g, r, c, q).permute(0, 3, 4, 1, 2)
-    states = torch.einsum("bcqgn,bcqgrp->bcgrpn", Bc, X * decay_states.unsqueeze(-1)).reshape(b, c, h, p, n)
+    # 2. state contributed by each chunk, decayed to the chunk end: B^T (decay * X)
+    decay_states = torch.exp(A_cum[..., -1:] - A_cum)  # (B, H, C, Q)
+    Xd = (Xc * decay_states.unsqueeze(-1)).reshape(b, g, r, c, q, p)
+    states = (Bc.transpose(-1, -2) @ Xd).reshape(b, h, c, n, p)
 
     # 3. inter-chunk recurrence, loop-free over the (C + 1)^2 chunk-decay matrix (C <= segment_len / chunk_size)
-    states = torch.cat([state.unsqueeze(1), states], dim=1)  # (B, C + 1, H, P, N)
+    states = torch.cat([state.unsqueeze(2), states], dim=2)  # (B, H, C + 1, N, P)
     decay_chunk = torch.exp(segsum(F.pad(A_cum[..., -1], (1, 0))))  # (B, H, C + 1, C + 1)
-    new_states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)
-    states_in = new_states[:, :-1].reshape(b, c, g, r, p, n)
-    final = new_states[:, -1]
+    new_states = (decay_chunk @ states.reshape(b, h, c + 1, n * p)).reshape(b, h, c + 1, n, p)
+    final = new_states[:, :, -1]
 
     # 4. output contributed by the state entering each chunk
-    out_decay = torch.exp(A_cum).reshape(b, g, r, c, q).permute(0, 3, 4, 1, 2).unsqueeze(-1)  # (B, C, Q, G, R, 1)
-    y = y + torch.einsum("bcqgn,bcgrpn->bcqgrp", Cc, states_in) * out_decay
-    return y.reshape(b, l, h, p), final
+    y_off = (Cc @ new_states[:, :, :-1].reshape(b, g, r, c, n, p)).reshape(b, h, c, q, p)
+    y = y + y_off * torch.exp(A_cum).unsqueeze(-1)
+    return y.reshape(b, h, l, p), final
 
 
 @torch.jit.unused
 def _segment_checkpointed(
-    x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, state: Tensor, chunk_size: int
+    X: Tensor, Adt: Tensor, Bt: Tensor, Ct: Tensor, state: Tensor, chunk_size: int
 ) -> Tuple[Tensor, Tensor]:
     from torch.utils.checkpoint import checkpoint
 
-    return checkpoint(ssd_segment, x, dt, A, Bm, Cm, state, chunk_size, use_reentrant=False)
+    return checkpoint(ssd_segment, X, Adt, Bt, Ct, state, chunk_size, use_reentrant=False)
 
 
 def ssd_chunked(
@@ -153,26 +155,31 @@ def ssd_chunked(
     b, l, h, p = x.shape
     n = Bm.size(3)
     seg = max(chunk_size, (segment_len // chunk_size) * chunk_size)
+    # one layout change for the whole sequence; segments are then views along L
+    X = (x * dt.unsqueeze(-1)).transpose(1, 2)  # (B, H, L, P)
+    Adt = (dt * A.unsqueeze(1)).transpose(1, 2)  # (B, H, L)
+    Bt, Ct = Bm.transpose(1, 2), Cm.transpose(1, 2)  # (B, G, L, N)
     pad = (-l) % chunk_size
     if pad > 0:
-        x = F.pad(x, (0, 0, 0, 0, 0, pad))
-        dt = F.pad(dt, (0, 0, 0, pad))
-        Bm = F.pad(Bm, (0, 0, 0, 0, 0, pad))
-        Cm = F.pad(Cm, (0, 0, 0, 0, 0, pad))
-    state = initial_state if initial_state is not None else x.new_zeros(b, h, p, n)
+        X = F.pad(X, (0, 0, 0, pad))
+        Adt = F.pad(Adt, (0, pad))
+        Bt = F.pad(Bt, (0, 0, 0, pad))
+        Ct = F.pad(Ct, (0, 0, 0, pad))
+    X, Adt, Bt, Ct = X.contiguous(), Adt.contiguous(), Bt.contiguous(), Ct.contiguous()
+    state = initial_state.transpose(-1, -2) if initial_state is not None else x.new_zeros(b, h, n, p)
     total = l + pad
     ys = []
-    use_ckpt = recompute and torch.is_grad_enabled() and x.requires_grad and total > seg
+    use_ckpt = recompute and torch.is_grad_enabled() and X.requires_grad and total > seg
     for start in range(0, total, seg):
         end = min(start + seg, total)
-        xs, dts, bs, cs = x[:, start:end], dt[:, start:end], Bm[:, start:end], Cm[:, start:end]
+        xs, As, bs, cs = X[:, :, start:end], Adt[:, :, start:end], Bt[:, :, start:end], Ct[:, :, start:end]
         if not torch.jit.is_scripting() and use_ckpt:
-            y, state = _segment_checkpointed(xs, dts, A, bs, cs, state, chunk_size)
+            y, state = _segment_checkpointed(xs, As, bs, cs, state, chunk_size)
         else:
-            y, state = ssd_segment(xs, dts, A, bs, cs, state, chunk_size)
+            y, state = ssd_segment(xs, As, bs, cs, state, chunk_size)
         ys.append(y)
-    y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
-    return y[:, :l], state
+    y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=2)
+    return y[:, :, :l].transpose(1, 2), state.transpose(-1, -2)
 
 
 def ssd_scan(
