@@ -25,14 +25,14 @@ from apps.ehr.model import EHRMambaConfig
 class PipelineSettings:
     """Sizes of one end-to-end run (defaults: the demo, a few minutes on 2 CPU cores)."""
 
-    n_patients: int = 600
+    n_patients: int = 400
     seed: int = 0
     net: EHRMambaConfig = field(default_factory=lambda: EHRMambaConfig(
         vocab_size=512, d_model=32, n_layers=2, d_state=16, d_time=8, max_visits=64, dropout=0.1))
     max_len: int = 512
     batch_size: int = 32
     pretrain_epochs: float = 1.0
-    finetune_epochs: float = 2.0
+    finetune_epochs: float = 1.0
     lr: float = 2e-3
     baseline_iter: int = 200
 

@@ -34,7 +34,7 @@ def example_inputs(vocab_size: int, n_tasks: int, batch: int, length: int, seed:
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, lengths: tuple[int, int] = (24, 61)) -> tuple[Path, float]:
     """Export ``ckpt`` to ``out``; returns (path, max abs round-trip difference over both lengths)."""
-    lit = EHRLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    lit = EHRLitModule.load(ckpt)
     lit.eval()
     scorer = lit.exportable().eval()
     cfg = lit.net.cfg

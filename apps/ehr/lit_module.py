@@ -66,12 +66,19 @@ class EHRLitModule(LinmixModule):
         self.task_names, self.task_token_ids = list(meta.get("names", [])), list(meta.get("token_ids", []))
         self.vocab_json = meta.get("vocab", "")
 
+    @classmethod
+    def load(cls, path: str | Path) -> EHRLitModule:
+        """``load_from_checkpoint`` on CPU with weights-only unpickling, allowing the net config dataclass."""
+        with torch.serialization.safe_globals([EHRMambaConfig]):
+            return cls.load_from_checkpoint(str(path), map_location="cpu")
+
     def load_pretrained(self, path: str) -> None:
         """Copy every pretrained tensor except the classification head; shapes must match (same vocab/sizes)."""
         if not Path(path).exists():
             raise FileNotFoundError(f"pretrained checkpoint {path!r} not found (run `linmix-ehr fit -c "
                                     "configs/ehr/pretrain.yaml` first)")
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        with torch.serialization.safe_globals([EHRMambaConfig]):
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         own = self.net.state_dict()
         loaded = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.") and "cls_head" not in k}
         bad = [k for k, v in loaded.items() if k not in own or own[k].shape != v.shape]

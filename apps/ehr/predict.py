@@ -109,7 +109,7 @@ def score_main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=100, help="at most this many patients")
     p.add_argument("--out", default="runs/ehr/scores.parquet")
     args = p.parse_args(argv)
-    lit = EHRLitModule.load_from_checkpoint(args.ckpt, map_location="cpu")
+    lit = EHRLitModule.load(args.ckpt)
     if args.task not in lit.task_names:
         p.error(f"task {args.task!r} not in the checkpoint's tasks {lit.task_names}")
     if not lit.vocab_json:

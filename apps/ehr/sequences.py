@@ -127,6 +127,9 @@ def load_meds(root: str | Path) -> pl.DataFrame:
     if not files:
         raise FileNotFoundError(f"no MEDS shards under {root / 'data'} (expected data/<split>/*.parquet)")
     frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    missing = [c for c in ("subject_id", "time", "code") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{root}: MEDS data lacks required column(s) {missing} (has {frame.columns})")
     for col, dtype in (("encounter_id", pl.String), ("unit", pl.String), ("numeric_value", pl.Float32)):
         if col not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(col))

@@ -29,12 +29,12 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     meds = FX.write_meds(tmp_path / "meds", 60)
     common = [TINY, "--data.meds_dir", str(meds), "--data.cache_dir", str(tmp_path / "cache")]
-    assert main(["fit", "-c", *common, "--data.objective", "pretrain", "--trainer.max_steps", "2"]) == 0
+    assert main(["fit", "-c", *common, "--data.objective", "pretrain", "--trainer.max_steps", "1"]) == 0
     ckpts = sorted((tmp_path / "runs" / "ehr").rglob("last.ckpt"))
     assert len(ckpts) == 1
     pre = torch.load(ckpts[0], map_location="cpu", weights_only=False)
     assert pre["hyper_parameters"]["objective"] == "pretrain"
-    assert main(["fit", "-c", *common, "--model.pretrained", str(ckpts[0]), "--trainer.max_steps", "3"]) == 0
+    assert main(["fit", "-c", *common, "--model.pretrained", str(ckpts[0]), "--trainer.max_steps", "2"]) == 0
     fine = sorted((tmp_path / "runs" / "ehr").rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
     assert fine != ckpts[0]
     state = torch.load(fine, map_location="cpu", weights_only=False)
@@ -51,7 +51,7 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch):
     module, config = load_torchscript(out)
     assert config["tasks"] == state["ehr_tasks"]["names"] and config["net"]["d_model"] == 32
     scores = tmp_path / "scores.parquet"
-    assert main(["score", "--ckpt", str(fine), "--meds", str(meds), "--task", "los", "--out", str(scores)]) == 0
+    assert main(["score", "--ckpt", str(fine), "--meds", str(meds), "--task", "los", "--limit", "3", "--out", str(scores)]) == 0
     df = pl.read_parquet(scores)
     assert df.height >= df["subject_id"].n_unique() >= 1 and df["probability"].is_between(0, 1).all()
 

@@ -104,3 +104,30 @@ def test_lm_loss_ignores_padding():
     lit.eval()
     with torch.no_grad():
         assert torch.allclose(lit._step(batch, "val"), lit._step(padded, "val"), atol=1e-5)
+
+
+def test_finetune_starts_from_pretrained_weights(tmp_path):
+    import pytest
+
+    from apps.ehr.lit_module import EHRLitModule
+
+    torch.manual_seed(1)
+    pre = EHRLitModule(net=CFG, objective="pretrain")
+    path = tmp_path / "pre.ckpt"
+    torch.save({"state_dict": pre.state_dict()}, path)
+    torch.manual_seed(2)
+    fine = EHRLitModule(net=CFG, objective="finetune", pretrained=str(path))
+    key = "embed.concept.weight"
+    assert not torch.equal(fine.net.state_dict()[key], pre.net.state_dict()[key])
+    head = fine.net.cls_head[1].weight.clone()
+    fine.load_pretrained(str(path))
+    for k, v in pre.net.state_dict().items():
+        if "cls_head" not in k:
+            assert torch.equal(fine.net.state_dict()[k], v), k
+    assert torch.equal(fine.net.cls_head[1].weight, head)  # the task head starts fresh
+    other = EHRLitModule(net=EHRMambaConfig(vocab_size=64, d_model=32, n_layers=2, d_state=16, d_time=8,
+                                            max_visits=16), objective="finetune")
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_pretrained(str(path))
+    with pytest.raises(FileNotFoundError):
+        other.load_pretrained(str(tmp_path / "missing.ckpt"))

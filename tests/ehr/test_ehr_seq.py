@@ -146,3 +146,21 @@ def test_cache_is_reused_and_keyed_by_input(tmp_path):
     fx().write_meds(root, 21)  # different input -> different key
     _, _, folder4 = S.cached_sequences(root, tmp_path / "cache", settings)
     assert folder4 != folder1
+
+
+def test_bad_meds_input_gets_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no MEDS shards"):
+        S.load_meds(tmp_path)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    pl.DataFrame({"subject_id": [1], "code": ["X"]}).write_parquet(tmp_path / "data" / "train" / "0.parquet")
+    with pytest.raises(ValueError, match=r"required column\(s\) \['time'\]"):
+        S.load_meds(tmp_path)
+
+
+def test_events_without_time_are_counted_not_lost():
+    t0 = datetime(2020, 1, 1)
+    rows = [(1, t0, "ENCOUNTER//IMP//START", None, "a", None), (1, None, "SNOMED//5", None, "a", None),
+            (1, t0 + timedelta(hours=1), "SNOMED//6", None, "a", None),
+            (1, t0 + timedelta(hours=2), "ENCOUNTER//IMP//END", None, "a", None)]
+    _, _, stats = S.build_sequences(frame_of(rows), S.SequenceSettings(vocab_size=64, n_conditions=0))
+    assert stats.event_rows == 2 and stats.events_without_time == 1 and stats.events_tokenised == 1
