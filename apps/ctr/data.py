@@ -29,7 +29,7 @@ class TensorBatches(Dataset):
     """Rows held as tensors; ``ds[list_of_rows]`` gathers a whole batch at once (no per-row collate)."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self.t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        self.t = {k: torch.from_numpy(np.require(v, requirements=["C", "W"])) for k, v in arrays.items()}
         self.n = len(next(iter(self.t.values())))
 
     def __len__(self) -> int:

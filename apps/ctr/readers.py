@@ -76,7 +76,7 @@ def _typed_columns(schema: DataSchema, get, libfm: bool = False) -> tuple[list[p
                 pl.format(f"field {f.name}: hour '{{}}' is not YYMMDDHH", s)))
             s = s.str.slice(6, 2)
         elif f.preprocess == "weekday":
-            s = s.str.strptime(pl.Datetime, "%y%m%d%H", strict=False).dt.weekday().cast(pl.String)
+            s = s.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False).dt.weekday().cast(pl.String)
         s = pl.when(s.str.len_bytes() == 0).then(None).otherwise(s)
         exprs.append(s.alias(f.name))
     if schema.group:
