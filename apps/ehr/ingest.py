@@ -142,7 +142,7 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
-        report.rows_written = write_dataset(tmp, events, res.codes, res.subjects, dataset_metadata(len(files)))
+        report.rows_written = write_dataset(tmp, events, res.codes, res.subjects, dataset_metadata())
         report.subjects = {s: res.subjects.filter(pl.col("split") == s).height for s in report.rows_written}
         write_quarantine(tmp / "quarantine", qrecs)
         (tmp / "report.json").write_bytes(report.to_json())

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 SPLITS = ("train", "tuning", "held_out")
 DATA_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32,
@@ -56,9 +58,18 @@ def subject_table(patient_ids: list[str]) -> pl.DataFrame:
     return df
 
 
+#: Arrow types of the official MEDS schemas (``meds`` 0.4: ``code`` string, ``text_value`` large_string); other
+#: string columns are written as string.
+_ARROW = {"subject_id": pa.int64(), "time": pa.timestamp("us"), "code": pa.string(), "numeric_value": pa.float32(),
+          "text_value": pa.large_string(), "split": pa.string(), "description": pa.string(),
+          "patient_id": pa.string(), "encounter_id": pa.string(), "unit": pa.string()}
+
+
 def _write(df: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.write_parquet(path, compression="zstd", statistics=True)
+    tbl = df.to_arrow()
+    tbl = tbl.cast(pa.schema([pa.field(c, _ARROW[c]) for c in df.columns]))
+    pq.write_table(tbl, path, compression="zstd")
 
 
 def write_dataset(root: Path, events: pl.DataFrame, codes: pl.DataFrame, subjects: pl.DataFrame,
@@ -82,12 +93,11 @@ def write_dataset(root: Path, events: pl.DataFrame, codes: pl.DataFrame, subject
     return counts
 
 
-def dataset_metadata(n_files: int) -> dict:
-    """MEDS DatasetMetadataSchema; no ``created_at`` so that reruns stay byte-identical."""
+def dataset_metadata() -> dict:
+    """MEDS DatasetMetadataSchema fields only; no ``created_at`` so that reruns stay byte-identical."""
     return {"dataset_name": "linmix-ehr", "dataset_version": "1", "etl_name": "linmix-ehr ingest (FHIR R4 -> MEDS)",
             "etl_version": "0.1.0", "meds_version": MEDS_VERSION, "raw_source_id_columns": ["patient_id"],
-            "code_modifier_columns": ["unit"], "other_extension_columns": ["encounter_id", "unit"],
-            "description_uri": None, "license": None, "n_input_files": n_files}
+            "code_modifier_columns": ["unit"], "other_extension_columns": ["encounter_id", "unit"]}
 
 
 def check_meds(root: Path) -> dict[str, int]:

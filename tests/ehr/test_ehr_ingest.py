@@ -60,6 +60,19 @@ def test_meds_schema_and_codes(cohort):
     assert orjson.loads((root / "metadata" / "dataset.json").read_bytes())["meds_version"]
 
 
+def test_output_validates_with_the_official_meds_schemas(cohort):
+    """The ``meds`` package (0.4) schemas accept every table (skipped where ``meds`` is not installed)."""
+    meds = pytest.importorskip("meds")
+    import pyarrow.parquet as pq
+
+    root = cohort["meds"]
+    for split in SPLITS:
+        meds.DataSchema.validate(pq.read_table(root / "data" / split / "0.parquet"))
+    meds.CodeMetadataSchema.validate(pq.read_table(root / "metadata" / "codes.parquet"))
+    meds.SubjectSplitSchema.validate(pq.read_table(root / "metadata" / "subject_splits.parquet"))
+    meds.DatasetMetadataSchema.validate(orjson.loads((root / "metadata" / "dataset.json").read_bytes()))
+
+
 def test_times_are_utc(cohort):
     """An Observation written with a local offset lands at the UTC instant in MEDS."""
     import gzip
