@@ -93,3 +93,18 @@ def test_failing_solve_is_skipped_logged_and_counted(tmp_path, monkeypatch, capl
     assert rejects[0]["index"] == 1
     assert "sample 1 skipped" in caplog.text
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["darcy_00000.npz", "darcy_00002.npz"]
+
+
+def test_flow_taylor_hood_no_slip_and_inlet_profile():
+    from apps.physics.flow_solver import H_CHANNEL, solve_flow
+
+    d = solve_flow(np.random.default_rng(0), h=0.12, n_steps=2, spinup=1)
+    f, pos, nt = d["fields"], d["pos"], d["node_type"]
+    assert f.shape == (3, len(pos), 3) and np.isfinite(f).all()
+    walls = (nt == DIRICHLET) & ((pos[:, 1] < 1e-9) | (pos[:, 1] > H_CHANNEL - 1e-9))
+    np.testing.assert_allclose(f[:, walls, :2], 0.0, atol=1e-10)
+    np.testing.assert_allclose(f[:, nt == OBSTACLE, :2], 0.0, atol=1e-10)
+    inlet = (pos[:, 0] < 1e-9) & ~walls
+    y, u_max = pos[inlet, 1], d["globals"][1]
+    np.testing.assert_allclose(f[-1, inlet, 0], 4 * u_max * y * (H_CHANNEL - y) / H_CHANNEL ** 2, atol=1e-10)
+    assert f[-1, :, 0].max() > 0.5 * u_max  # flow goes through the channel
