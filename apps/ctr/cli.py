@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from apps.ctr.data import CTRDataModule
 from apps.ctr.lit_module import CTRLitModule
-from apps.ctr.tools import demo_main, encode_main, export_main
 from apps.ctr.synth import synth_main
+from apps.ctr.tools import demo_main, encode_main, export_main
 from shared.cli import LinmixCLI, run_app
 
 

@@ -17,7 +17,7 @@ import polars as pl
 import torch
 
 
-def run_demo(out: str | Path, rows: int = 60_000, epochs: int = 4) -> list[dict]:
+def run_demo(out: str | Path, rows: int = 30_000, epochs: int = 3) -> list[dict]:
     import pytorch_lightning as pl_
     from pytorch_lightning.loggers import CSVLogger
 
@@ -71,9 +71,9 @@ def run_demo(out: str | Path, rows: int = 60_000, epochs: int = 4) -> list[dict]
     raw = pl.read_parquet(out / "data" / "test.parquet").head(64)
     a = enc.encode_serving(raw)
     model, _ = load_torchscript(out / "export" / "model.ts")
-    p_ts = model(torch.from_numpy(a["idx"]), torch.from_numpy(a["val"]), None).numpy()
     lit = CTRLitModule.load_from_checkpoint(best["fcn"], map_location="cpu").eval()
     with torch.no_grad():
+        p_ts = model(torch.from_numpy(a["idx"]), torch.from_numpy(a["val"]), None).numpy()
         p_eager = torch.sigmoid(lit.net(torch.from_numpy(a["idx"]), torch.from_numpy(a["val"]))).numpy()
     row("serve", "raw_rows_max_abs_diff", float(np.abs(p_ts - p_eager).max()), "64 raw test rows, vocab.json + model.ts")
     row("export", "seconds", time.perf_counter() - t2, "")

@@ -34,10 +34,10 @@ class SynthConfig:
     n_rows: int = 300_000
     n_cat: int = 10
     n_num: int = 3
-    max_cardinality: int = 400
+    max_cardinality: int = 30
     min_cardinality: int = 4
     zipf: float = 1.05
-    rank: int = 4
+    rank: int = 2
     n_pairs: int = 6
     n_triples: int = 3
     n_quads: int = 1

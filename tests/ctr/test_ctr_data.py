@@ -179,3 +179,16 @@ def test_serving_rejects_nan_and_inf(criteo_files):
         with pytest.raises(ValueError, match=r"field I4: NaN/inf or non-numeric value at row\(s\) \[1\]"):
             enc.encode_serving(pl.DataFrame(r))
     json.loads((d / "enc" / "report.json").read_text())
+
+
+def test_new_file_encoded_with_fitted_vocab_for_predict(tmp_path):
+    (tmp_path / "train.csv").write_text("y,c\n1,a\n0,b\n")
+    (tmp_path / "new.csv").write_text("y,c\n1,b\n0,zzz\nx,a\n")
+    sc = DataSchema.from_dict({"label": "y", "fields": ["c"]})
+    encode_dataset({"train": tmp_path / "train.csv"}, sc, tmp_path / "e")
+    enc = FeatureEncoder.load(tmp_path / "e" / "vocab.json")
+    rep = encode_dataset({"predict": tmp_path / "new.csv"}, sc, tmp_path / "p", encoder=enc)
+    r = rep["splits"]["predict"]
+    assert (r["read"], r["written"], r["rejected"], r["oov"]["c"]) == (3, 2, 1, 1)
+    assert FeatureEncoder.load(tmp_path / "p" / "vocab.json").vocabs["c"].tokens == ["a", "b"]  # not refitted
+    assert pl.read_parquet(tmp_path / "p" / "predict.parquet")["idx_c"].to_list() == [FIRST + 1, OOV]

@@ -1,0 +1,111 @@
+"""CTR quality: FCN vs DCNv2 vs DNN vs LR vs the Bayes-optimal predictor on the default synthetic log.
+
+All nets share one pipeline, data module and LightningModule (early stopping on val AUC, best checkpoint
+tested). The Bayes row scores the test split with the saved true click probability. Bars (issue 4): FCN test AUC
+within 0.005 of Bayes and logloss within 2% of Bayes; FCN >= DCNv2 >= DNN >= LR on AUC.
+Writes ``runs/bench/ctr_quality.{md,json,png}``.
+
+    python benchmarks/ctr_quality.py --rows 300000 --epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+SETTINGS = {  # arch -> (loss, lr, extra net args)
+    "fcn": ("official", 2e-3, {}),
+    "dcnv2": ("bce", 2e-3, {"n_layers": 3}),
+    "dnn": ("bce", 2e-3, {}),
+    "lr": ("bce", 1e-2, {}),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=300_000, help="synthetic rows (80/10/10)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--archs", default="fcn,dcnv2,dnn,lr")
+    ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--data-dir", default=None, help="default: runs/bench/data/synth_<rows>")
+    a = ap.parse_args(argv)
+    import pytorch_lightning as pl_
+    import torch
+
+    from apps.ctr.data import CTRDataModule
+    from apps.ctr.lit_module import CTRLitModule
+    from apps.ctr.model import CTRNetConfig
+
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dm = CTRDataModule(data_dir=a.data_dir or str(out / "data" / f"synth_{a.rows}"), synth_rows=a.rows,
+                       batch_size=a.batch, eval_batch_size=16384)
+    dm.setup("fit")
+    meta = json.loads((Path(dm.data_dir) / "meta.json").read_text())
+    rows = [{"model": "Bayes-optimal", "auc": meta["splits"]["test"]["bayes"]["auc"],
+             "logloss": meta["splits"]["test"]["bayes"]["logloss"], "epochs": 0, "seconds": 0.0, "params": 0,
+             "loss": "-", "lr": 0.0}]
+    for arch in a.archs.split(","):
+        loss, lr, extra = SETTINGS[arch]
+        pl_.seed_everything(0)
+        lit = CTRLitModule(net=CTRNetConfig(arch=arch, **extra), loss=loss, lr=lr, out_dir=str(out / "ctr_q" / arch))
+        tr = pl_.Trainer(max_epochs=a.epochs, default_root_dir=str(out / "ctr_q" / arch), enable_progress_bar=False,
+                         enable_model_summary=False, logger=False)
+        t = time.perf_counter()
+        tr.fit(lit, datamodule=dm)
+        secs = time.perf_counter() - t
+        m = tr.test(lit, datamodule=dm, ckpt_path="best", verbose=False)[0]
+        r = {"model": arch.upper() if arch != "lr" else "LR", "auc": m["test/auc"], "logloss": m["test/logloss"],
+             "gauc": m.get("test/gauc"), "ece": m.get("test/ece"), "epochs": tr.current_epoch, "seconds": secs,
+             "params": sum(p.numel() for p in lit.net.parameters()), "loss": loss, "lr": lr}
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+        (out / "ctr_quality.json").write_text(json.dumps({"rows": rows, "args": vars(a), "meta": meta}, indent=1))
+    bayes = rows[0]
+    load = os.getloadavg()[0]
+    lines = [f"# CTR quality on the synthetic log ({a.rows:,} rows, 80/10/10; batch {a.batch}; max {a.epochs} "
+             f"epochs, early stop on val AUC; {a.threads} threads, load average {load:.1f})", "",
+             "| model | test AUC | AUC gap to Bayes | test logloss | logloss / Bayes | epochs | fit s | params | "
+             "loss | lr |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['auc']:.4f} | {bayes['auc'] - r['auc']:+.4f} | {r['logloss']:.4f} | "
+                     f"{r['logloss'] / bayes['logloss']:.3f} | {r['epochs']} | {r['seconds']:.0f} | {r['params']:,} | "
+                     f"{r['loss']} | {r['lr']:g} |")
+    by = {r["model"]: r for r in rows}
+    if "FCN" in by:
+        f = by["FCN"]
+        lines += ["", f"- FCN AUC gap {bayes['auc'] - f['auc']:.4f} (bar <= 0.005): "
+                      f"{'met' if bayes['auc'] - f['auc'] <= 0.005 else 'NOT met'}",
+                  f"- FCN logloss {100 * (f['logloss'] / bayes['logloss'] - 1):.1f}% above Bayes (bar <= 2%): "
+                  f"{'met' if f['logloss'] <= 1.02 * bayes['logloss'] else 'NOT met'}"]
+    order = [k for k in ("FCN", "DCNV2", "DNN", "LR") if k in by]
+    ok = all(by[x]["auc"] >= by[y]["auc"] for x, y in zip(order, order[1:]))
+    lines.append(f"- ordering {' >= '.join(order)} on AUC: {'met' if ok else 'NOT met'}")
+    (out / "ctr_quality.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    names = [r["model"] for r in rows]
+    ax[0].bar(names, [r["auc"] for r in rows])
+    ax[0].set_ylim(min(r["auc"] for r in rows) - 0.02, bayes["auc"] + 0.01)
+    ax[0].set_title("test AUC")
+    ax[1].bar(names, [r["logloss"] for r in rows])
+    ax[1].set_ylim(bayes["logloss"] * 0.95, max(r["logloss"] for r in rows) * 1.02)
+    ax[1].set_title("test logloss")
+    fig.tight_layout()
+    fig.savefig(out / "ctr_quality.png", dpi=100)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
