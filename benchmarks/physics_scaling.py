@@ -1,6 +1,6 @@
 """PhysGTO inference scaling: time and peak memory vs mesh size, projection attention vs full softmax attention.
 
-Same PhysGTO network (message passing + attention + FFN blocks), only the global mixer differs: the shared
+Time = fastest of ``--reps`` forwards after one warm-up. Same PhysGTO network (message passing + attention + FFN blocks), only the global mixer differs: the shared
 ``ProjectionAttention`` (N -> M slots -> N, O(N·M)) or ``SoftmaxAttention`` over all nodes (O(N²) time; SDPA's CPU
 flash kernel keeps its memory O(N)). Meshes: structured n x n grids on the unit square split into triangles (N = n²
 nodes, ≈3N undirected edges), one graph, ``torch.no_grad``, eval mode, float32, CPU.
@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +49,7 @@ def _maxrss_mb() -> float:
 
 
 def measure(net, n_nodes: int, reps: int, base_mb: float) -> dict:
-    """Median forward time; peak = process max RSS after this size minus the baseline (sizes run in ascending
+    """Fastest of ``reps`` forwards (least disturbed by other processes on a shared machine); peak = process max RSS after this size minus the baseline (sizes run in ascending
     order in a fresh process per attention variant, so the max RSS after size k is size k's peak)."""
     pos, nt, ei = grid_mesh(n_nodes)
     n = pos.shape[0]
@@ -62,7 +62,7 @@ def measure(net, n_nodes: int, reps: int, base_mb: float) -> dict:
             t0 = time.perf_counter()
             net(pos, feats, nt, ei, batch)
             times.append(time.perf_counter() - t0)
-    return {"nodes": n, "edges": int(ei.shape[1]), "seconds": float(np.median(times)),
+    return {"nodes": n, "edges": int(ei.shape[1]), "seconds": float(np.min(times)),
             "peak_mb": _maxrss_mb() - base_mb}
 
 
@@ -76,7 +76,7 @@ def run_variant(a) -> None:
     for n in sorted(a.sizes):
         if a.variant == "softmax" and n > a.softmax_max:
             continue
-        r = measure(net, n, a.reps if n <= 50000 else 1, base)
+        r = measure(net, n, a.reps, base)
         r["attention"] = a.variant
         print("ROW " + json.dumps(r), flush=True)
 

@@ -123,3 +123,28 @@ def test_graph_conversion_rejects_unknown_graph_kind(darcy_dir):
     assert to_graph(d, graph="knn", k=4).edge_index.shape[1] >= 2 * len(d["pos"])
     with pytest.raises(ValueError, match="'mesh' or 'knn'"):
         to_graph(d, graph="radius")
+
+
+def test_transient_training_step_imposes_boundaries_and_detaches(heat_dir, monkeypatch):
+    lit = _lit("heat", horizon=3)
+    paths, _ = scan_folder(heat_dir, "heat")
+    ds = MeshFieldDataset(paths[:2])
+    b = Batch.from_data_list(ds.items)
+    lit.net.fit_stats(b.inputs, b.globals, b.fields.reshape(-1, 1), 0.3)
+    seen = []
+    real_forward = lit.net.forward
+
+    def spy(pos, feats, node_type, edge_index, batch=None):
+        seen.append(feats[:, 0].clone())
+        assert not feats.requires_grad  # each step's input state is detached (no BPTT)
+        return real_forward(pos, feats, node_type, edge_index, batch)
+
+    monkeypatch.setattr(lit.net, "forward", spy)
+    err = lit._unroll(b, 1, 3, noise=True)
+    assert err.shape == (3, 2, 1) and torch.isfinite(err).all()
+    fixed = (b.node_type == 1) | (b.node_type == 3)
+    torch.testing.assert_close(seen[0][fixed], b.fields[1, fixed, 0])  # no noise on boundary nodes
+    assert (seen[0][~fixed] - b.fields[1, ~fixed, 0]).abs().max() > 0  # noise on interior nodes
+    torch.testing.assert_close(seen[2][fixed], b.fields[3, fixed, 0])  # boundary values imposed from the truth
+    err.mean().backward()
+    assert lit.net.net.alpha.grad is not None
