@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=["convtasnet_synth", "mamba_synth"])
     p.add_argument(
-        "--minutes", type=float, default=20.0, help="training time cap per config (trainer.max_time)"
+        "--minutes", type=float, nargs="+", default=[20.0], help="training time cap per config (one, or one each)"
     )
     p.add_argument("--data-root", default="data/speech/synth")
     p.add_argument("--out", default="runs/bench")
@@ -44,14 +44,15 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     exe = [str(Path(sys.executable).parent / "linmix-speech")]
     rows = []
-    for cfg in a.configs:
+    caps = a.minutes * len(a.configs) if len(a.minutes) == 1 else a.minutes
+    for cfg, minutes in zip(a.configs, caps, strict=True):
         save = out / "speech_quality" / cfg
         log = out / "speech_quality" / f"{cfg}.log"
         save.mkdir(parents=True, exist_ok=True)
         common = ["-c", f"configs/speech/{cfg}.yaml", f"--data.root={a.data_root}",
                   f"--trainer.logger.init_args.save_dir={save}", "--trainer.enable_progress_bar=false"]  # fmt: skip
-        mm = int(a.minutes)
-        ss = int(round((a.minutes - mm) * 60))
+        mm = int(minutes)
+        ss = int(round((minutes - mm) * 60))
         fit_s = run(exe + ["fit", *common, f"--trainer.max_time=00:00:{mm:02d}:{ss:02d}", *a.extra], log)
         vdir = max(save.glob("lightning_logs/version_*"), key=os.path.getmtime)
         ckpt = vdir / "checkpoints" / "last.ckpt"
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows[-1]))
     (out / "speech_quality.json").write_text(json.dumps(rows, indent=2))
     lines = ["# Speech separation quality (synthetic espeak-ng Libri2Mix-layout test set, unseen speakers)", "",
-             f"CPU, {os.cpu_count()} cores shared with other jobs; training capped at {a.minutes} min per config.", "",
+             f"CPU, {os.cpu_count()} cores shared with other jobs; training capped at {caps} min per config.", "",
              "| config | params | train (min, CPU) | steps | epochs | test SI-SNRi (dB) | test SDRi (dB) | n test |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:

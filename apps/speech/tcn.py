@@ -87,7 +87,10 @@ class TCNBlock(nn.Module):
         self.conv_in = nn.Conv1d(bottleneck, hidden, 1)
         self.act1 = nn.PReLU()
         self.norm1 = make_norm(hidden, causal)
-        self.dconv = nn.Conv1d(hidden, hidden, kernel, dilation=dilation, groups=hidden)
+        # Non-causal with an even context: let the conv pad symmetrically (no extra copy); else pad explicitly.
+        self.conv_pads = (not causal) and self.context % 2 == 0
+        pad = self.context // 2 if self.conv_pads else 0
+        self.dconv = nn.Conv1d(hidden, hidden, kernel, dilation=dilation, groups=hidden, padding=pad)
         self.act2 = nn.PReLU()
         self.norm2 = make_norm(hidden, causal)
         self.res_conv = nn.Conv1d(hidden, bottleneck, 1) if residual else None
@@ -103,7 +106,7 @@ class TCNBlock(nn.Module):
         h = self.norm1(self.act1(self.conv_in(x)))
         if self.causal:
             h = F.pad(h, (self.context, 0))
-        else:
+        elif not self.conv_pads:
             h = F.pad(h, (self.context // 2, self.context - self.context // 2))
         h = self.norm2(self.act2(self.dconv(h)))
         return self._tail(h, x)
