@@ -26,7 +26,16 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, ReadResult, discover, fetch_records, read_files
+from apps.ehr.ingest_read import (
+    E_SCHEMA,
+    P_SCHEMA,
+    V_SCHEMA,
+    ReadResult,
+    discover,
+    fetch_records,
+    read_files,
+    split_ranges,
+)
 from apps.ehr.ingest_report import IngestReport, category, write_quarantine
 from apps.ehr.ingest_resolve import resolve
 from apps.ehr.meds import dataset_metadata, write_dataset
@@ -38,8 +47,27 @@ class IngestError(Exception):
     """Ingestion refused (empty input, non-empty output folder, missing input)."""
 
 
+#: With ``workers > 1``, plain NDJSON files larger than this are cut into line-aligned byte ranges read in parallel.
+RANGE_BYTES = 32 << 20
+
+
+def _items(files: list[Path], sizes: list[int], workers: int) -> tuple[list[tuple], list[int]]:
+    """Read-task items ``(src, path, start, end, first_line)`` and their byte sizes, in input order."""
+    items, nbytes = [], []
+    for i, (f, size) in enumerate(zip(files, sizes, strict=True)):
+        if workers > 1 and size > RANGE_BYTES and f.name.endswith(".ndjson"):
+            parts = min(4 * workers, -(-size // RANGE_BYTES))
+            for start, end, first in split_ranges(f, parts):
+                items.append((i, f, start, end, first))
+                nbytes.append((size if end is None else end) - start)
+        else:
+            items.append((i, f, 0, None, 1))
+            nbytes.append(size)
+    return items, nbytes
+
+
 def _batches(sizes: list[int], n_batches: int, max_bytes: int = 64 << 20) -> list[list[int]]:
-    """Consecutive file indices grouped into batches (so many small Bundle files are not one task each)."""
+    """Consecutive item indices grouped into batches (so many small Bundle files are not one task each)."""
     target = max(1, min(max_bytes, sum(sizes) // max(1, n_batches)))
     out, cur, acc = [], [], 0
     for i, s in enumerate(sizes):
@@ -55,24 +83,24 @@ def _batches(sizes: list[int], n_batches: int, max_bytes: int = 64 << 20) -> lis
 
 def _read_all(files: list[Path], validate: bool, workers: int, progress: bool) -> list[ReadResult]:
     sizes = [f.stat().st_size for f in files]
-    batches = _batches(sizes, 4 * workers if workers > 1 else 16)
+    items, nbytes = _items(files, sizes, workers)
+    batches = _batches(nbytes, 4 * workers if workers > 1 else 16)
     results: list[ReadResult | None] = [None] * len(batches)
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
                    TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=not progress)
     with bar:
-        job = bar.add_task(f"reading {len(files)} files", total=sum(sizes))
+        job = bar.add_task(f"reading {len(files)} files", total=sum(nbytes))
         if workers > 1 and len(batches) > 1:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futs = {pool.submit(read_files, [(i, files[i]) for i in b], validate): k
-                        for k, b in enumerate(batches)}
+                futs = {pool.submit(read_files, [items[i] for i in b], validate): k for k, b in enumerate(batches)}
                 for fut in as_completed(futs):
                     k = futs[fut]
                     results[k] = fut.result()
-                    bar.advance(job, sum(sizes[i] for i in batches[k]))
+                    bar.advance(job, sum(nbytes[i] for i in batches[k]))
         else:
             for k, b in enumerate(batches):
-                results[k] = read_files([(i, files[i]) for i in b], validate)
-                bar.advance(job, sum(sizes[i] for i in b))
+                results[k] = read_files([items[i] for i in b], validate)
+                bar.advance(job, sum(nbytes[i] for i in b))
     return results  # type: ignore[return-value]
 
 

@@ -227,3 +227,24 @@ def test_fast_path_equals_general_path(cohort):
                 assert _flat(m, None) == _flat(m, {}), m
                 n += 1
     assert n == 600
+
+
+def test_parallel_byte_ranges_match_serial(tmp_path, monkeypatch):
+    """With workers > 1, big plain NDJSON files are read as line-aligned byte ranges in parallel; the output
+    (incl. quarantine line numbers) equals the serial run."""
+    import apps.ehr.ingest as ingest_mod
+    from apps.ehr.ingest_read import split_ranges
+
+    src = synthesize(60, tmp_path / "fhir", fmt="ndjson", seed=9)
+    obs = src / "Observation.ndjson"
+    lines = obs.read_bytes().splitlines(keepends=True)
+    bad_at = len(lines) // 2
+    lines.insert(bad_at, b'{"resourceType": "Observation", "id": \n')  # malformed, mid-file
+    obs.write_bytes(b"".join(lines))
+    assert len(split_ranges(obs, 4)) == 4
+    ingest([src], tmp_path / "serial")
+    monkeypatch.setattr(ingest_mod, "RANGE_BYTES", 20_000)
+    ingest([src], tmp_path / "par", workers=2)
+    assert _tree(tmp_path / "par") == _tree(tmp_path / "serial")
+    q = orjson.loads((tmp_path / "par" / "quarantine" / "_malformed.ndjson").read_bytes())
+    assert q["line"] == bad_at + 1
