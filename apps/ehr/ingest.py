@@ -1,7 +1,8 @@
 """FHIR R4 (Bundles and bulk NDJSON) -> MEDS: ``linmix-ehr ingest INPUT... --out DIR``.
 
-Pipeline: discover files -> read each file (orjson + flattening into polars, bounded chunks; a process pool over
-files when ``workers > 1``; optional per-resource ``fhir.resources.R4B`` validation) -> cross-resource checks in
+Pipeline: discover files -> read them (orjson + flattening into polars, bounded chunks; with ``workers > 1`` a
+process pool over batches of files, big plain NDJSON files cut into line-aligned byte ranges; optional per-resource
+``fhir.resources.R4B`` validation) -> cross-resource checks in
 polars (:mod:`apps.ehr.ingest_resolve`) -> MEDS dataset (:mod:`apps.ehr.meds`) + ``quarantine/*.ndjson`` +
 ``report.json``, all written into a temporary folder beside ``--out`` and renamed into place (atomic). The output
 depends only on the input (no timestamps), so a rerun gives byte-identical files; a non-empty ``--out`` is refused

@@ -1,12 +1,14 @@
-"""Reading FHIR files into flat polars frames: file discovery, one task per file, bounded chunks, quarantine re-reads.
+"""Reading FHIR files into flat polars frames: file discovery, read tasks, bounded chunks, quarantine re-reads.
 
 Formats: bulk NDJSON (``.ndjson``, ``.ndjson.gz``; any resource types per file, Bundles on a line are unpacked) and
 JSON files (``.json``, ``.json.gz``) holding a Bundle of any type or a single resource. Lines are parsed with orjson
 and flattened by :class:`apps.ehr.fhir.Flattener`; every ``chunk`` records the columns become polars frames, so the
 raw JSON is never held beyond one chunk. GC is paused while parsing (the flat lists hold no cycles).
 
-A task returns a :class:`ReadResult`: frames, per-type ``read``/``ignored`` counts, the rejects found while reading
-(with the raw record) and file-level errors (e.g. a truncated gzip stream: what came before it is kept).
+A task reads a batch of items (whole files, or line-aligned byte ranges of a big plain NDJSON file with the number of
+its first line, so line numbers stay exact) and returns a :class:`ReadResult`: frames, per-type ``read``/``ignored``
+counts, the rejects found while reading (with the raw record) and file-level errors (e.g. a truncated gzip stream:
+what came before it is kept).
 """
 
 from __future__ import annotations
