@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as pl_
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from apps.ehr import labels as L
 from apps.ehr import sequences as S
@@ -48,6 +48,32 @@ def collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     return out
 
 
+class BucketBatchSampler(Sampler):
+    """Shuffled batches of similar length: shuffle, sort each window of ``50 * batch_size`` items by length, cut into
+    batches, shuffle the batches. Cuts padding (EHR sequences vary from a few to thousands of tokens) while batches
+    still mix patients and tasks. A new order every epoch (``seed + epoch``)."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, window: int = 50) -> None:
+        self.lengths, self.batch_size, self.seed, self.window = np.asarray(lengths), batch_size, seed, window
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            part = order[start:start + span]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield batches[i]
+
+
 class PretrainDataset(Dataset):
     """Whole patient sequences (most recent ``max_len`` tokens) for next-token prediction."""
 
@@ -56,6 +82,9 @@ class PretrainDataset(Dataset):
 
     def __len__(self) -> int:
         return self.seqs.height
+
+    def lengths(self) -> np.ndarray:
+        return np.minimum(self.seqs["tokens"].list.len().to_numpy(), self.max_len)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return S.truncate(S.row_arrays(self.seqs.row(i, named=True)), self.max_len)
@@ -77,6 +106,12 @@ class FinetuneDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def lengths(self) -> np.ndarray:
+        """Input length of every datapoint (after the cut, before the prompt), for length bucketing."""
+        times = self.seqs["abs_time"].to_list()
+        n = [int(np.searchsorted(times[r], p, side="right")) for r, p in zip(self.rows, self.pred_us, strict=True)]
+        return np.minimum(np.asarray(n, dtype=np.int64), self.max_len - 1)
 
     def cut(self, i: int) -> dict[str, np.ndarray]:
         """The patient's sequence cut at the datapoint's prediction_time (untruncated, ``[CLS]`` in slot 0)."""
@@ -165,7 +200,11 @@ class EHRDataModule(pl_.LightningDataModule):
         ds = self.datasets[split]
         if len(ds) == 0:
             raise RuntimeError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
+        if shuffle:  # length-bucketed shuffled batches (less padding); evaluation keeps the dataset order
+            sampler = BucketBatchSampler(ds.lengths(), self.batch_size)
+            return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -67,8 +67,9 @@ class IncrementalScorer:
         self.states[key] = (state, last_time, last_age, task)
         tail = [torch.tensor([[self.task_token_ids[task]]]), torch.tensor([[S.TYPE_TASK]]), last_age.view(1, 1),
                 last_time.view(1, 1), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long)]
-        hidden, _ = self.net.forward_state(*tail, last_time, state)
-        return float(torch.sigmoid(self.net.cls_head(hidden[:, -1])).squeeze())
+        x = self.net.embed(*tail, prev_time=last_time)  # (1, 1, D)
+        y, _ = self.net.backbone.step(x[:, 0], state)  # one recurrent step, O(1) in the history
+        return float(torch.sigmoid(self.net.cls_head(y)).squeeze())
 
     def start(self, key, task: int, arrays: dict[str, np.ndarray]) -> float:
         """Score a history (``[CLS]`` in slot 0, replaced by the task token) and keep its state under ``key``."""
