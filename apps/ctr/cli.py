@@ -10,9 +10,10 @@ from shared.cli import LinmixCLI, run_app
 
 
 class CTRCLI(LinmixCLI):
-    """Field sizes are data-derived after encoding, so the module fills them in ``setup`` (no static links)."""
+    """Field counts are linked from the data module; vocabulary sizes are known only after encoding, so the
+    module fills them in ``setup``."""
 
-    links = ()
+    links = (("data.n_fields", "model.n_fields"), ("data.n_seq_fields", "model.n_seq_fields"))
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from apps.ctr.encoder import FeatureEncoder
 from apps.ctr.pipeline import encode_dataset
 from apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
-from apps.ctr.synth import SynthConfig, write_synth
+from apps.ctr.synth import SynthConfig, synth_schema_dict, write_synth
 
 
 class TensorBatches(Dataset):
@@ -142,6 +142,26 @@ class CTRDataModule(pl_.LightningDataModule):
         out = self.cache_dir / "predict"
         encode_dataset({"predict": path}, self.encoder.schema, out, encoder=self.encoder)
         return TensorBatches(self.encoder.arrays(pl.read_parquet(out / "predict.parquet")))
+
+    def _declared_schema(self) -> Optional[DataSchema]:
+        """The schema as far as it is known without reading data (no generation, no encoding)."""
+        try:
+            if self.format == "synth" and not (self.data_dir / "schema.yaml").is_file():
+                return DataSchema.from_dict(synth_schema_dict(SynthConfig()))
+            return self.schema()
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def n_fields(self) -> int:
+        """Scalar field count (linked to the model at instantiation)."""
+        sc = self._declared_schema()
+        return len(sc.scalar_fields) if sc else 0
+
+    @property
+    def n_seq_fields(self) -> int:
+        sc = self._declared_schema()
+        return len(sc.sequence_fields) if sc else 0
 
     @property
     def field_sizes(self) -> list[int]:

@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
+from apps.ctr.encoder import FIRST
 from apps.ctr.evaluation import calibration_table, group_auc, plot_calibration
 from apps.ctr.losses import TriBCEMode, tri_bce
 from apps.ctr.model import CTRNet, CTRNetConfig
@@ -49,18 +50,24 @@ class CTRLitModule(LinmixModule):
         early_stopping_patience: epochs without val AUC gain before stopping (0 = off).
         out_dir: where test plots/metrics and predictions go (default: the trainer's log dir).
         vocab_path: encoder vocabulary (filled from the datamodule; exported beside the model).
+        n_fields, n_seq_fields: field counts linked from the data module (``CTRCLI.links``). Before the data is
+            encoded the vocabulary sizes are unknown, so the net is built with placeholder 4-row vocabularies
+            (the cross/MLP layers already have their final shapes) and rebuilt with the real sizes at setup.
     """
 
     def __init__(self, net: CTRNetConfig = CTRNetConfig(), loss: TriBCEMode = "official", embedding_l2: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.1,
                  early_stopping_patience: int = 2, out_dir: Optional[str] = None,
-                 vocab_path: Optional[str] = None) -> None:
+                 vocab_path: Optional[str] = None, n_fields: int = 0, n_seq_fields: int = 0) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
         net = as_net_config(net)
         self.save_hyperparameters()
         self.hparams["net"] = dataclasses.asdict(net)  # plain dict: checkpoints load with weights_only=True
         self.loss_mode = loss
         self.embedding_l2 = embedding_l2
+        self.provisional = not (net.field_sizes or net.seq_sizes)
+        if self.provisional and (n_fields or n_seq_fields):
+            net = dataclasses.replace(net, field_sizes=(FIRST + 1,) * n_fields, seq_sizes=(FIRST + 1,) * n_seq_fields)
         self.net: Optional[CTRNet] = CTRNet(net) if (net.field_sizes or net.seq_sizes) else None
         self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
         self.val_ll, self.test_ll = MeanMetric(), MeanMetric()
@@ -69,7 +76,7 @@ class CTRLitModule(LinmixModule):
 
     # ------------------------------------------------------------------ build from data
     def setup(self, stage: str) -> None:
-        if self.net is not None:
+        if not self.provisional:
             return
         dm = self.trainer.datamodule if self.trainer is not None else None
         if dm is None or not getattr(dm, "field_sizes", None):
@@ -79,6 +86,7 @@ class CTRLitModule(LinmixModule):
         self.hparams["net"] = dataclasses.asdict(cfg)
         self.hparams["vocab_path"] = dm.vocab_path
         self.net = CTRNet(cfg)
+        self.provisional = False
 
     def configure_callbacks(self):
         cbs = [ModelCheckpoint(monitor="val/auc", mode="max", save_last=True,
