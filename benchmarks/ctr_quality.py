@@ -18,8 +18,8 @@ from pathlib import Path
 
 SETTINGS = {  # arch -> (loss, lr, extra net args)
     "fcn": ("official", 2e-3, {}),
-    "dcnv2": ("bce", 2e-3, {"n_layers": 3}),
-    "dnn": ("bce", 2e-3, {}),
+    "dcnv2": ("bce", 2e-3, {"n_layers": 3, "hidden": (256, 256)}),
+    "dnn": ("bce", 2e-3, {"hidden": (256, 256)}),
     "lr": ("bce", 1e-2, {}),
 }
 

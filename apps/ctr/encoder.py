@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 import polars as pl
 
+from apps.ctr.readers import categorical_expr
 from apps.ctr.schema import DataSchema, FieldSpec
 
 PAD, OOV, MISSING, FIRST = 0, 1, 2, 3
@@ -208,8 +209,7 @@ class FeatureEncoder:
                     x = pl.when(x < 0).then(None).otherwise(x)
                 exprs.append(x.alias(f.name))
             else:
-                s = s.cast(pl.String)
-                exprs.append(pl.when(s.str.len_bytes() == 0).then(None).otherwise(s).alias(f.name))
+                exprs.append(categorical_expr(f, s.cast(pl.String)).alias(f.name))
         if problems:
             raise ValueError("invalid serving input: " + "; ".join(problems))
         df = raw.lazy().select(exprs).select(self.encode_exprs()).collect()

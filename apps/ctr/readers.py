@@ -71,19 +71,24 @@ def _typed_columns(schema: DataSchema, get, libfm: bool = False) -> tuple[list[p
             reasons.extend(r)
             exprs.append(e.alias(f.name))
             continue
-        if f.preprocess == "hour_of_day":
+        if f.preprocess is not None:
             reasons.append(pl.when(~s.str.contains(r"^\d{8}$")).then(
                 pl.format(f"field {f.name}: hour '{{}}' is not YYMMDDHH", s)))
-            s = s.str.slice(6, 2)
-        elif f.preprocess == "weekday":
-            s = s.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False).dt.weekday().cast(pl.String)
-        s = pl.when(s.str.len_bytes() == 0).then(None).otherwise(s)
-        exprs.append(s.alias(f.name))
+        exprs.append(categorical_expr(f, s).alias(f.name))
     if schema.group:
         exprs.append(get(schema.group).alias("_group"))
     for c in schema.passthrough:
         exprs.append(get(c).cast(pl.Float64, strict=False).alias(c))
     return exprs, reasons
+
+
+def categorical_expr(f: FieldSpec, s: pl.Expr) -> pl.Expr:
+    """Raw string -> categorical token (after the field's preprocess); empty = null (missing)."""
+    if f.preprocess == "hour_of_day":
+        s = s.str.slice(6, 2)
+    elif f.preprocess == "weekday":
+        s = s.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False).dt.weekday().cast(pl.String)
+    return pl.when(s.str.len_bytes() == 0).then(None).otherwise(s)
 
 
 def _numeric(f: FieldSpec, s: pl.Expr) -> tuple[pl.Expr, list[pl.Expr]]:

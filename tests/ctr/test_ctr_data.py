@@ -192,3 +192,17 @@ def test_new_file_encoded_with_fitted_vocab_for_predict(tmp_path):
     assert (r["read"], r["written"], r["rejected"], r["oov"]["c"]) == (3, 2, 1, 1)
     assert FeatureEncoder.load(tmp_path / "p" / "vocab.json").vocabs["c"].tokens == ["a", "b"]  # not refitted
     assert pl.read_parquet(tmp_path / "p" / "predict.parquet")["idx_c"].to_list() == [FIRST + 1, OOV]
+
+
+def test_serving_applies_the_same_preprocess_as_training(tmp_path):
+    header = "id,click,hour,C1,banner_pos,site_id,site_domain,site_category,app_id,app_domain,app_category," \
+             "device_id,device_ip,device_model,device_type,device_conn_type,C14,C15,C16,C17,C18,C19,C20,C21"
+    rows = [",".join([str(i), str(i % 2), f"141021{h:02d}"] + ["x"] * 21) for i, h in enumerate((13, 13, 7))]
+    (tmp_path / "a.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    encode_dataset({"train": tmp_path / "a.csv"}, avazu_schema(min_count=1), tmp_path / "e")
+    enc = FeatureEncoder.load(tmp_path / "e" / "vocab.json")
+    raw = pl.read_csv(tmp_path / "a.csv", infer_schema=False)
+    served = enc.encode_serving(raw)
+    trained = enc.arrays(pl.read_parquet(tmp_path / "e" / "train.parquet"))
+    np.testing.assert_array_equal(served["idx"], trained["idx"])
+    assert served["idx"][0, 0] == FIRST  # hour 13 is the most frequent hour-of-day token
