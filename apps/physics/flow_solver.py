@@ -12,10 +12,28 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from skfem import Basis, BilinearForm, ElementTriP1, ElementTriP2, ElementVector, MeshTri, asm, condense, solve
+from skfem import (
+    Basis,
+    BilinearForm,
+    ElementTriP1,
+    ElementTriP2,
+    ElementVector,
+    MeshTri,
+    asm,
+    condense,
+    solve,
+)
 from skfem.helpers import ddot, div, dot, grad, mul
 
-from apps.physics.geometry import DIRICHLET, INTERIOR, NEUMANN, OBSTACLE, boundary_edges, on_hole, random_domain
+from apps.physics.geometry import (
+    DIRICHLET,
+    INTERIOR,
+    NEUMANN,
+    OBSTACLE,
+    boundary_edges,
+    on_hole,
+    random_domain,
+)
 from apps.physics.solvers import SolverError
 
 L_CHANNEL, H_CHANNEL = 2.2, 0.41

@@ -35,7 +35,15 @@ from skfem import (
 from skfem.helpers import dot, grad
 from skfem.models.elasticity import lame_parameters, linear_elasticity
 
-from apps.physics.geometry import DIRICHLET, INTERIOR, NEUMANN, OBSTACLE, boundary_edges, on_hole, random_domain
+from apps.physics.geometry import (
+    DIRICHLET,
+    INTERIOR,
+    NEUMANN,
+    OBSTACLE,
+    boundary_edges,
+    on_hole,
+    random_domain,
+)
 
 
 class SolverError(RuntimeError):
