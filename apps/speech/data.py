@@ -11,7 +11,6 @@ utterances (batch of one).  Items: ``{"mix": (T,), "sources": (S, T), "id": str}
 import csv
 import logging
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -149,15 +148,12 @@ class MixtureDataset(Dataset):
     A file that fails to read is logged, recorded in ``self.rejects`` and replaced by the next item.
     """
 
-    def __init__(
-        self, records: list[MixtureRecord], sample_rate: int, segment: Optional[int] = None, seed: int = 0
-    ):
+    def __init__(self, records: list[MixtureRecord], sample_rate: int, segment: Optional[int] = None):
         if not records:
             raise ValueError("no usable mixtures (see the rejects file for why)")
         self.records = records
         self.sample_rate = sample_rate
         self.segment = segment
-        self.rng = random.Random(seed)
         self.rejects: list[Reject] = []
 
     def __len__(self) -> int:
@@ -172,7 +168,8 @@ class MixtureDataset(Dataset):
         start = 0
         if n is not None:
             length = rec.length if rec.length > 0 else self._length(rec)
-            start = self.rng.randint(0, max(length - n, 0))
+            # torch's RNG: seeded per DataLoader worker and by seed_everything (a Python Random would repeat per worker)
+            start = int(torch.randint(0, max(length - n, 0) + 1, (1,)))
         mix = _read_span(rec.mix_path, self.sample_rate, start, n)
         srcs = [_read_span(p, self.sample_rate, start, n) for p in rec.source_paths]
         t = n if n is not None else min([len(mix)] + [len(s) for s in srcs])
@@ -297,13 +294,13 @@ class SpeechDataModule(pl.LightningDataModule):
                             len(short), len(recs), h.segment_s, verb)  # fmt: skip
                 if h.short_policy == "drop":
                     recs = [r for r in recs if not 0 < r.length < segment]
-            self.datasets["train"] = MixtureDataset(recs, self.sample_rate, segment, seed=h.seed)
+            self.datasets["train"] = MixtureDataset(recs, self.sample_rate, segment)
         for stage_name, subset in (("validate", h.valid_subset), ("test", h.test_subset)):
             key = "valid" if stage_name == "validate" else "test"
             wanted = stage in (None, stage_name) or (stage == "fit" and key == "valid")
             if wanted and key not in self.datasets:
                 recs = self.records(subset)[: h.limit_eval] if h.limit_eval else self.records(subset)
-                self.datasets[key] = MixtureDataset(recs, self.sample_rate, None, seed=h.seed)
+                self.datasets[key] = MixtureDataset(recs, self.sample_rate, None)
 
     def _loader(self, key: str, train: bool) -> DataLoader:
         ds = self.datasets[key]
