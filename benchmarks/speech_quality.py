@@ -32,7 +32,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=["convtasnet_synth", "mamba_synth"])
     p.add_argument(
-        "--minutes", type=float, nargs="+", default=[20.0], help="training time cap per config (one, or one each)"
+        "--minutes",
+        type=float,
+        nargs="+",
+        default=[20.0],
+        help="training time cap per config (one, or one each)",
     )
     p.add_argument("--data-root", default="data/speech/synth")
     p.add_argument("--out", default="runs/bench")
