@@ -4,7 +4,8 @@ Every linmix mixer and softmax SDPA, next to the implementation a CPU user would
 transformers' ``Mamba2Mixer`` (its torch path, same config: d_model 256, expand 2, head dim 64, state 64, 1 group;
 its default chunk 256). Batch 1. Each (mixer, threads) runs in a fresh process; lengths ascend; time = min over
 repeats of wall time; peak memory = max RSS after the forward+backward minus RSS before the first run (so it is the
-largest training working set so far, which grows with L).
+largest training working set so far, which grows with L). Workers run with ``MALLOC_MMAP_THRESHOLD_=131072`` so
+that freed tensors leave the RSS at once (glibc's dynamic threshold otherwise keeps them cached).
 
     python benchmarks/mixers.py --out runs/bench            # full: L = 256 ... 65536, 1 thread and all threads
     python benchmarks/mixers.py --quick --out runs/demo/bench  # L = 256 ... 4096, all threads (the demo)
@@ -109,7 +110,9 @@ def run_all(lengths: list[int], threads_list: list[int], budget_s: float, mixers
                 prog.update(task, description=f"{kind} ({threads} thr)")
                 cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--budget", str(budget_s),
                        "--lengths", ",".join(map(str, lengths))]
-                env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch",
+                # a fixed mmap threshold makes glibc return large freed blocks at once, so max RSS tracks live
+                # tensors rather than allocator caching (same setting for every mixer)
+                env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch", MALLOC_MMAP_THRESHOLD_="131072",
                            PYTHONPATH=str(Path(__file__).resolve().parents[1]))
                 try:
                     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=budget_s * 12)

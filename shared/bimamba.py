@@ -93,7 +93,7 @@ class BiMamba2(nn.Module):
             dt_f = dt_f * m
             dt_b = dt_b * m.flip(1)
         xs, Bm, Cm = torch.split(F.silu(torch.cat([xf, xb], dim=0)), [self.d_inner, g * n, g * n], dim=-1)
-        A = -torch.exp(self.A_log.float())  # (2, H)
+        A = -torch.exp(self.A_log)  # (2, H)
         A2 = torch.cat([A[0].unsqueeze(0).expand(b, h), A[1].unsqueeze(0).expand(b, h)], dim=0)
         xs = xs.reshape(2 * b, l, h, p)
         state = xs.new_zeros(2 * b, h, p, n)

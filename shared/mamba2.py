@@ -8,7 +8,7 @@ in_proj -> [z, xBC, dt] -> depthwise causal conv over xBC + SiLU -> SSD scan -> 
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -141,20 +141,42 @@ class Mamba2(nn.Module):
         self, x: Tensor, mask: Optional[Tensor], conv_state: Tensor, ssm_state: Tensor
     ) -> Tuple[Tensor, Tensor, Tensor]:
         b, l, _ = x.shape
-        h, p, g, n = self.n_heads, self.headdim, self.ngroups, self.d_state
-        z, xbc, dt = torch.split(self.in_proj(x), [self.d_inner, self.conv_dim, h], dim=-1)
         m: Optional[Tensor] = None
         if mask is not None:
             if list(mask.shape) != [b, l]:
                 raise ValueError(f"Mamba2: mask must be (B, L) = {[b, l]}, got {list(mask.shape)}")
             m = mask.unsqueeze(-1).to(x.dtype)
+        # The whole mixer runs segment by segment with the conv and SSM states carried over. In training each
+        # segment is recomputed in backward, so only the block input is kept: training memory stays O(L * D) plus
+        # one segment's working set (mamba-ssm's fused "memory-efficient path" recomputes likewise).
+        seg = self.segment_len
+        recompute = torch.is_grad_enabled() and (x.requires_grad or self.in_proj.weight.requires_grad) and l > seg
+        outs: List[Tensor] = []
+        for start in range(0, l, seg):
+            part = x[:, start:start + seg]
+            mpart = m[:, start:start + seg] if m is not None else None
+            if not torch.jit.is_scripting() and recompute:
+                y, conv_state, ssm_state = self._segment_recomputed(part, mpart, conv_state, ssm_state)
+            else:
+                y, conv_state, ssm_state = self._segment(part, mpart, conv_state, ssm_state)
+            outs.append(y)
+        return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)), conv_state, ssm_state
+
+    def _segment(
+        self, x: Tensor, m: Optional[Tensor], conv_state: Tensor, ssm_state: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """One segment ``x (B, Ls, D)`` -> ``(y (B, Ls, D), conv_state, ssm_state)``."""
+        b, l, _ = x.shape
+        h, p, g, n = self.n_heads, self.headdim, self.ngroups, self.d_state
+        z, xbc, dt = torch.split(self.in_proj(x), [self.d_inner, self.conv_dim, h], dim=-1)
+        if m is not None:
             xbc = xbc * m
         xbc, conv_state = causal_conv(xbc, self.conv1d.weight, self.conv1d.bias, conv_state)
         xs, Bm, Cm = torch.split(F.silu(xbc), [self.d_inner, g * n, g * n], dim=-1)
         dt = F.softplus(dt + self.dt_bias)
         if m is not None:
             dt = dt * m
-        A = (-torch.exp(self.A_log.float())).unsqueeze(0).expand(b, h)
+        A = (-torch.exp(self.A_log)).unsqueeze(0).expand(b, h)
         xs = xs.reshape(b, l, h, p)
         y, ssm_state = ssd_scan(
             xs, dt, A, Bm.reshape(b, l, g, n), Cm.reshape(b, l, g, n), self.chunk_size, ssm_state, self.backend,
@@ -165,6 +187,14 @@ class Mamba2(nn.Module):
         if m is not None:
             out = out * m
         return out, conv_state, ssm_state
+
+    @torch.jit.unused
+    def _segment_recomputed(
+        self, x: Tensor, m: Optional[Tensor], conv_state: Tensor, ssm_state: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(self._segment, x, m, conv_state, ssm_state, use_reentrant=False)
 
     @torch.jit.export
     def step(self, x: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -182,7 +212,7 @@ class Mamba2(nn.Module):
         conv_state = xin[:, :, 1:]
         xs, Bm, Cm = torch.split(F.silu(xbc), [self.d_inner, g * n, g * n], dim=-1)
         dt = F.softplus(dt + self.dt_bias)  # (B, H)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(self.A_log)
         xs = xs.reshape(b, h, p)
         Bh = Bm.reshape(b, g, n).repeat_interleave(h // g, dim=1)  # (B, H, N)
         Ch = Cm.reshape(b, g, n).repeat_interleave(h // g, dim=1)
