@@ -101,9 +101,10 @@ def write_outputs(sample: dict, pred: np.ndarray, metrics: dict, out: Path, max_
             fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
             t, p = truth[k, :, i], pred[k, :, i]
             lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+            emax = max(float(np.abs(p - t).max()), 1e-12)
             for ax, val, title, kw in ((axes[0], t, "truth", {"vmin": lo, "vmax": hi}),
                                        (axes[1], p, "prediction", {"vmin": lo, "vmax": hi}),
-                                       (axes[2], p - t, "error", {"cmap": "coolwarm"})):
+                                       (axes[2], p - t, "error", {"cmap": "coolwarm", "vmin": -emax, "vmax": emax})):
                 im = ax.tripcolor(tri, val, shading="gouraud", **kw)
                 ax.set_title(f"{title} {c}, step {k}")
                 ax.set_aspect("equal")
