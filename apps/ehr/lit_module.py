@@ -13,6 +13,7 @@ One module, two objectives (linked from the data module's ``objective``):
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -40,7 +41,10 @@ class EHRLitModule(LinmixModule):
                  pretrained: Optional[str] = None, lr: float = 1e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 100, min_lr_ratio: float = 0.1) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-        self.save_hyperparameters()
+        if isinstance(net, dict):  # from a checkpoint's hyper_parameters
+            net = EHRMambaConfig(**net)
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["net"] = asdict(net)  # plain dict: checkpoints load with weights_only=True
         self.objective, self.pretrained = objective, pretrained
         self.net = EHRMamba(net)
         self.task_names: list[str] = []
