@@ -46,8 +46,9 @@ def _atomic_json(path: Path, obj) -> None:
 
 
 def _reason_kinds(reasons: pl.Series) -> dict[str, int]:
-    """Group reasons by kind: quoted values and numbers replaced, so 'label '7' is not 0/1' counts once."""
-    kinds = reasons.str.replace_all(r"'[^']*'", "'…'").str.replace_all(r"-?\d+(\.\d+)?", "#")
+    """Group reasons by kind (values masked, field names kept): "label '…' is not 0/1" counts all bad labels."""
+    kinds = (reasons.str.replace_all(r"'[^']*'", "'…'").str.replace_all(r"value -?[\d.eE+-]+", "value …")
+             .str.replace_all(r"found \d+", "found N"))
     vc = kinds.value_counts(sort=True)
     return {str(k): int(c) for k, c in vc.iter_rows()}
 
