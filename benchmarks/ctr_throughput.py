@@ -30,9 +30,9 @@ import numpy as np
 F_NUM, F_CAT = 13, 26
 
 
-def _data(n: int, seed: int = 0) -> tuple[dict, list[int]]:
+def _data(n: int, fields: int = F_NUM + F_CAT, seed: int = 0) -> tuple[dict, list[int]]:
     rng = np.random.default_rng(seed)
-    sizes = [60] * F_NUM + [10_000] * F_CAT
+    sizes = ([60] * F_NUM + [10_000] * F_CAT) if fields == F_NUM + F_CAT else [1_000] * fields
     idx = np.stack([rng.integers(0, s, n) for s in sizes], 1).astype(np.int64)
     return {"idx": idx, "val": np.ones(idx.shape, np.float32), "seq": np.zeros((n, 0, 0), np.int64),
             "label": rng.integers(0, 2, n).astype(np.float32)}, sizes
@@ -87,7 +87,7 @@ def _measure(task: dict) -> dict:
         r = rep["splits"]["train"]
         return {"kind": kind, "rows": r["read"], "seconds": dt, "rows_per_s": r["read"] / dt,
                 "rejected": r["rejected"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    arrays, sizes = _data(batch * (steps + 1))
+    arrays, sizes = _data(batch * (steps + 1), task["fields"])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows, t0 = 0, None
     if kind in ("train_fast", "train_naive", "load_fast", "load_naive"):
@@ -146,6 +146,7 @@ def write_criteo(path: Path, n: int, seed: int = 0) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fields", type=int, default=39, help="39 = Criteo width; e.g. 10 = Frappe width")
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=6, help="timed batches per measurement")
     ap.add_argument("--infer-batch", type=int, default=16384)
@@ -155,10 +156,10 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
-    common = {"threads": a.threads, "batch": a.batch, "steps": a.steps}
+    common = {"threads": a.threads, "batch": a.batch, "steps": a.steps, "fields": a.fields}
     tasks = [dict(common, kind=k) for k in ("load_fast", "load_naive", "train_fast", "train_naive")]
     tasks.append(dict(common, kind="infer", batch=a.infer_batch, steps=max(a.steps, 8)))
-    if a.encode_rows > 0:
+    if a.encode_rows > 0 and a.fields == 39:
         f = out / "data" / f"criteo_{a.encode_rows}.tsv"
         f.parent.mkdir(parents=True, exist_ok=True)
         if not f.is_file():
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     ratio_train = res["train_fast"]["rows_per_s"] / res["train_naive"]["rows_per_s"]
     ratio_load = res["load_fast"]["rows_per_s"] / res["load_naive"]["rows_per_s"]
     load = os.getloadavg()
-    lines = [f"# CTR throughput (FCN, 39 fields, d=16, ECN 4 / LCN 4; batch {a.batch}; {a.threads} threads; "
+    lines = [f"# CTR throughput (FCN, {a.fields} fields, d=16, ECN 4 / LCN 4; batch {a.batch}; {a.threads} threads; "
              f"load average at end {load[0]:.1f} on {os.cpu_count()} cores)", "",
              "| measurement | rows/s | peak RSS (MB) | note |", "|---|---|---|---|"]
     notes = {"train_fast": "tensor-sliced batches", "train_naive": "per-row Dataset + default collate",
@@ -186,8 +187,9 @@ def main(argv=None) -> int:
     lines += ["", f"- training speed-up vs naive: **{ratio_train:.2f}x** (bar >= 3x)",
               f"- input-path speed-up vs naive (no model): **{ratio_load:.1f}x**",
               f"- inference: **{res['infer']['rows_per_s']:,.0f} rows/s** (bar >= 100k rows/s)"]
-    (out / "ctr_throughput.md").write_text("\n".join(lines) + "\n")
-    (out / "ctr_throughput.json").write_text(json.dumps({"results": res, "train_ratio": ratio_train,
+    name = "ctr_throughput" if a.fields == 39 else f"ctr_throughput_f{a.fields}"
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.json").write_text(json.dumps({"results": res, "train_ratio": ratio_train,
                                                          "load_ratio": ratio_load, "args": vars(a)}, indent=1))
     import matplotlib
 
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
     ax.set_xlabel("rows / s (log)")
     ax.set_title(f"CTR throughput (train speed-up {ratio_train:.2f}x)")
     fig.tight_layout()
-    fig.savefig(out / "ctr_throughput.png", dpi=100)
+    fig.savefig(out / f"{name}.png", dpi=100)
     print("\n".join(lines))
     return 0
 
