@@ -10,6 +10,7 @@ plus ``group`` (B,) int64 and ``p_true`` (B,) float32 when the data has them.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -114,8 +115,8 @@ class CTRDataModule(pl_.LightningDataModule):
         meta = self.data_dir / "meta.json"
         if not meta.is_file():
             return False
-        cfg = json.loads(meta.read_text())["config"]
-        return cfg["n_rows"] == self.hparams.synth_rows and cfg["seed"] == self.hparams.synth_seed
+        want = asdict(SynthConfig(n_rows=self.hparams.synth_rows, seed=self.hparams.synth_seed))
+        return json.loads(meta.read_text())["config"] == want  # regenerate when any generator setting changed
 
     def prepare_data(self) -> None:
         """Generate the synthetic log if needed, then encode (cached) every split."""
