@@ -141,7 +141,7 @@ def write_synth(out: str | Path, cfg: SynthConfig, fmt: str = "parquet") -> dict
 
 
 def synth_main(argv: list[str] | None = None) -> int:
-    """``linmix-ctr synth``: write a synthetic click log with its true click probability."""
+    """Write a synthetic click log (planted 2nd-4th order interactions) with its true click probability."""
     ap = argparse.ArgumentParser(prog="linmix-ctr synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/ctr/data/synth", help="output folder")
     ap.add_argument("--rows", type=int, default=SynthConfig.n_rows, help="total rows (split 80/10/10)")
