@@ -110,6 +110,7 @@ def synthesize(problem: str, n_samples: int, out: str | Path, seed: int = 0, h: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Generate PDE samples (scikit-fem on random triangle meshes with holes) as npz, in parallel."""
     p = argparse.ArgumentParser(prog="linmix-physics synth",
                                 description="Generate PDE samples (scikit-fem on random triangle meshes) as npz.")
     p.add_argument("--problem", required=True, choices=["darcy", "heat", "elasticity", "flow"])
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    s = synth_summary = synthesize(a.problem, a.samples, a.out, a.seed, a.h, a.workers, a.steps)
+    s = synthesize(a.problem, a.samples, a.out, a.seed, a.h, a.workers, a.steps)
     print(f"{s['problem']}: requested {s['requested']}, written {s['written']}, failed {s['failed']} "
           f"(mean {s['mean_nodes']:.0f} nodes, {s['seconds']:.1f} s) -> {a.out}")
-    return 0 if synth_summary["written"] > 0 else 1
+    return 0 if s["written"] > 0 else 1
