@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shared.kernels import mamba_chunk_scan
-from shared.mamba2 import BACKENDS, causal_conv, init_ssm_params
+from shared.mamba2 import causal_conv, init_ssm_params, ssm_dims
 from shared.norms import RMSNormGated, check_input
 from shared.ssd import ssd_scan
 
@@ -45,18 +44,11 @@ class BiMamba2(nn.Module):
         segment_len: int = 2048,
     ) -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"BiMamba2: backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "kernel":
-            mamba_chunk_scan(required=True)
-        d_inner = expand * d_model
-        if d_inner % headdim != 0 or (d_inner // headdim) % ngroups != 0:
-            raise ValueError(f"BiMamba2: expand * d_model = {d_inner} must split into heads of {headdim} in {ngroups} groups")
+        self.d_inner, self.n_heads, self.conv_dim = ssm_dims("BiMamba2", d_model, expand, headdim, ngroups, d_state,
+                                                             backend)
         self.d_model, self.d_state, self.d_conv, self.headdim, self.ngroups = d_model, d_state, d_conv, headdim, ngroups
         self.chunk_size, self.segment_len, self.backend = chunk_size, segment_len, backend
-        self.d_inner = d_inner
-        self.n_heads = d_inner // headdim
-        self.conv_dim = d_inner + 2 * ngroups * d_state
+        d_inner = self.d_inner
         self._init = (A_init_range, dt_min, dt_max, dt_init_floor)
         self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + 2 * self.n_heads, bias=False)
         self.conv_f = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, bias=True)

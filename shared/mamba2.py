@@ -18,7 +18,7 @@ from shared.kernels import mamba_chunk_scan
 from shared.norms import RMSNormGated, check_input
 from shared.ssd import ssd_scan
 
-__all__ = ["Mamba2", "causal_conv", "init_ssm_params"]
+__all__ = ["Mamba2", "causal_conv", "init_ssm_params", "ssm_dims"]
 
 BACKENDS = ("auto", "torch", "kernel")
 
@@ -34,6 +34,21 @@ def causal_conv(xbc: Tensor, weight: Tensor, bias: Optional[Tensor], ctx: Tensor
     out = F.conv1d(xin, weight, bias, groups=weight.size(0))
     new_ctx = xin[:, :, xin.size(-1) - (k - 1):]
     return out.transpose(1, 2), new_ctx
+
+
+def ssm_dims(
+    name: str, d_model: int, expand: int, headdim: int, ngroups: int, d_state: int, backend: str
+) -> Tuple[int, int, int]:
+    """Validate a Mamba2-style configuration; return ``(d_inner, n_heads, conv_dim)``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "kernel":
+        mamba_chunk_scan(required=True)
+    d_inner = expand * d_model
+    if d_inner % headdim != 0 or (d_inner // headdim) % ngroups != 0:
+        raise ValueError(f"{name}: expand * d_model = {d_inner} must split into heads of headdim={headdim} "
+                         f"in ngroups={ngroups} groups")
+    return d_inner, d_inner // headdim, d_inner + 2 * ngroups * d_state
 
 
 def init_ssm_params(
@@ -87,21 +102,11 @@ class Mamba2(nn.Module):
         segment_len: int = 2048,
     ) -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"Mamba2: backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "kernel":
-            mamba_chunk_scan(required=True)
-        d_inner = expand * d_model
-        if d_inner % headdim != 0:
-            raise ValueError(f"Mamba2: expand * d_model = {d_inner} is not a multiple of headdim = {headdim}")
+        self.d_inner, self.n_heads, self.conv_dim = ssm_dims("Mamba2", d_model, expand, headdim, ngroups, d_state, backend)
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.headdim, self.ngroups, self.chunk_size, self.segment_len = headdim, ngroups, chunk_size, segment_len
-        self.d_inner = d_inner
-        self.n_heads = d_inner // headdim
-        if self.n_heads % ngroups != 0:
-            raise ValueError(f"Mamba2: n_heads = {self.n_heads} is not a multiple of ngroups = {ngroups}")
-        self.conv_dim = d_inner + 2 * ngroups * d_state
         self.backend = backend
+        d_inner = self.d_inner
         self._init = (A_init_range, dt_min, dt_max, dt_init_floor)
         self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + self.n_heads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, bias=True)
