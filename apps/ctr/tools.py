@@ -122,7 +122,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="linmix-ctr demo", description=demo_main.__doc__)
     ap.add_argument("--out", default="runs/demo/ctr")
     ap.add_argument("--rows", type=int, default=30_000)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
     a = ap.parse_args(argv)
     run_demo(a.out, a.rows, a.epochs)
     return 0
