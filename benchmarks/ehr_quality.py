@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from apps.ehr.demo import PipelineSettings, run_pipeline
+from apps.ehr.demo import PipelineSettings, evaluate_checkpoint, run_pipeline
 from apps.ehr.model import EHRMambaConfig
 
 
@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-len", type=int, default=512)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--out", default="runs/bench")
+    p.add_argument("--eval-only", action="store_true",
+                   help="re-evaluate the finished run folder's finetuned.ckpt (no synthesis or training)")
     args = p.parse_args(argv)
     net = EHRMambaConfig(vocab_size=512, d_model=args.d_model, n_layers=args.n_layers, d_state=32, d_time=16,
                          max_visits=64, dropout=0.1)
@@ -37,7 +39,8 @@ def main(argv=None) -> int:
                          pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs, lr=args.lr)
     out = Path(args.out)
     t = time.perf_counter()
-    res = run_pipeline(out / f"ehr_quality_{args.patients}", s)
+    run = out / f"ehr_quality_{args.patients}"
+    res = evaluate_checkpoint(run, s) if args.eval_only else run_pipeline(run, s)
     wall = time.perf_counter() - t
     head = (f"# EHR quality, {args.patients} synthetic patients (held-out split), EHRMamba d_model {args.d_model} x "
             f"{args.n_layers} layers, pretrain {args.pretrain_epochs} + finetune {args.finetune_epochs} epochs, "

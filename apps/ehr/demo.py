@@ -74,9 +74,7 @@ def oracle_metrics(fhir_dir: Path, meds_dir: Path, dm) -> dict[str, dict]:
 
 def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
     """Run every stage; returns {"model", "baseline", "oracle": per-task metrics, "rows": summary rows, ...}."""
-    from apps.ehr.baseline import run_baseline
     from apps.ehr.data import EHRDataModule
-    from apps.ehr.export import export_checkpoint
     from apps.ehr.ingest import ingest
     from apps.ehr.lit_module import EHRLitModule
     from apps.ehr.synth import synthesize
@@ -123,6 +121,17 @@ def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
     times["finetune"] = time.perf_counter() - t
     rows.append({"stage": "finetune", "metric": "train_loss", "value": float(tr.callback_metrics["train/loss"]),
                  "note": f"{tr.global_step} steps, {times['finetune']:.0f}s, tasks mixed per batch"})
+    rows += evaluate(out, s, dm, fine, fhir, times, log)
+    return {"rows": rows, "times": times, **fine.quality}
+
+
+def evaluate(out: Path, s: PipelineSettings, dm, fine, fhir: Path, times: dict, log=print) -> list[dict]:
+    """Test ``fine`` on held_out, fit/score the baseline, read the oracle, write ``quality.md``, export."""
+    from apps.ehr.baseline import run_baseline
+    from apps.ehr.export import export_checkpoint
+
+    rows = []
+    tr = _trainer(out, "test", 1, 1)
     tr.test(fine, datamodule=dm, verbose=False)
     model = fine.test_results
     t = time.perf_counter()
@@ -139,19 +148,38 @@ def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
         if name in oracle:
             rows.append({"stage": "oracle", "metric": f"{name}/auroc", "value": oracle[name]["auroc"],
                          "note": f"true probability; label agreement {oracle[name]['label_agreement']:.3f}"})
-    t = time.perf_counter()
-    path, diff = export_checkpoint(fine_ckpt, out / "ehr_mamba.pt")
-    rows.append({"stage": "export", "metric": "roundtrip_max_abs_diff", "value": diff,
-                 "note": f"TorchScript {path.name}, 2 lengths, {time.perf_counter() - t:.1f}s"})
     table = quality_table(dm.task_names, model, base, oracle)
     (out / "quality.md").write_text(table)
+    log(table)
+    fine.quality = {"model": model, "baseline": base, "oracle": oracle, "table": table, "tasks": dm.task_names}
     for png in ("roc.png", "pr.png"):
         src = Path(tr.log_dir) / png
         if src.exists():
             os.replace(src, out / png)
-    log(table)
-    return {"model": model, "baseline": base, "oracle": oracle, "rows": rows, "times": times, "table": table,
-            "tasks": dm.task_names}
+    t = time.perf_counter()
+    ckpt = out / "finetuned.ckpt"
+    if not ckpt.exists():
+        tr.save_checkpoint(ckpt)
+    path, diff = export_checkpoint(ckpt, out / "ehr_mamba.pt")
+    rows.append({"stage": "export", "metric": "roundtrip_max_abs_diff", "value": diff,
+                 "note": f"TorchScript {path.name}, 2 lengths, {time.perf_counter() - t:.1f}s"})
+    return rows
+
+
+def evaluate_checkpoint(out: Path, s: PipelineSettings, log=print) -> dict:
+    """Re-run ``evaluate`` for a finished ``run_pipeline`` folder from its ``finetuned.ckpt`` (no training)."""
+    from apps.ehr.data import EHRDataModule
+    from apps.ehr.lit_module import EHRLitModule
+
+    out = Path(out)
+    dm = EHRDataModule(objective="finetune", meds_dir=str(out / "meds"), cache_dir=str(out / "cache"),
+                       vocab_size=s.net.vocab_size, max_len=s.max_len, batch_size=s.batch_size)
+    dm.prepare_data()
+    dm.setup("test")
+    fine = EHRLitModule.load(out / "finetuned.ckpt")
+    times: dict = {}
+    rows = evaluate(out, s, dm, fine, out / "fhir", times, log)
+    return {"rows": rows, "times": times, **fine.quality}
 
 
 def quality_table(tasks: list[str], model: dict, base: dict, oracle: dict) -> str:
