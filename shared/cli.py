@@ -70,6 +70,7 @@ def run_app(
 ) -> int:
     """Dispatch ``argv`` (default ``sys.argv[1:]``) to a LightningCLI subcommand or one of ``tools``."""
     tools = dict(tools or {})
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     app = prog.removeprefix("linmix-")
     if not argv or argv[0] in ("-h", "--help"):
@@ -84,7 +85,7 @@ def run_app(
     cli_class(
         model_class,
         datamodule_class,
-        args=argv,
+        args=None if from_sys else argv,  # LightningCLI reads sys.argv itself (passing both warns)
         save_config_kwargs={"overwrite": True},
         app=app,
         seed_everything_default=0,

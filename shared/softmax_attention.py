@@ -37,13 +37,15 @@ class SoftmaxAttention(nn.Module):
         if mask is not None:
             if list(mask.shape) != [b, l]:
                 raise ValueError(f"SoftmaxAttention: mask must be (B, L) = {[b, l]}, got {list(mask.shape)}")
-            allowed = mask[:, None, None, :]  # keys
-            if self.causal:
-                allowed = allowed & self._causal_mask(l, x).unsqueeze(0).unsqueeze(0)
-            allowed = allowed | ~mask[:, None, :, None]  # padded queries see everything (output zeroed below)
+        if mask is None or bool(mask.all()):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        elif self.causal:
+            allowed = mask[:, None, None, :] & self._causal_mask(l, x).unsqueeze(0).unsqueeze(0)
+            allowed = allowed | ~mask[:, None, :, None]  # padded queries may see everything (output zeroed below)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+            # a key-padding mask broadcast as (B, 1, 1, L): no L x L matrix is built
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         y = self.drop(self.out(y.transpose(1, 2).reshape(b, l, self.d_model)))
         if mask is not None:
             y = y * mask.unsqueeze(-1).to(y.dtype)
