@@ -154,6 +154,7 @@ def ssd_chunked(
     _check(x, dt, A, Bm, Cm)
     b, l, h, p = x.shape
     n = Bm.size(3)
+    chunk_size = min(chunk_size, max(l, 1))  # a short sequence is one chunk: no padding work
     seg = max(chunk_size, (segment_len // chunk_size) * chunk_size)
     # one layout change for the whole sequence; segments are then views along L
     X = (x * dt.unsqueeze(-1)).transpose(1, 2)  # (B, H, L, P)

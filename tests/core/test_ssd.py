@@ -73,3 +73,12 @@ def test_kernel_backend_without_kernel_is_a_clear_error():
     x, dt, A, Bm, Cm, _ = _inputs()
     with pytest.raises(RuntimeError, match="pip install"):
         ssd_scan(x, dt, A, Bm, Cm, backend="kernel")
+
+
+@pytest.mark.parametrize("l", [1, 5, 64])
+def test_sequences_shorter_than_a_chunk(l):
+    x, dt, A, Bm, Cm, s0 = _inputs(l=l)
+    y_ref, s_ref = ssd_scan_ref(x, dt, A, Bm, Cm, s0)
+    y, s = ssd_chunked(x, dt, A, Bm, Cm, chunk_size=64, initial_state=s0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, s_ref, rtol=1e-10, atol=1e-10)
