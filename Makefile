@@ -25,6 +25,10 @@ demo: $(STAMP)
 	mkdir -p $(DEMO)
 	$(BIN)/python benchmarks/mixers.py --quick --out $(DEMO)/bench
 	$(BIN)/linmix-lm demo --out $(DEMO)/lm
+	$(BIN)/linmix-ehr demo --out $(DEMO)/ehr
+	$(BIN)/linmix-ctr demo --out $(DEMO)/ctr
+	$(BIN)/linmix-speech demo --out $(DEMO)/speech
+	$(BIN)/linmix-physics demo --out $(DEMO)/physics
 	$(BIN)/python -m shared.summary $(DEMO)
 
 bench: $(STAMP)
