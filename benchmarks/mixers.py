@@ -183,7 +183,7 @@ def write_report(rows: list[dict], out: Path, cmd: str) -> None:
                                                                    f"{v:.1f}" for v in vals) + " |")
             md.append("")
         md += [f"**Bars ({threads} thread(s))**", "", "| bar | measured | verdict |", "|---|---|---|"]
-        md += [f"| {a} | {b} | {c} |" for a, b, c in bars(rows, threads)] + [""]
+        md += [f"| {a} | {b} | {c} |" for a, b, c in bars(rows, threads) if b != "n/a"] + [""]
     (out / "mixers.md").write_text("\n".join(md))
     _plot(rows, out / "mixers.png")
     print("\n".join(md))
