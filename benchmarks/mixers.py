@@ -185,6 +185,10 @@ def write_report(rows: list[dict], out: Path, cmd: str) -> None:
         md += [f"**Bars ({threads} thread(s))**", "", "| bar | measured | verdict |", "|---|---|---|"]
         md += [f"| {a} | {b} | {c} |" for a, b, c in bars(rows, threads) if b != "n/a"] + [""]
     (out / "mixers.md").write_text("\n".join(md))
+    threads = max(r["threads"] for r in rows)
+    summary = [{"stage": "mixers", "metric": bar, "value": float(val.rstrip("x")), "note": f"{verdict}, {threads} thr"}
+               for bar, val, verdict in bars(rows, threads) if val != "n/a"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _plot(rows, out / "mixers.png")
     print("\n".join(md))
 
