@@ -59,7 +59,7 @@ class LinmixModule(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(param_groups(self, self.weight_decay), lr=self.lr, betas=self.betas)
-        total = self.trainer.estimated_stepping_batches if self.trainer is not None else 0
+        total = self._trainer.estimated_stepping_batches if self._trainer is not None else 0
         total = int(total) if total is not None and math.isfinite(total) else 0
         warm, floor = self.warmup_steps, self.min_lr_ratio
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total, floor))
@@ -67,7 +67,7 @@ class LinmixModule(pl.LightningModule):
 
     def log_stage(self, stage: str, metrics: Dict[str, Tensor | float], **kwargs) -> None:
         """Log ``{stage}/{name}`` for every metric (``sync_dist`` on by default for epoch-level values)."""
-        kwargs.setdefault("sync_dist", self.trainer is not None and self.trainer.world_size > 1)
+        kwargs.setdefault("sync_dist", self._trainer is not None and self._trainer.world_size > 1)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, **kwargs)
 
     def exportable(self) -> nn.Module:
