@@ -66,14 +66,12 @@ class BiMamba2(nn.Module):
         init_ssm_params(self.dt_bias, self.A_log, self.D, *self._init)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        check_input(x, self.d_model, "BiMamba2")
+        check_input(x, self.d_model, "BiMamba2", mask)
         b, l, _ = x.shape
         h, p, g, n = self.n_heads, self.headdim, self.ngroups, self.d_state
         z, xbc, dt = torch.split(self.in_proj(x), [self.d_inner, self.conv_dim, 2 * h], dim=-1)
         m: Optional[Tensor] = None
         if mask is not None:
-            if list(mask.shape) != [b, l]:
-                raise ValueError(f"BiMamba2: mask must be (B, L) = {[b, l]}, got {list(mask.shape)}")
             m = mask.unsqueeze(-1).to(x.dtype)
             xbc = xbc * m
         ctx = xbc.new_zeros(b, self.conv_dim, self.d_conv - 1)

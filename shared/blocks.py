@@ -150,7 +150,7 @@ class MixerStack(nn.Module):
             self.norm.reset_parameters()
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        check_input(x, self.d_model, "MixerStack")
+        check_input(x, self.d_model, "MixerStack", mask)
         for blk in self.blocks:
             x = blk(x, mask)
         return self.norm(x)

@@ -85,15 +85,13 @@ class LinearAttention(nn.Module):
         return F.logsigmoid(self.decay_logit)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        check_input(x, self.d_model, "LinearAttention")
+        check_input(x, self.d_model, "LinearAttention", mask)
         b, l, _ = x.shape
         h = self.n_heads
         q, k, v = self.qkv(x).reshape(b, l, 3, h, self.d_model // h).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = feature_map(q), feature_map(k)  # (B, H, L, dk)
         m: Optional[Tensor] = None
         if mask is not None:
-            if list(mask.shape) != [b, l]:
-                raise ValueError(f"LinearAttention: mask must be (B, L) = {[b, l]}, got {list(mask.shape)}")
             m = mask[:, None, :, None].to(x.dtype)
             k = k * m
             v = v * m

@@ -132,7 +132,7 @@ class Mamba2(nn.Module):
         return conv, ssm
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        check_input(x, self.d_model, "Mamba2")
+        check_input(x, self.d_model, "Mamba2", mask)
         conv, ssm = self.init_state(x.size(0))
         return self._run(x, mask, conv, ssm)[0]
 
@@ -148,8 +148,6 @@ class Mamba2(nn.Module):
         b, l, _ = x.shape
         m: Optional[Tensor] = None
         if mask is not None:
-            if list(mask.shape) != [b, l]:
-                raise ValueError(f"Mamba2: mask must be (B, L) = {[b, l]}, got {list(mask.shape)}")
             m = mask.unsqueeze(-1).to(x.dtype)
         # The whole mixer runs segment by segment with the conv and SSM states carried over. In training each
         # segment is recomputed in backward, so only the block input is kept: training memory stays O(L * D) plus

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
 __all__ = ["RMSNorm", "RMSNormGated", "check_input"]
 
 
-def check_input(x: Tensor, d_model: int, name: str) -> None:
-    """Raise a ValueError naming the expected shape unless ``x`` is a floating (B, L, D=d_model) tensor."""
+def check_input(x: Tensor, d_model: int, name: str, mask: Optional[Tensor] = None) -> None:
+    """Raise a ValueError naming the expected shape unless ``x`` is a floating (B, L, D=d_model) tensor and
+    ``mask``, when given, is (B, L)."""
     if x.dim() != 3 or x.size(-1) != d_model:
         raise ValueError(f"{name}: expected input of shape (B, L, D={d_model}), got {list(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point input, got dtype {x.dtype}")
+    if mask is not None and list(mask.shape) != [x.size(0), x.size(1)]:
+        raise ValueError(f"{name}: mask must be (B, L) = {[x.size(0), x.size(1)]}, got {list(mask.shape)}")
 
 
 class RMSNorm(nn.Module):

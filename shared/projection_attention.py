@@ -53,14 +53,12 @@ class ProjectionAttention(nn.Module):
             m.reset_parameters()
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        check_input(x, self.d_model, "ProjectionAttention")
+        check_input(x, self.d_model, "ProjectionAttention", mask)
         b, n, _ = x.shape
         h, d = self.n_heads, self.head_dim
         k, v = self.kv_in(x).reshape(b, n, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, d)
         logits = torch.einsum("hmd,bhnd->bhmn", self.slots, k) / math.sqrt(d)
         if mask is not None:
-            if list(mask.shape) != [b, n]:
-                raise ValueError(f"ProjectionAttention: mask must be (B, N) = {[b, n]}, got {list(mask.shape)}")
             logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
         t = torch.softmax(logits, dim=-1) @ v  # (B, H, M, d): each slot a weighted mean of the tokens
         qs, ks, vs = self.qkv_slot(t).chunk(3, dim=-1)

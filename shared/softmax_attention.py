@@ -30,13 +30,10 @@ class SoftmaxAttention(nn.Module):
         self.out.reset_parameters()
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        check_input(x, self.d_model, "SoftmaxAttention")
+        check_input(x, self.d_model, "SoftmaxAttention", mask)
         b, l, _ = x.shape
         h = self.n_heads
         q, k, v = self.qkv(x).reshape(b, l, 3, h, self.d_model // h).permute(2, 0, 3, 1, 4).unbind(0)
-        if mask is not None:
-            if list(mask.shape) != [b, l]:
-                raise ValueError(f"SoftmaxAttention: mask must be (B, L) = {[b, l]}, got {list(mask.shape)}")
         if mask is None or bool(mask.all()):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         elif self.causal:
