@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from apps.ehr.data import EHRDataModule
 from apps.ehr.lit_module import EHRLitModule
+from apps.ehr.predict_writer import ParquetPredictionWriter
 from shared.cli import LinmixCLI, run_app
 
 
 class EHRCLI(LinmixCLI):
     links = (("data.vocab_size", "model.net.vocab_size"), ("data.objective", "model.objective"))
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_lightning_class_args(ParquetPredictionWriter, "predictions")  # `predict` writes --predictions.output
 
 
 def synth_tool(argv):

@@ -6,8 +6,8 @@ cached under ``<cache_dir>/<hash of the MEDS files + settings>/``. Splits by sub
 ``metadata/subject_splits.parquet``: train -> fit, tuning -> validate, held_out -> test/predict.
 
 Batches (dict of tensors, right-padded with PAD=0 to the longest sequence, B x L): ``tokens``, ``token_type``, ``age``
-(years), ``time`` (days), ``visit_order``, ``visit_segment``, ``lengths`` (B,); finetuning adds ``task`` (B,) and
-``label`` (B,) float and ``task_token`` (B,). Finetuning datapoints of all tasks are shuffled together, so batches mix
+(years), ``time`` (days), ``visit_order``, ``visit_segment``, ``lengths`` (B,), ``subject_id`` (B,); finetuning adds
+``task`` (B,), ``label`` (B,) float, ``task_token`` (B,) and ``prediction_time`` (B,) int64 microseconds. Finetuning datapoints of all tasks are shuffled together, so batches mix
 tasks; each input is cut at the task's ``prediction_time`` and keeps the most recent ``max_len - 1`` tokens; the model
 adds the task token in slot 0 and after the last token (``model.prompt``).
 """
@@ -41,6 +41,9 @@ def collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
             t[i, : len(it[key])] = torch.as_tensor(it[key], dtype=dtype)
         out[key] = t
     out["lengths"] = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
+    out["subject_id"] = torch.tensor([it["subject_id"] for it in items], dtype=torch.long)
+    if "prediction_time" in items[0]:
+        out["prediction_time"] = torch.tensor([it["prediction_time"] for it in items], dtype=torch.long)
     if "task" in items[0]:
         out["task"] = torch.tensor([it["task"] for it in items], dtype=torch.long)
         out["task_token"] = torch.tensor([it["task_token"] for it in items], dtype=torch.long)
@@ -86,8 +89,9 @@ class PretrainDataset(Dataset):
     def lengths(self) -> np.ndarray:
         return np.minimum(self.seqs["tokens"].list.len().to_numpy(), self.max_len)
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return S.truncate(S.row_arrays(self.seqs.row(i, named=True)), self.max_len)
+    def __getitem__(self, i: int) -> dict:
+        row = self.seqs.row(i, named=True)
+        return {**S.truncate(S.row_arrays(row), self.max_len), "subject_id": int(row["subject_id"])}
 
 
 class FinetuneDataset(Dataset):
@@ -101,6 +105,7 @@ class FinetuneDataset(Dataset):
         self.points = points
         self.rows = np.array([row_of[s] for s in points["subject_id"].to_list()], dtype=np.int64)
         self.task = points["task"].to_numpy().astype(np.int64)
+        self.subject = points["subject_id"].to_numpy().astype(np.int64)
         self.pred_us = points["prediction_time"].cast(pl.Int64).to_numpy()
         self.label = points["boolean_value"].to_numpy().astype(np.float32)
 
@@ -122,6 +127,8 @@ class FinetuneDataset(Dataset):
         item["task"] = int(self.task[i])
         item["task_token"] = self.task_ids[item["task"]]
         item["label"] = float(self.label[i])
+        item["subject_id"] = int(self.subject[i])
+        item["prediction_time"] = int(self.pred_us[i])
         return item
 
 

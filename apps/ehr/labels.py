@@ -5,7 +5,8 @@ tokens instead of hours, see reference bug 2, and mislabel 28-29 day gaps, bug 3
 
 - ``mortality``: prediction_time = end of the last encounter (latest start); label = MEDS_DEATH at or before
   prediction_time + 30 days.
-- ``los``: last encounter; prediction_time = its start + 24 h; label = (end - start) >= 7 days.
+- ``los``: last encounter, if still open at its start + 24 h (a shorter stay is visibly over at the cut, so it is no
+  prediction); prediction_time = its start + 24 h; label = (end - start) >= 7 days.
 - ``readmission``: patients with >= 2 encounters; prediction_time = end of the second-to-last encounter (by start);
   label = the last encounter starts at most 30 days after it.
 - ``cond_<ICD3>``: the top-k 3-character ICD-10-CM groups by number of train patients; prediction_time = end of the last
@@ -74,7 +75,7 @@ def make_labels(frame: pl.DataFrame, condition_groups: list[str] | None = None,
     out["mortality"] = _cast(mort.select(
         "subject_id", pl.col("end").alias("prediction_time"),
         (pl.col("death").is_not_null() & (pl.col("death") <= pl.col("end") + 30 * day)).alias("boolean_value")))
-    out["los"] = _cast(last.select(
+    out["los"] = _cast(last.filter(pl.col("end") > pl.col("start") + pl.duration(hours=24)).select(
         "subject_id", (pl.col("start") + pl.duration(hours=24)).alias("prediction_time"),
         ((pl.col("end") - pl.col("start")) >= 7 * day).alias("boolean_value")))
     rea = last.join(prev, on="subject_id", how="inner")

@@ -131,13 +131,16 @@ class EHRLitModule(LinmixModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Finetune: probabilities (B,) with task indices; pretrain: next-token logits at the last real token."""
+        """Finetune: probabilities (B,) with task indices, subject ids, prediction times and labels; pretrain: the most
+        likely next token after the history. ``linmix-ehr predict`` writes them (``predict_writer``)."""
         hidden, lengths = self._hidden(batch)
         if self.objective == "pretrain":
             idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
-            return {"next_token_logits": self.net.lm_logits(hidden.gather(1, idx).squeeze(1))}
+            prob, token = torch.softmax(self.net.lm_logits(hidden.gather(1, idx).squeeze(1)), dim=-1).max(dim=-1)
+            return {"subject_id": batch["subject_id"], "next_token": token, "next_token_probability": prob}
         return {"probability": torch.sigmoid(self.net.pool_logit(hidden, lengths)), "task": batch["task"],
-                "label": batch["label"]}
+                "label": batch["label"], "subject_id": batch["subject_id"],
+                "prediction_time": batch["prediction_time"]}
 
     def _epoch_metrics(self, stage: str) -> dict[str, dict[str, float]]:
         outs = self._outputs.pop(stage, [])

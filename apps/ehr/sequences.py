@@ -6,6 +6,8 @@ Layout per patient (EHRMamba, arXiv 2405.14567; Odyssey ``seq/generator.py`` log
 
 - Visits are encounters (``ENCOUNTER//<class>//START|END`` rows sharing an ``encounter_id``); overlapping or touching
   encounters are merged into one visit.
+- Each encounter's class is a token ``ENCOUNTER//<class>`` (type CLASS) at its start, as Odyssey's 2026 MEDS pipeline
+  emits ``ADMISSION//HOSPITAL|ED|ICU``: the admission type is known at admission and drives stay length and risk.
 - Events are procedures (``SNOMED//``, type PROC), medications (``RXNORM//``, MED) and labs (``LOINC//``, LAB). Conditions
   (``ICD10CM//``) are labels only, never tokens. An event joins the visit of its ``encounter_id``, else the visit whose
   [start, end] holds its time, else it is dropped (counted in ``SequenceStats``); its time is clamped into the visit.
@@ -21,8 +23,8 @@ Layout per patient (EHRMamba, arXiv 2405.14567; Odyssey ``seq/generator.py`` log
   and ``abs_time`` (int64 microseconds since the epoch, for cutting at a prediction time). Times never decrease along
   a sequence (interval tokens carry the next visit's start), so a cut at ``prediction_time`` keeps a prefix.
 
-Vocabulary ids: ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), task tokens
-``[MOR_1M] [LOS_1W] [REA_1M] [C0..C{k-1}]``, then concept tokens by train frequency up to ``vocab_size`` (rarer -> [UNK]).
+Vocabulary ids (:mod:`apps.ehr.vocab`): ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), task
+tokens ``[MOR_1M] [LOS_1W] [REA_1M] [C0..C{k-1}]``, then concept tokens by train frequency up to ``vocab_size``.
 """
 
 from __future__ import annotations
@@ -30,30 +32,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[VS]", "[VE]", "[CLS]", "[REG]")
-TIME_TOKENS = tuple([f"[W_{i}]" for i in range(4)] + [f"[M_{i}]" for i in range(13)] + ["[LT]"])
-BASE_TASK_TOKENS = ("[MOR_1M]", "[LOS_1W]", "[REA_1M]")
+from apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
+    BASE_TASK_TOKENS,
+    SPECIALS,
+    TIME_TOKENS,
+    Vocabulary,
+    build_vocabulary,
+    fixed_tokens,
+    task_tokens,
+)
+
 PAD, UNK, MASK, VS, VE, CLS, REG = range(7)
-# Token types (Odyssey TokenConfig ids, plus TASK for the prompt token).
-TYPE_PAD, TYPE_CLS, TYPE_VS, TYPE_VE, TYPE_TIME, TYPE_LAB, TYPE_MED, TYPE_PROC, TYPE_REG, TYPE_TASK = range(10)
-N_TOKEN_TYPES = 10
+# Token types (Odyssey TokenConfig ids, plus TASK for the prompt token and CLASS for the encounter class).
+(TYPE_PAD, TYPE_CLS, TYPE_VS, TYPE_VE, TYPE_TIME, TYPE_LAB, TYPE_MED, TYPE_PROC, TYPE_REG, TYPE_TASK,
+ TYPE_CLASS) = range(11)
+N_TOKEN_TYPES = 11
 EVENT_PREFIXES = {"SNOMED//": TYPE_PROC, "RXNORM//": TYPE_MED, "LOINC//": TYPE_LAB}
 N_LAB_BINS = 5
 US_PER_DAY = 86_400_000_000
 DAYS_PER_YEAR = 365.25
 ARRAYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment", "abs_time")
-CACHE_VERSION = 1
-
-
-def task_tokens(n_conditions: int) -> tuple[str, ...]:
-    """Task prompt tokens: mortality, length of stay, readmission, then one per condition group."""
-    return BASE_TASK_TOKENS + tuple(f"[C{i}]" for i in range(n_conditions))
+CACHE_VERSION = 2
 
 
 def interval_token(days: int) -> str:
@@ -87,37 +92,6 @@ class SequenceStats:
     events_outside_visits: int = 0
     events_without_time: int = 0
     unknown_tokens: int = 0
-
-
-@dataclass
-class Vocabulary:
-    """Token strings, ids by position; ``n_conditions`` sets the task-token block."""
-
-    tokens: list[str]
-    n_conditions: int
-    lab_edges: dict[str, list[float]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-
-    def id(self, token: str) -> int:
-        return self.index.get(token, UNK)
-
-    def task_id(self, token: str) -> int:
-        return self.index[token]
-
-    def to_json(self) -> str:
-        return json.dumps({"tokens": self.tokens, "n_conditions": self.n_conditions, "lab_edges": self.lab_edges})
-
-    @classmethod
-    def from_json(cls, text: str) -> Vocabulary:
-        d = json.loads(text)
-        return cls(d["tokens"], d["n_conditions"], d.get("lab_edges", {}))
-
-
-def fixed_tokens(n_conditions: int) -> list[str]:
-    """Ids that never depend on the data: specials, time tokens, task tokens."""
-    return list(SPECIALS) + list(TIME_TOKENS) + list(task_tokens(n_conditions))
 
 
 def load_meds(root: str | Path) -> pl.DataFrame:
@@ -176,6 +150,7 @@ def _event_tokens(frame: pl.DataFrame, edges: dict[str, list[float]], n_bins: in
     is_binned = (pl.col("kind") == TYPE_LAB) & value.is_not_null() & pl.col("_e0").is_not_null() & value.is_finite()
     token = (pl.when(is_binned).then(pl.col("_labkey") + "//Q" + (bin_ + 1).cast(pl.String))
              .when(pl.col("kind") == TYPE_LAB).then(pl.col("_labkey"))
+             .when(pl.col("kind") == -1).then(code.str.to_uppercase().str.strip_suffix("//START"))
              .otherwise(code.str.to_uppercase()))
     return frame.with_columns(token.alias("token")).drop(["_labkey"] + [f"_e{i}" for i in range(n_bins - 1)])
 
@@ -206,6 +181,7 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
     for t, kind, token, enc in zip(rows["t"], rows["kind"], rows["token"], rows["encounter_id"], strict=True):
         if kind == -1 and enc is not None and t is not None:
             starts[enc] = min(starts.get(enc, t), t)
+            events.append((t, TYPE_CLASS, token, enc))
         elif kind == -2 and enc is not None and t is not None:
             ends[enc] = max(ends.get(enc, t), t)
         elif kind == -3 and t is not None:
@@ -257,7 +233,7 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
         for t, token, kind in sorted(evs):
             tid = vocab.id(token)
             stats.unknown_tokens += tid == UNK
-            stats.events_tokenised += 1
+            stats.events_tokenised += kind != TYPE_CLASS
             add(tid, kind, t, n, seg)
         add(VE, TYPE_VE, e, n, seg)
         add(REG, TYPE_REG, e, n, seg)
@@ -317,17 +293,6 @@ def input_hash(root: str | Path, settings: SequenceSettings) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def build_vocabulary(tokenised: pl.DataFrame, settings: SequenceSettings, edges: dict[str, list[float]]) -> Vocabulary:
-    """Fixed ids, then the train split's event tokens by descending count (ties by name) up to ``vocab_size``."""
-    fixed = fixed_tokens(settings.n_conditions)
-    room = settings.vocab_size - len(fixed)
-    if room < 1:
-        raise ValueError(f"vocab_size {settings.vocab_size} leaves no room after {len(fixed)} fixed tokens")
-    counts = (tokenised.filter((pl.col("split") == "train") & (pl.col("kind") >= 0))
-              .group_by("token").len().sort(["len", "token"], descending=[True, False]))
-    return Vocabulary(fixed + counts["token"].head(room).to_list(), settings.n_conditions, edges)
 
 
 def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: bool = False,

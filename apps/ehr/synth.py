@@ -8,7 +8,9 @@ depend only on *observed* history features, through logistic models whose probab
 * ``mortality``: death within 30 days after the end of the last encounter (sampled in (2 h, 28 d]; negatives die
   never, or > 45 d later);
 * ``los``: last encounter lasts >= 7 days (positives 7.5-21 d, negatives < 6.5 d); risk uses history before the last
-  encounter plus the events of its first 4 hours (all inside the 24 h input window);
+  encounter, its class, plus the events of its first 4 hours (all inside the 24 h input window). The cohort is the
+  stays still open at the 24 h cut (a shorter stay is visibly over), and the saved probability is conditional on that:
+  ``los_oracle`` = P(>= 7 d | > 24 h, history) from the duration distributions below (rows only for open stays);
 * ``readmission`` (>= 2 encounters): last encounter starts within 30 days of the end of the second-to-last one
   (positives 1-29 d, negatives >= 31 d); risk uses history up to that discharge (visit gaps, ED visits, drugs, labs);
 * ``cond_<ICD3>`` for the groups in :data:`apps.ehr.fhir_catalog.GROUPS`: the patient has a Condition in the group.
@@ -162,6 +164,16 @@ def _events_for(rng: random.Random, rec: PatientRecord, j: int, lo: datetime, hi
     return out
 
 
+def los_oracle(p_long: float, cls: str) -> float:
+    """P(stay >= 7 d | stay > 24 h, history, class): the LOS oracle given what the 24 h cut reveals.
+
+    A long stay (prob. ``p_long``) always lasts > 24 h; a short one lasts AMB 0.25-1.5 h, EMER 4-12 h (never open at
+    24 h) or IMP 1-6.5 d (always > 24 h, as 1 + 5.5 u days with u > 0 a.s.). Bayes: p / (p + (1 - p) P(short > 24 h)).
+    """
+    p_short_open = 1.0 if cls == "IMP" else 0.0
+    return p_long / (p_long + (1.0 - p_long) * p_short_open)
+
+
 def _bern(rng: random.Random, rec: PatientRecord, task: str, logit: float) -> bool:
     p = _sigmoid(logit)
     y = rng.random() < p
@@ -213,11 +225,14 @@ def sample_patient(seed: int, i: int) -> PatientRecord:
         else:
             logit = ({"AMB": -3.0, "EMER": -1.5, "IMP": 0.0}[cls] + 1.0 * hist.lab_mean("sev")
                      + 0.6 * min(hist.n_imp, 2) + 0.8 * (_INTUB in hist.procs) + 0.6 * (_DIALYSIS in hist.procs))
-            if _bern(rng, rec, "los", logit):
+            p_long = _sigmoid(logit)
+            if rng.random() < p_long:
                 dur = (7.5 + 13.5 * rng.random()) * _D
             else:
                 dur = {"AMB": (0.25 + 1.25 * rng.random()) * _H, "EMER": (4 + 8 * rng.random()) * _H,
                        "IMP": (1 + 5.5 * rng.random()) * _D}[cls]
+            if dur > 24 * _H:  # the LOS cohort: stays still open at the 24 h cut (see los_oracle)
+                rec.oracle.append(("los", los_oracle(p_long, cls), dur >= 7 * _D))
         enc.end = t + dur
         if dur > 30 * _H:  # daily labs and drugs during longer stays, after the first day
             later = _events_for(rng, rec, j, t + 26 * _H, enc.end, sev, z, n_labs=min(int(dur / _D), 8),

@@ -46,6 +46,15 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch):
     assert set(metrics) == set(state["ehr_tasks"]["names"])
     assert all(set(m) >= {"auroc", "auprc", "f1"} for m in metrics.values())
     assert (results[-1].parent / "roc.png").exists() and (results[-1].parent / "pr.png").exists()
+    preds = tmp_path / "preds" / "predictions.parquet"
+    assert main(["predict", "-c", *common, "--ckpt_path", str(fine), "--predictions.output", str(preds)]) == 0
+    df = pl.read_parquet(preds)
+    assert df.columns == ["subject_id", "task", "prediction_time", "probability", "label"]
+    held = pl.read_parquet(meds / "metadata" / "subject_splits.parquet").filter(pl.col("split") == "held_out")
+    assert set(df["subject_id"]) <= set(held["subject_id"]) and df["probability"].is_between(0, 1).all()
+    assert set(df["task"]) <= set(state["ehr_tasks"]["names"]) and df.height == df.unique(["subject_id", "task"]).height
+    assert metrics["mortality"]["n"] == df.filter(pl.col("task") == "mortality").height  # every datapoint written
+    assert not list(preds.parent.glob(".*tmp*"))  # atomic: no temporary file left
     out = tmp_path / "model.pt"
     assert main(["export", "--ckpt", str(fine), "--out", str(out), "--lengths", "9", "33"]) == 0
     module, config = load_torchscript(out)

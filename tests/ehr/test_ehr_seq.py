@@ -64,12 +64,13 @@ def test_layout_visits_merge_and_gap_tokens():
             (1, t0 + timedelta(days=31, hours=2), "ENCOUNTER//AMB//END", None, "c", None)]
     seqs, vocab, stats = S.build_sequences(frame_of(rows), S.SequenceSettings(vocab_size=64, n_conditions=2))
     seq = S.row_arrays(seqs.row(0, named=True))
-    assert names(seq, vocab) == ["[CLS]", "[VS]", "SNOMED//1", "RXNORM//2", "[VE]", "[REG]", "[M_1]", "[VS]",
-                                 "LOINC//9//mg//Q5", "[VE]", "[REG]"]  # ties go up
-    assert list(seq["token_type"]) == [S.TYPE_CLS, S.TYPE_VS, S.TYPE_PROC, S.TYPE_MED, S.TYPE_VE, S.TYPE_REG,
-                                       S.TYPE_TIME, S.TYPE_VS, S.TYPE_LAB, S.TYPE_VE, S.TYPE_REG]
-    assert list(seq["visit_order"]) == [0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2]
-    assert list(seq["visit_segment"]) == [0, 1, 1, 1, 1, 1, 0, 2, 2, 2, 2]
+    assert names(seq, vocab) == ["[CLS]", "[VS]", "ENCOUNTER//IMP", "SNOMED//1", "ENCOUNTER//EMER", "RXNORM//2", "[VE]",
+                                 "[REG]", "[M_1]", "[VS]", "ENCOUNTER//AMB", "LOINC//9//mg//Q5", "[VE]", "[REG]"]  # ties up
+    assert list(seq["token_type"]) == [S.TYPE_CLS, S.TYPE_VS, S.TYPE_CLASS, S.TYPE_PROC, S.TYPE_CLASS, S.TYPE_MED,
+                                       S.TYPE_VE, S.TYPE_REG, S.TYPE_TIME, S.TYPE_VS, S.TYPE_CLASS, S.TYPE_LAB,
+                                       S.TYPE_VE, S.TYPE_REG]
+    assert list(seq["visit_order"]) == [0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+    assert list(seq["visit_segment"]) == [0, 1, 1, 1, 1, 1, 1, 1, 0, 2, 2, 2, 2, 2]
     assert np.all(np.diff(seq["abs_time"]) >= 0) and np.all(np.diff(seq["time"]) >= 0)
     assert seq["time"][0] == 0 and abs(seq["time"][-1] - 31 - 2 / 24) < 1e-3  # days since the first visit
     assert abs(seq["age"][1] - 60.0) < 0.01  # years at the token time
@@ -117,7 +118,7 @@ def test_truncate_keeps_most_recent_and_restores_cls_vs():
         rows += [(1, s + timedelta(hours=5), "ENCOUNTER//IMP//END", None, f"e{v}", None)]
     seqs, vocab, _ = S.build_sequences(frame_of(rows), S.SequenceSettings(vocab_size=64, n_conditions=0))
     full = S.row_arrays(seqs.row(0, named=True))
-    assert len(full["tokens"]) == 1 + 6 * 6 + 5
+    assert len(full["tokens"]) == 1 + 6 * 7 + 5  # [VS] class e e e [VE] [REG] per visit, 5 intervals
     for max_len in (7, 8, 9, 12, 20, 41):
         cut = S.truncate(full, max_len)
         toks = names(cut, vocab)

@@ -68,13 +68,20 @@ def test_oracle_table_and_auroc(tmp_path):
     assert set(o["task"].unique()) == set(TASKS)
     assert o["probability"].is_between(0.0, 1.0).all()
     per_task = o.group_by("task").len()
-    assert per_task.filter(pl.col("task") != "readmission")["len"].to_list() == [1500] * (len(TASKS) - 1)
+    assert per_task.filter(~pl.col("task").is_in(["readmission", "los"]))["len"].to_list() == [1500] * (len(TASKS) - 2)
+    n_los = per_task.filter(pl.col("task") == "los")["len"][0]
+    assert 250 < n_los < 800  # the LOS cohort: last stays still open at the 24 h cut
     auc = oracle_auroc(o)
     for task in TASKS:  # learnable but not deterministic
         assert 0.65 < auc[task] < 0.97, (task, auc[task])
     # calibration: mean probability matches prevalence (the labels are sampled from the saved probability)
     cal = o.group_by("task").agg(pl.col("probability").mean().alias("p"), pl.col("label").mean().alias("y"))
     assert ((cal["p"] - cal["y"]).abs() < 0.05).all()
+    # LOS: the saved probability is conditional on the stay being open at 24 h; within 3 standard errors of the rate
+    los = o.filter(pl.col("task") == "los")
+    se = float((los["probability"] * (1 - los["probability"])).sum()) ** 0.5 / los.height
+    assert abs(float(los["probability"].mean()) - float(los["label"].mean())) < 3 * se, (se, los["label"].mean())
+    assert los["probability"].mean() > 0.45  # vs ~0.23 unconditional: the cut reveals the short stays
 
 
 def test_synth_cli(tmp_path, capsys):

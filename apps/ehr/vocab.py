@@ -1,0 +1,66 @@
+"""EHR token vocabulary: fixed ids (specials, interval tokens, task prompts), then concept tokens by train frequency.
+
+Ids: ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), task tokens
+``[MOR_1M] [LOS_1W] [REA_1M] [C0..C{k-1}]``, then the train split's concept tokens (events, binned labs, visit classes)
+by descending count up to ``vocab_size`` (rarer -> ``[UNK]``). The lab bin edges travel with the vocabulary, so a
+trained model tokenises new data exactly as its training data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import polars as pl
+
+SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[VS]", "[VE]", "[CLS]", "[REG]")
+TIME_TOKENS = tuple([f"[W_{i}]" for i in range(4)] + [f"[M_{i}]" for i in range(13)] + ["[LT]"])
+BASE_TASK_TOKENS = ("[MOR_1M]", "[LOS_1W]", "[REA_1M]")
+UNK = 1
+
+
+def task_tokens(n_conditions: int) -> tuple[str, ...]:
+    """Task prompt tokens: mortality, length of stay, readmission, then one per condition group."""
+    return BASE_TASK_TOKENS + tuple(f"[C{i}]" for i in range(n_conditions))
+
+
+@dataclass
+class Vocabulary:
+    """Token strings, ids by position; ``n_conditions`` sets the task-token block."""
+
+    tokens: list[str]
+    n_conditions: int
+    lab_edges: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    def id(self, token: str) -> int:
+        return self.index.get(token, UNK)
+
+    def task_id(self, token: str) -> int:
+        return self.index[token]
+
+    def to_json(self) -> str:
+        return json.dumps({"tokens": self.tokens, "n_conditions": self.n_conditions, "lab_edges": self.lab_edges})
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocabulary:
+        d = json.loads(text)
+        return cls(d["tokens"], d["n_conditions"], d.get("lab_edges", {}))
+
+
+def fixed_tokens(n_conditions: int) -> list[str]:
+    """Ids that never depend on the data: specials, time tokens, task tokens."""
+    return list(SPECIALS) + list(TIME_TOKENS) + list(task_tokens(n_conditions))
+
+
+def build_vocabulary(tokenised: pl.DataFrame, settings, edges: dict[str, list[float]]) -> Vocabulary:
+    """Fixed ids, then the train split's event tokens by descending count (ties by name) up to ``vocab_size``."""
+    fixed = fixed_tokens(settings.n_conditions)
+    room = settings.vocab_size - len(fixed)
+    if room < 1:
+        raise ValueError(f"vocab_size {settings.vocab_size} leaves no room after {len(fixed)} fixed tokens")
+    counts = (tokenised.filter((pl.col("split") == "train") & (pl.col("kind").is_not_null()) & (pl.col("kind") >= -1))
+              .group_by("token").len().sort(["len", "token"], descending=[True, False]))
+    return Vocabulary(fixed + counts["token"].head(room).to_list(), settings.n_conditions, edges)
