@@ -24,6 +24,7 @@ import orjson
 import polars as pl
 
 from apps.ehr.fhir import SUPPORTED, Flattener, Reject
+from apps.ehr.ingest_fast import BLOCK_BYTES, SUB_LINES, block_type, decode_block
 
 MALFORMED, NOT_FHIR = "(malformed)", "(not FHIR)"
 SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")
@@ -79,6 +80,13 @@ class _Reader:
                 frames.append(pl.DataFrame({c: cols[k] for k, c in enumerate(schema)}, schema=schema))
         self.flat = Flattener()
         self.n = 0
+
+    def add_frame(self, kind: str, df: pl.DataFrame, rtype: str) -> None:
+        """A fast-path block frame; rows still pending in the Flattener go first (input order)."""
+        if len(self.flat):
+            self.flush()
+        {"p": self.res.p, "e": self.res.e, "v": self.res.v}[kind].append(df)
+        self.res.read[rtype] += df.height  # one row per resource on the fast path
 
     def reject(self, line: int, entry: int, rtype: str, rid, reason: str, record) -> None:
         self.res.rejects.append({"src": self.src, "line": line, "entry": entry, "rtype": rtype,
@@ -200,6 +208,94 @@ def split_ranges(path: Path, parts: int) -> list[tuple[int, int | None, int]]:
     return [(b[0], e, b[1]) for b, e in zip(bounds, ends, strict=True)]
 
 
+def _ndjson_blocks(fh, gz: bool, start: int, end: int | None):
+    """``(block, n_lines)``: blocks of whole lines (the file's last line may lack its newline) from byte ``start``
+    to ``end`` (line starts), as memoryviews of one reused buffer (no page faults for fresh memory per block);
+    a block is valid until the next one is requested.
+
+    Gzip streams are read with ``readinto1`` (one decompression step at a time), so on a truncated stream every
+    whole line before the break is still yielded before the error is raised."""
+    if start:
+        fh.seek(start)
+    left = None if end is None else end - start
+    buf = bytearray(BLOCK_BYTES)
+    filled, eof = 0, False
+    read = fh.readinto1 if gz else fh.readinto
+    while not eof:
+        err = None
+        try:
+            while filled < len(buf) and (left is None or left > 0):
+                room = len(buf) - filled if left is None else min(len(buf) - filled, left)
+                with memoryview(buf) as mv:
+                    got = read(mv[filled:filled + room])
+                if not got:
+                    break
+                filled += got
+                if left is not None:
+                    left -= got
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+            err = e
+        eof = err is not None or filled < len(buf)
+        cut = buf.rfind(b"\n", 0, filled) + 1
+        if eof and err is None:
+            cut = filled  # the last line may lack its newline
+        elif cut == 0 and err is None:  # a line longer than the buffer: grow it
+            nb = bytearray(2 * len(buf))
+            nb[:filled] = buf[:filled]
+            buf = nb
+            continue
+        if cut:
+            n = buf.count(b"\n", 0, cut) + (buf[cut - 1] != 10)
+            with memoryview(buf) as mv, mv[:cut] as block:
+                yield block, n
+        if err is not None:
+            raise err
+        rest = filled - cut
+        buf[:rest] = buf[cut:filled]
+        filled = rest
+
+
+def _general_lines(rd: _Reader, lines: list[bytes], first_line: int) -> None:
+    """The general path, line by line: orjson + Flattener (precise reasons for malformed or unusual records)."""
+    for k, raw in enumerate(lines):
+        if not raw or raw.isspace():  # blank line
+            continue
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            rd.res.read[MALFORMED] += 1
+            rd.reject(first_line + k, -1, MALFORMED, None, f"malformed JSON: {err}",
+                      raw.decode("utf-8", "replace").rstrip("\n"))
+            continue
+        rd.resource(d, first_line + k, -1, None)
+
+
+def _read_block(rd: _Reader, block, n: int, first_line: int) -> None:
+    """Read one block of ``n`` whole lines (fast path, else sub-blocks, else the general path)."""
+    if not rd.validate:
+        rtype = block_type(block)
+        got = decode_block(block, rtype, rd.src, first_line, n) if rtype else None
+        if got is not None:
+            rd.add_frame(*got, rtype)
+            return
+    lines = bytes(block).split(b"\n")
+    if len(lines) > n:
+        lines.pop()  # the empty piece after the last newline
+    if rd.validate or n <= SUB_LINES:
+        _general_lines(rd, lines, first_line)
+        return
+    for k in range(0, n, SUB_LINES):
+        sub = lines[k:k + SUB_LINES]
+        first = first_line + k
+        sb = b"\n".join(sub)
+        rtype = block_type(sb)
+        got = decode_block(sb, rtype, rd.src, first, len(sub)) if rtype else None
+        if got is not None:
+            rd.add_frame(*got, rtype)
+        else:
+            _general_lines(rd, sub, first)
+
+
 def _read_into(rd: _Reader, src: int, path: Path, start: int = 0, end: int | None = None,
                first_line: int = 1) -> None:
     enabled = gc.isenabled()
@@ -208,24 +304,9 @@ def _read_into(rd: _Reader, src: int, path: Path, start: int = 0, end: int | Non
     try:
         if path.name.endswith((".ndjson", ".ndjson.gz")):
             with _open(path) as fh:
-                pos = start
-                if start:
-                    fh.seek(start)
-                for raw in fh:
-                    if end is not None and pos >= end:
-                        break
-                    pos += len(raw)
-                    line += 1
-                    if len(raw) < 4 and not raw.strip():  # blank line (no copy of long lines)
-                        continue
-                    try:
-                        d = orjson.loads(raw)
-                    except orjson.JSONDecodeError as err:
-                        rd.res.read[MALFORMED] += 1
-                        rd.reject(line, -1, MALFORMED, None, f"malformed JSON: {err}",
-                                  raw.decode("utf-8", "replace").rstrip("\n"))
-                        continue
-                    rd.resource(d, line, -1, None)
+                for block, n in _ndjson_blocks(fh, path.name.endswith(".gz"), start, end):
+                    _read_block(rd, block, n, line + 1)
+                    line += n
         else:
             with _open(path) as fh:
                 data = fh.read()

@@ -111,7 +111,8 @@ def test_labels_from_meds_match_the_oracle(cohort):
     labels = {
         "mortality": last.join(death, on="patient_id", how="left").select(
             "patient_id", y=((pl.col("death") - pl.col("end")) <= pl.duration(days=30)).fill_null(False)),
-        "los": last.select("patient_id", y=(pl.col("end") - pl.col("start")) >= pl.duration(days=7)),
+        "los": last.filter((pl.col("end") - pl.col("start")) > pl.duration(hours=24)).select(  # open at 24 h
+            "patient_id", y=(pl.col("end") - pl.col("start")) >= pl.duration(days=7)),
         "readmission": e.group_by("patient_id").agg("start", "end").filter(pl.col("start").list.len() >= 2).select(
             "patient_id", y=(pl.col("start").list.get(-1) - pl.col("end").list.get(-2)) <= pl.duration(days=30)),
     }

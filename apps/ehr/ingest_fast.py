@@ -1,0 +1,232 @@
+"""Block decoder for bulk NDJSON: the vectorised fast path of ingestion (msgspec typed decoding + polars columns).
+
+A block (whole lines, about :data:`BLOCK_BYTES`) of a bulk NDJSON file is decoded in one call,
+``msgspec.json.Decoder(<Type>Fast).decode_lines(block)``, into typed Structs that hold only the fields ingestion
+needs (unknown fields are skipped without building Python objects). The Structs are turned into one polars frame
+per block, and the checks msgspec cannot express (reference shapes, preferred coding system first, non-empty code
+and time) run vectorised on the frame. The rows are exactly those :class:`apps.ehr.fhir.Flattener` gives for the
+same lines (tested).
+
+A block takes the fast path only as a whole: every line non-blank, of the block's resource type, of the common
+shape (``Patient/<id>`` / ``Encounter/<id>`` references, the preferred coding system first with a code, a string
+time, a numeric ``valueQuantity`` for Observations) and with the right JSON types. Otherwise the block is retried
+as sub-blocks of :data:`SUB_LINES` lines and the sub-blocks that still fail go line by line through the general
+path (orjson + Flattener), which gives the precise quarantine reason (malformed JSON, missing reference, ...).
+So bad lines cost at most one extra decode of their block plus a sub-block on the general path, and nothing
+is lost or reordered: rows stay in input order.
+
+Frames per block: ``(kind, frame)`` with kind ``"p"``, ``"e"`` or ``"v"`` and the columns of ``P_SCHEMA``,
+``E_SCHEMA`` or ``V_SCHEMA`` (:mod:`apps.ehr.ingest_read`). Ref: msgspec typed decoding
+(https://jcristharif.com/msgspec/structs.html); FHIR R4 bulk data export (one resource type per file).
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter, itemgetter
+from typing import Literal
+
+import msgspec
+import polars as pl
+
+from apps.ehr.fhir import _PREFERRED, VOCAB
+
+#: bytes per block read from an NDJSON file (a block is cut at the last newline)
+BLOCK_BYTES = 8 << 20
+#: lines per sub-block when a block fails the fast path
+SUB_LINES = 256
+
+_S = {"gc": False, "kw_only": True}  # no cycles: untracked by the GC (cheaper to create and to free)
+
+
+class _Ref(msgspec.Struct, **_S):
+    reference: str
+
+
+class _Period(msgspec.Struct, **_S):
+    start: str | None = None
+    end: str | None = None
+
+
+class _EncPeriod(msgspec.Struct, **_S):
+    start: str
+    end: str | None = None
+
+
+class _Quantity(msgspec.Struct, **_S):
+    value: float  # int or float in JSON; bool, string and null fail
+    unit: str
+
+
+class _Class(msgspec.Struct, **_S):
+    code: str
+    display: str | None = None
+
+
+class _Head(msgspec.Struct, **_S):
+    resourceType: str | None = None  # noqa: N815
+
+
+def _cc(rtype: str) -> type:
+    """CodeableConcept of exactly one coding of the type's preferred system, with a code and a display (the system
+    is a Literal: checked by msgspec without building a string)."""
+    coding = msgspec.defstruct(f"_{rtype}Coding", [("system", Literal[_PREFERRED[rtype]]), ("code", str),
+                                                    ("display", str)], **_S)
+    return msgspec.defstruct(f"_{rtype}CC", [("coding", tuple[coding])], **_S)
+
+
+def _event(rtype: str, code_field: str, extra: list) -> type:
+    fields = [("resourceType", Literal[rtype]), ("id", str), ("subject", _Ref), ("encounter", _Ref),
+              (code_field, _cc(rtype))]
+    return msgspec.defstruct(f"{rtype}Fast", fields + extra, **_S)
+
+
+class PatientFast(msgspec.Struct, **_S):
+    resourceType: Literal["Patient"]  # noqa: N815
+    id: str
+    gender: str | None = None
+    birthDate: str | None = None  # noqa: N815
+    deceasedDateTime: str | None = None  # noqa: N815
+    deceasedBoolean: bool | None = None  # noqa: N815
+
+
+class EncounterFast(msgspec.Struct, **_S):
+    resourceType: Literal["Encounter"]  # noqa: N815
+    id: str
+    subject: _Ref
+    cls: _Class = msgspec.field(name="class")
+    period: _EncPeriod
+
+
+#: Field order of the event Structs: required fields first (defstruct needs defaults last).
+STRUCTS: dict[str, type] = {
+    "Patient": PatientFast,
+    "Encounter": EncounterFast,
+    "Observation": _event("Observation", "code", [("effectiveDateTime", str), ("valueQuantity", _Quantity)]),
+    "Condition": _event("Condition", "code", [("onsetDateTime", str | None, None),
+                                              ("onsetPeriod", _Period | None, None),
+                                              ("recordedDate", str | None, None)]),
+    "Procedure": _event("Procedure", "code", [("performedDateTime", str | None, None),
+                                              ("performedPeriod", _Period | None, None)]),
+    "MedicationRequest": _event("MedicationRequest", "medicationCodeableConcept", [("authoredOn", str)]),
+}
+_HEAD = msgspec.json.Decoder(_Head)
+DECODERS = {t: msgspec.json.Decoder(c) for t, c in STRUCTS.items()}
+_SUBJECT_RE = r"^Patient/[^/?]+$"
+_ENC_RE = r"^Encounter/[^/?]+$"
+_first = itemgetter(0)
+
+
+def block_type(block) -> str | None:
+    """Resource type of the first line of ``block`` (bytes-like) when it has a fast decoder, else None."""
+    head = bytes(block[:4096])
+    nl = head.find(b"\n")
+    try:
+        t = _HEAD.decode(head if nl < 0 else head[:nl]).resourceType
+    except msgspec.MsgspecError:
+        try:  # a first line longer than 4 KiB
+            t = _HEAD.decode(bytes(block).split(b"\n", 1)[0]).resourceType
+        except msgspec.MsgspecError:
+            return None
+    return t if t in DECODERS else None
+
+
+def _get(recs: list, path: str) -> list:
+    return list(map(attrgetter(path), recs))
+
+
+def _has_empty(*cols: list) -> bool:
+    return any("" in c for c in cols)
+
+
+def _loc(src: int, first_line: int, n: int) -> list[pl.Expr]:
+    return [pl.lit(src, pl.Int32).alias("src"),
+            pl.int_range(first_line, first_line + n, dtype=pl.Int64).alias("line"),
+            pl.lit(-1, pl.Int32).alias("entry")]
+
+
+def _refs_ok(df: pl.DataFrame, enc: bool = True) -> bool:
+    ok = pl.col("sref").str.contains(_SUBJECT_RE)
+    if enc:
+        ok = ok & pl.col("eref").str.contains(_ENC_RE)
+    return bool(df.select(ok.all()).item())
+
+
+def _events(rtype: str, recs: list, src: int, first_line: int) -> pl.DataFrame | None:
+    code_field = "medicationCodeableConcept" if rtype == "MedicationRequest" else "code"
+    c0 = list(map(_first, map(attrgetter(code_field + ".coding"), recs)))
+    code, desc = _get(c0, "code"), _get(c0, "display")
+    num = unit = None
+    if rtype == "Observation":
+        time = _get(recs, "effectiveDateTime")
+        num, unit = _get(recs, "valueQuantity.value"), _get(recs, "valueQuantity.unit")
+        if "" in unit:  # unit "" -> the general path (``unit or code``)
+            return None
+    elif rtype == "MedicationRequest":
+        time = _get(recs, "authoredOn")
+    elif rtype == "Procedure":
+        pdt, per = _get(recs, "performedDateTime"), _get(recs, "performedPeriod")
+        time = [t if t is not None else (None if p is None else p.start) for t, p in zip(pdt, per, strict=True)]
+    else:  # Condition: onsetDateTime or recordedDate (may stay null: resolve takes the encounter's start)
+        if per := [p for p in _get(recs, "onsetPeriod") if p is not None]:
+            return None  # onsetPeriod -> the general path
+        onset, rec = _get(recs, "onsetDateTime"), _get(recs, "recordedDate")
+        time = [a or b for a, b in zip(onset, rec, strict=True)]
+    if _has_empty(code, desc) or (rtype != "Condition" and (None in time or "" in time)):
+        return None
+    df = pl.DataFrame({"rid": _get(recs, "id"), "sref": _get(recs, "subject.reference"),
+                       "eref": _get(recs, "encounter.reference"), "time": time, "code": code, "desc": desc,
+                       "num": num, "unit": unit},
+                      schema={"rid": pl.String, "sref": pl.String, "eref": pl.String, "time": pl.String,
+                              "code": pl.String, "desc": pl.String, "num": pl.Float64, "unit": pl.String})
+    if not _refs_ok(df):
+        return None
+    return df.select(*_loc(src, first_line, df.height), pl.lit(rtype).alias("rtype"), "rid",
+                     pl.col("sref").str.slice(8).alias("subject"), pl.col("eref").str.slice(10).alias("enc"),
+                     "time", (pl.lit(f"{VOCAB[_PREFERRED[rtype]]}//") + pl.col("code")).alias("code"), "desc",
+                     "num", pl.lit(None, pl.String).alias("text"), "unit")
+
+
+def _patients(recs: list, src: int, first_line: int) -> pl.DataFrame | None:
+    rid = _get(recs, "id")
+    if "" in rid:
+        return None
+    df = pl.DataFrame({"rid": rid, "gender": _get(recs, "gender"), "birth": _get(recs, "birthDate"),
+                       "death": _get(recs, "deceasedDateTime"), "flag": _get(recs, "deceasedBoolean")},
+                      schema={"rid": pl.String, "gender": pl.String, "birth": pl.String, "death": pl.String,
+                              "flag": pl.Boolean})
+    return df.select(*_loc(src, first_line, df.height), "rid",
+                     pl.when(pl.col("gender") != "").then(pl.col("gender")).alias("gender"), "birth", "death",
+                     pl.col("flag").fill_null(False).alias("deceased_flag"))
+
+
+def _encounters(recs: list, src: int, first_line: int) -> pl.DataFrame | None:
+    rid, cls = _get(recs, "id"), _get(recs, "cls.code")
+    if _has_empty(rid, cls):
+        return None
+    df = pl.DataFrame({"rid": rid, "sref": _get(recs, "subject.reference"), "cls": cls,
+                       "cls_display": _get(recs, "cls.display"), "start": _get(recs, "period.start"),
+                       "end": _get(recs, "period.end")}, schema=dict.fromkeys(
+                          ("rid", "sref", "cls", "cls_display", "start", "end"), pl.String))
+    if not _refs_ok(df, enc=False):
+        return None
+    return df.select(*_loc(src, first_line, df.height), "rid", pl.col("sref").str.slice(8).alias("subject"),
+                     "cls", "cls_display", "start", "end")
+
+
+def decode_block(block: bytes, rtype: str, src: int, first_line: int, n_lines: int) -> tuple[str, pl.DataFrame] | None:
+    """Fast path for a block of ``n_lines`` whole lines starting at line ``first_line``: ``(kind, frame)`` or None
+    when any line does not fit (the caller then takes the general path for it)."""
+    try:
+        recs = DECODERS[rtype].decode_lines(block)
+    except msgspec.MsgspecError:  # DecodeError (malformed), ValidationError (shape or type)
+        return None
+    if len(recs) != n_lines or not recs:  # blank lines (skipped by decode_lines) keep the general path
+        return None
+    if rtype == "Patient":
+        df = _patients(recs, src, first_line)
+        return None if df is None else ("p", df)
+    if rtype == "Encounter":
+        df = _encounters(recs, src, first_line)
+        return None if df is None else ("e", df)
+    df = _events(rtype, recs, src, first_line)
+    return None if df is None else ("v", df)
