@@ -73,20 +73,19 @@ class FeatureEncoder:
         tok_fields = [f for f in sc.scalar_fields if not (f.type == "numeric" and f.numeric == "normalize")]
         self.vocabs = {}
         counts: dict[str, pl.DataFrame] = {}
-        if tok_fields:
-            long = (train.select([self._token(f).alias(f.name) for f in tok_fields])
-                    .unpivot(variable_name="field", value_name="token").drop_nulls("token")
-                    .group_by(["field", "token"]).len().collect())
-            for name, part in long.partition_by("field", as_dict=True).items():
-                counts[name[0]] = part
+        for f in tok_fields:  # one streaming group-by per field: memory ~ vocabulary, not rows
+            counts[f.name] = (train.select(self._token(f).alias("token")).drop_nulls("token")
+                              .group_by("token").len().collect(engine="streaming"))
         for f in sc.sequence_fields:
             counts[f.name] = (train.select(pl.col(f.name).str.split(f.splitter).explode().alias("token"))
-                              .filter(pl.col("token").str.len_bytes() > 0).group_by("token").len().collect())
+                              .filter(pl.col("token").str.len_bytes() > 0).group_by("token").len()
+                              .collect(engine="streaming"))
         norm = [f for f in sc.scalar_fields if f.type == "numeric" and f.numeric == "normalize"]
         stats = {}
         if norm:
             row = train.select([e for f in norm for e in (pl.col(f.name).mean().alias(f"{f.name}__m"),
-                                                          pl.col(f.name).std().alias(f"{f.name}__s"))]).collect()
+                                                          pl.col(f.name).std().alias(f"{f.name}__s"))]
+                              ).collect(engine="streaming")
             stats = row.row(0, named=True)
         val_cols = set(train.collect_schema().names())
         for f in sc.fields:

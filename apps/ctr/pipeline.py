@@ -1,7 +1,9 @@
 """Encode train/val/test files into a cached, reconciled Parquet dataset.
 
-``encode_dataset`` parses each split once (lazily, streamed to a temporary Parquet), fits the vocabularies on
-the training split's good rows only, writes per split
+``encode_dataset`` parses each split once, in chunks of ``chunk_rows`` input lines (each chunk validated and
+written to a staged Parquet part, so peak memory is bounded by the chunk, not the file), fits the vocabularies
+on the training split's good rows only (per-field streaming group-bys over the staged parts), encodes part by
+part and writes per split
 
 * ``<split>.parquet``: encoded rows (``label``, ``idx_*``, ``val_*``, ``seq_*``, ``group``, passthrough),
 * ``rejects_<split>.csv``: ``line, reason, raw`` for every row that could not be parsed,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +27,7 @@ import polars as pl
 from rich.console import Console
 
 from apps.ctr.encoder import MISSING, OOV, FeatureEncoder
-from apps.ctr.readers import EmptyFileError, scan_source
+from apps.ctr.readers import EmptyFileError, iter_source_chunks
 from apps.ctr.schema import DataSchema
 
 SPLITS = ("train", "val", "test")
@@ -55,7 +58,7 @@ def _reason_kinds(reasons: pl.Series) -> dict[str, int]:
 
 def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: str | Path,
                    force: bool = False, console: Optional[Console] = None,
-                   encoder: Optional[FeatureEncoder] = None) -> dict:
+                   encoder: Optional[FeatureEncoder] = None, chunk_rows: int = 50_000) -> dict:
     """Encode ``sources`` ({"train": path, "val": path, "test": path}) into ``out_dir``; return the report.
 
     With a fitted ``encoder`` (e.g. to score a new file), nothing is refitted and no train split is needed.
@@ -75,17 +78,20 @@ def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: 
         if rep.get("fingerprint") == fp and all((out / f"{s}.parquet").is_file() for s in srcs):
             return rep
     con = console or Console(stderr=True, quiet=True)
-    staged: dict[str, Path] = {}
+    staged: dict[str, list[Path]] = {}
+    stage = out / ".staging"
+    shutil.rmtree(stage, ignore_errors=True)
     try:
         for split, p in srcs.items():
+            (stage / split).mkdir(parents=True)
+            staged[split] = []
             with con.status(f"[ctr] parsing {split} ({p.name})"):
-                lf = scan_source(p, schema)
-                lf = lf.with_columns(pl.when(pl.col("_reason").is_null()).then(None).otherwise(pl.col("_raw"))
-                                     .alias("_raw"))
-                tmp = out / f".validated_{split}.parquet"
-                lf.sink_parquet(tmp)
-                staged[split] = tmp
-            n = pl.scan_parquet(staged[split]).select(pl.len()).collect().item()
+                for i, lf in enumerate(iter_source_chunks(p, schema, chunk_rows)):
+                    part = stage / split / f"part-{i:05d}.parquet"
+                    lf.with_columns(pl.when(pl.col("_reason").is_null()).then(None).otherwise(pl.col("_raw"))
+                                    .alias("_raw")).collect().write_parquet(part)
+                    staged[split].append(part)
+            n = pl.scan_parquet(staged[split]).select(pl.len()).collect().item() if staged[split] else 0
             if n == 0:
                 raise EmptyFileError(f"input file {p} has no data rows (header only or empty)")
         enc = encoder
@@ -101,10 +107,16 @@ def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: 
                 rej = v.filter(pl.col("_reason").is_not_null()).select(
                     pl.col("_line").alias("line"), pl.col("_reason").alias("reason"), pl.col("_raw").alias("raw"))
                 rtmp = out / f".rejects_{split}.csv.tmp"
-                rej.sink_csv(rtmp)
+                rej.sink_csv(rtmp, engine="streaming")
                 os.replace(rtmp, out / f"rejects_{split}.csv")
+                parts = []
+                for part in staged[split]:  # encode part by part (bounded memory), then one streamed concat
+                    ep = part.with_name(f"enc-{part.name}")
+                    enc.transform(pl.scan_parquet(part).filter(pl.col("_reason").is_null())).collect() \
+                        .write_parquet(ep)
+                    parts.append(ep)
                 etmp = out / f".{split}.parquet.tmp"
-                enc.transform(v.filter(pl.col("_reason").is_null())).sink_parquet(etmp)
+                pl.scan_parquet(parts).sink_parquet(etmp, engine="streaming")
                 os.replace(etmp, out / f"{split}.parquet")
                 read = v.select(pl.len()).collect().item()
                 reasons = v.filter(pl.col("_reason").is_not_null()).select("_reason").collect()["_reason"]
@@ -128,6 +140,5 @@ def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: 
         enc.save(out / "vocab.json")
         _atomic_json(rep_path, report)
     finally:
-        for t in staged.values():
-            t.unlink(missing_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)
     return report

@@ -7,15 +7,18 @@ Every reader returns a polars ``LazyFrame`` of *validated* rows with the columns
 * the label as ``Int8`` 0/1, categorical/sequence fields as ``String`` (null = missing), numeric fields as
   ``Float64`` (null = missing), ``<field>__val`` for libfm values, the group and passthrough columns.
 
-Delimited text is read line by line (``pl.scan_lines``) and split in polars, so that a malformed line is
-kept with its line number instead of aborting the read; quoted separators are not supported (such a line
-is rejected as a wrong column count, never silently mangled). Everything stays lazy, so files larger than
-memory can be streamed into ``sink_parquet``.
+Delimited text is read line by line and split in polars, so that a malformed line is kept with its line
+number instead of aborting the read; quoted separators are not supported (such a line is rejected as a wrong
+column count, never silently mangled). ``scan_source`` gives the whole file as one ``LazyFrame``;
+``iter_source_chunks`` gives the same validated rows as a sequence of bounded chunks (``rows`` lines each,
+line numbers continuing across chunks), so files larger than memory are encoded chunk by chunk.
 """
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
+from typing import Iterator, Optional
 
 import polars as pl
 
@@ -107,9 +110,7 @@ def _numeric(f: FieldSpec, s: pl.Expr) -> tuple[pl.Expr, list[pl.Expr]]:
     return pl.when(present).then(x).otherwise(None), reasons
 
 
-def scan_delimited(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
-    """Criteo TSV, Avazu CSV or any schema-described delimited text file."""
-    p = check_file(path)
+def _delimited_columns(p: Path, schema: DataSchema) -> list[str]:
     sep = schema.separator
     if schema.has_header:
         columns = read_header(p, sep)
@@ -123,9 +124,15 @@ def scan_delimited(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
         if schema.has_header and len(columns) == 1 and len(schema.required_columns()) > 1:
             hint = f" (the header has one column: is the separator {sep!r} right?)"
         raise SchemaError(f"schema names column(s) {missing} not found in {p} columns {columns[:50]}{hint}")
+    return columns
+
+
+def validate_delimited(lines: pl.LazyFrame, schema: DataSchema, columns: list[str]) -> pl.LazyFrame:
+    """``lines`` (``_line`` 1-based, ``_raw`` without the newline) -> validated rows (see module docstring)."""
+    sep = schema.separator
     n = len(columns)
     col_ix = {c: i for i, c in enumerate(columns)}
-    lf = pl.scan_lines(p, name="_raw", row_index_name="_line", row_index_offset=1)
+    lf = lines
     if schema.has_header:
         lf = lf.filter(pl.col("_line") > 1)
     lf = lf.with_columns(pl.col("_raw").str.strip_suffix("\r"))
@@ -145,11 +152,40 @@ def scan_delimited(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
                      *exprs)
 
 
+def scan_delimited(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
+    """Criteo TSV, Avazu CSV or any schema-described delimited text file."""
+    p = check_file(path)
+    columns = _delimited_columns(p, schema)
+    return validate_delimited(_scan_lines(p), schema, columns)
+
+
+def _scan_lines(p: Path) -> pl.LazyFrame:
+    return pl.scan_lines(p, name="_raw", row_index_name="_line", row_index_offset=1)
+
+
+def iter_lines(path: Path, rows: int) -> Iterator[pl.LazyFrame]:
+    """The file as frames of at most ``rows`` lines: ``_line`` (1-based, continuing) and ``_raw`` (no newline)."""
+    first = 1
+    with open(path, "rb") as fh:
+        while True:
+            block = list(islice(fh, rows))
+            if not block:
+                return
+            raw = [b.decode("utf-8", errors="replace").rstrip("\n") for b in block]
+            yield pl.LazyFrame({"_line": pl.int_range(first, first + len(raw), eager=True, dtype=pl.UInt32),
+                                "_raw": pl.Series(raw, dtype=pl.String)})
+            first += len(raw)
+
+
 def scan_libfm(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
     """libfm/libsvm ``label idx:val idx:val ...``; the k-th pair is field ``k`` (as Frappe/MovieLens ship)."""
-    p = check_file(path)
+    return validate_libfm(_scan_lines(check_file(path)), schema)
+
+
+def validate_libfm(lines: pl.LazyFrame, schema: DataSchema) -> pl.LazyFrame:
+    """``lines`` (``_line``, ``_raw``) of a libfm file -> validated rows."""
     n = len(schema.fields)
-    lf = pl.scan_lines(p, name="_raw", row_index_name="_line", row_index_offset=1)
+    lf = lines
     lf = lf.with_columns(_parts=pl.col("_raw").str.extract_all(r"\S+"))
     cnt = pl.col("_parts").list.len()
     reasons = [pl.when(cnt == 0).then(pl.lit("blank line"))
@@ -172,8 +208,9 @@ def scan_libfm(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
     return lf.select(pl.col("_line").cast(pl.Int64), "_raw", _first_reason(reasons).alias("_reason"), *exprs)
 
 
-def scan_parquet(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
-    """A Parquet file described by a schema; values are validated like text (row number + 1 = ``_line``)."""
+def scan_parquet(path: str | Path, schema: DataSchema, chunk: Optional[tuple[int, int]] = None) -> pl.LazyFrame:
+    """A Parquet file described by a schema; values are validated like text (row number + 1 = ``_line``).
+    ``chunk=(offset, rows)`` restricts it to those rows."""
     p = check_file(path)
     lf = pl.scan_parquet(p)
     names = lf.collect_schema().names()
@@ -182,6 +219,8 @@ def scan_parquet(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
         raise SchemaError(f"schema names column(s) {missing} not found in {p} columns {names[:50]}")
     cols = schema.required_columns()
     lf = lf.select([pl.col(c).cast(pl.String) for c in cols]).with_row_index("_line", offset=1)
+    if chunk is not None:
+        lf = lf.slice(*chunk)
     exprs, reasons = _typed_columns(schema, pl.col)
     raw = pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",")
     return lf.select(pl.col("_line").cast(pl.Int64), raw.alias("_raw"), _first_reason(reasons).alias("_reason"),
@@ -189,9 +228,27 @@ def scan_parquet(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
 
 
 def scan_source(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
-    """Dispatch on ``schema.format``."""
+    """Dispatch on ``schema.format``: the whole file as one lazy frame of validated rows."""
     if schema.format == "libfm":
         return scan_libfm(path, schema)
     if schema.format == "parquet":
         return scan_parquet(path, schema)
     return scan_delimited(path, schema)
+
+
+def iter_source_chunks(path: str | Path, schema: DataSchema, rows: int = 50_000) -> Iterator[pl.LazyFrame]:
+    """Validated rows of ``path`` in chunks of at most ``rows`` input lines (memory bounded by the chunk)."""
+    p = check_file(path)
+    if schema.format == "parquet":
+        total = pl.scan_parquet(p).select(pl.len()).collect().item()
+        scan_parquet(p, schema)  # schema check even for an empty file
+        for off in range(0, total, rows):
+            yield scan_parquet(p, schema, (off, rows))
+        return
+    if schema.format == "libfm":
+        for lines in iter_lines(p, rows):
+            yield validate_libfm(lines, schema)
+        return
+    columns = _delimited_columns(p, schema)
+    for lines in iter_lines(p, rows):
+        yield validate_delimited(lines, schema, columns)
