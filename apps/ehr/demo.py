@@ -34,7 +34,9 @@ class PipelineSettings:
     pretrain_epochs: float = 1.0
     finetune_epochs: float = 1.0
     lr: float = 2e-3
+    warmup_steps: int = 10
     baseline_iter: int = 200
+    reuse_data: bool = False  # keep fhir/ + meds/ of an earlier run with the same n_patients and seed
 
 
 def _trainer(out: Path, name: str, epochs: float, n_batches: int):
@@ -82,15 +84,22 @@ def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, times = [], {}
-    t = time.perf_counter()
-    fhir = synthesize(s.n_patients, out / "fhir", fmt="ndjson", seed=s.seed)
-    times["synth"] = time.perf_counter() - t
-    t = time.perf_counter()
-    report = ingest([fhir], out / "meds", overwrite=True)
-    times["ingest"] = time.perf_counter() - t
+    fhir, marker = out / "fhir", out / "fhir" / "synth.json"
+    cohort = {"n_patients": s.n_patients, "seed": s.seed}
+    if s.reuse_data and marker.exists() and json.loads(marker.read_text()) == cohort \
+            and (out / "meds" / "metadata" / "subject_splits.parquet").exists():
+        log(f"reusing the synthetic cohort and MEDS dataset under {out} ({cohort})")
+        times["synth"] = times["ingest"] = 0.0
+    else:
+        t = time.perf_counter()
+        synthesize(s.n_patients, fhir, fmt="ndjson", seed=s.seed)
+        times["synth"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ingest([fhir], out / "meds", overwrite=True)
+        times["ingest"] = time.perf_counter() - t
+        marker.write_text(json.dumps(cohort))
     rows.append({"stage": "ingest", "metric": "patients", "value": float(s.n_patients),
                  "note": f"synth {times['synth']:.1f}s, ingest {times['ingest']:.1f}s"})
-    del report
     dm_kw = dict(meds_dir=str(out / "meds"), cache_dir=str(out / "cache"), vocab_size=s.net.vocab_size,
                  max_len=s.max_len, batch_size=s.batch_size)
     # pretraining: next token on whole train sequences
@@ -98,7 +107,7 @@ def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
     dm_pre = EHRDataModule(objective="pretrain", **dm_kw)
     dm_pre.prepare_data()
     dm_pre.setup("fit")
-    pre = EHRLitModule(net=s.net, objective="pretrain", lr=s.lr, warmup_steps=10)
+    pre = EHRLitModule(net=s.net, objective="pretrain", lr=s.lr, warmup_steps=s.warmup_steps)
     tr = _trainer(out, "pretrain", s.pretrain_epochs, len(dm_pre.train_dataloader()))
     tr.fit(pre, datamodule=dm_pre)
     pre_ckpt = Path(tr.checkpoint_callback.last_model_path or tr.checkpoint_callback.best_model_path)
@@ -113,7 +122,8 @@ def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
     dm = EHRDataModule(objective="finetune", **dm_kw)
     dm.prepare_data()
     dm.setup("fit")
-    fine = EHRLitModule(net=s.net, objective="finetune", pretrained=str(pre_ckpt), lr=s.lr, warmup_steps=10)
+    fine = EHRLitModule(net=s.net, objective="finetune", pretrained=str(pre_ckpt), lr=s.lr,
+                        warmup_steps=s.warmup_steps)
     tr = _trainer(out, "finetune", s.finetune_epochs, len(dm.train_dataloader()))
     tr.fit(fine, datamodule=dm)
     fine_ckpt = out / "finetuned.ckpt"

@@ -1,9 +1,12 @@
 """Synthetic FHIR R4 cohort with planted, learnable outcome risks: ``linmix-ehr synth``.
 
 Every patient is sampled independently from ``random.Random(f"linmix-ehr:{seed}:{i}")`` (deterministic by seed). The
-history (encounters, labs, drugs, procedures) depends on latent severity and condition-group factors; the outcomes
-depend only on *observed* history features, through logistic models whose probabilities are saved in
-``oracle.parquet`` (``patient_id, task, probability, label``). Task definitions (timestamps, UTC):
+history (encounters, labs, drugs, procedures) depends on a latent severity and condition-group factors that drift
+linearly from visit to visit (a disease course: improving or worsening); the outcomes depend only on *observed* history
+features, through logistic models whose probabilities are saved in ``oracle.parquet`` (``patient_id, task,
+probability, label``). The lab features are recency-weighted means (each earlier visit's labs weigh ``RECENCY`` = 0.5
+times the next one's), so the order of the visits matters, not only the bag of codes, as does the latest visit gap for
+readmission. Task definitions (timestamps, UTC):
 
 * ``mortality``: death within 30 days after the end of the last encounter (sampled in (2 h, 28 d]; negatives die
   never, or > 45 d later);
@@ -52,6 +55,7 @@ _GROUP_LABS = {g: [i for i, lab in enumerate(LABS) if lab.driver == g] for g in 
 _GROUP_DRUG = {g: next(i for i, d in enumerate(DRUGS) if d.driver == g) for g in GROUPS}
 _GROUP_PROC = {g: [i for i, p in enumerate(PROCEDURES) if p.driver == g] for g in GROUPS}
 _INTUB, _ECHO, _DIALYSIS = 0, 1, 2
+RECENCY = 0.5  # weight of a lab in the risk features per later visit (the latest visit's labs weigh 1, the one before 0.5)
 _INSULIN, _FUROSEMIDE = 5, 2
 
 
@@ -101,7 +105,7 @@ class _History:
 
     def __init__(self) -> None:
         self.lab_sum = {g: 0.0 for g in (*GROUPS, "sev")}
-        self.lab_n = {g: 0 for g in (*GROUPS, "sev")}
+        self.lab_n = {g: 0.0 for g in (*GROUPS, "sev")}
         self.drugs: set[int] = set()
         self.procs: set[int] = set()
         self.n_emer = 0
@@ -119,7 +123,14 @@ class _History:
         else:
             self.procs.add(ev.item)
 
+    def new_encounter(self) -> None:
+        """Halve the weight of every earlier lab: the lab features are recency-weighted means (RECENCY per visit)."""
+        for g in self.lab_sum:
+            self.lab_sum[g] *= RECENCY
+            self.lab_n[g] *= RECENCY
+
     def lab_mean(self, g: str) -> float:
+        """Recency-weighted mean standardized value of driver ``g``'s labs (0 when none was measured)."""
         return self.lab_sum[g] / self.lab_n[g] if self.lab_n[g] else 0.0
 
 
@@ -194,17 +205,24 @@ def sample_patient(seed: int, i: int) -> PatientRecord:
                         family=rng.choice(FAMILY_NAMES), mrn=f"MRN{rng.randrange(10**8):08d}")
     n_enc = 1 + min(8, int(rng.expovariate(1.0 / 2.2)))
     mean_gap = math.exp(rng.gauss(math.log(120.0), 0.7) - 0.35 * sev)
+    sev_slope = rng.gauss(0.0, 0.35)  # disease course: severity and each group's activity drift from visit to visit
+    z_slope = {g: rng.gauss(0.0, 0.25) for g in GROUPS}
+    sev0, z0 = sev, dict(z)
     hist = _History()
     t = first
     for j in range(n_enc):
         last = j == n_enc - 1
+        sev = sev0 + sev_slope * j
+        z = {g: z0[g] + z_slope[g] * j for g in GROUPS}
+        hist.new_encounter()
         u = rng.random()
         p_imp, p_emer = _sigmoid(-1.7 + 0.7 * sev), 0.22
         cls = "IMP" if u < p_imp else ("EMER" if u < p_imp + p_emer else "AMB")
         if j > 0:
             if last:  # readmission: history up to the end of the second-to-last encounter
                 short = sum(g < 30 for g in hist.gaps_days) / len(hist.gaps_days) if hist.gaps_days else 0.0
-                logit = (-1.9 + 1.6 * short + 0.45 * min(hist.n_emer, 3) + 0.5 * min(hist.n_imp, 2)
+                recent = float(bool(hist.gaps_days) and hist.gaps_days[-1] < 30)  # the latest gap counts extra
+                logit = (-1.9 + 1.0 * short + 0.8 * recent + 0.45 * min(hist.n_emer, 3) + 0.5 * min(hist.n_imp, 2)
                          + 0.8 * (_INSULIN in hist.drugs or _FUROSEMIDE in hist.drugs) + 0.6 * hist.lab_mean("sev"))
                 gap = (1.0 + 28.0 * rng.random()) if _bern(rng, rec, "readmission", logit) else \
                     31.0 + rng.expovariate(1.0 / mean_gap)

@@ -113,3 +113,23 @@ def test_task_token_leads_and_input_cut(tmp_path):
     assert pl.read_parquet(written[0]).equals(labels["mortality"])
     with pytest.raises(KeyError):
         L.task_token_of("cond_Z99", groups)
+
+
+def test_labels_match_the_generator_oracle(tmp_path):
+    """synth -> ingest -> labels: every task's cohort and labels equal the generator's (oracle.parquet), including
+    the LOS cohort of stays still open at the 24 h cut."""
+    from apps.ehr.fhir_catalog import GROUPS
+    from apps.ehr.ingest import ingest
+    from apps.ehr.synth import synthesize
+
+    fhir = synthesize(300, tmp_path / "fhir", seed=3)
+    ingest([fhir], tmp_path / "meds")
+    labels = L.make_labels(S.load_meds(tmp_path / "meds"), condition_groups=list(GROUPS))
+    smap = pl.read_parquet(tmp_path / "meds" / "metadata" / "subject_map.parquet")
+    oracle = pl.read_parquet(fhir / "oracle.parquet").join(smap, on="patient_id", how="left")
+    assert oracle["subject_id"].null_count() == 0
+    for task, df in labels.items():
+        ref = oracle.filter(pl.col("task") == task).select("subject_id", "label").sort("subject_id")
+        ours = df.select("subject_id", pl.col("boolean_value").alias("label")).sort("subject_id")
+        assert ours.equals(ref), task
+    assert 0 < labels["los"].height < 300  # short stays are over at the cut: not in the LOS cohort
