@@ -121,16 +121,15 @@ class Flattener:
         self.p: list[tuple] = []  # rows, columns P_COLS
         self.e: list[tuple] = []
         self.v: list[tuple] = []
-        self._refs: dict[str, str] = {}  # "Type/id" -> id, for context-free (non-Bundle) references
+        self._refs: dict[tuple[str, str], str] = {}  # (type, "Type/id") -> id, context-free (non-Bundle) refs
 
     def _ref(self, obj: object, rtype: str, urls: dict | None, what: str) -> str:
         ref = obj.get("reference") if obj.__class__ is dict else None
         if urls is None and ref.__class__ is str:
-            rid = self._refs.get(ref)
+            key = (rtype, ref)  # per target type: the same string may be checked against two types
+            rid = self._refs.get(key)
             if rid is None:
-                rid = self._refs[ref] = ref_id(obj, rtype, None, what)
-            elif not ref.startswith(rtype):
-                raise Reject(f"wrong {what} reference type: {ref.split('/')[-2]}, expected {rtype}")
+                rid = self._refs[key] = ref_id(obj, rtype, None, what)
             return rid
         return ref_id(obj, rtype, urls, what)
 

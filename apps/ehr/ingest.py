@@ -159,7 +159,7 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
     counts = {t: {"read": read[t], "accepted": res.accepted.get(t, 0), "rejected": rejected[t],
                   "ignored": ignored[t]} for t in sorted(set(read) | set(rejected))}
     reasons = Counter(category(q["reason"]) for q in qrecs if q["resourceType"] != "(file)")
-    events = res.events.join(res.subjects.select("patient_id", "subject_id"), on="patient_id", how="left",
+    events = res.events.join(res.subjects.select("patient_id", "subject_id", "split"), on="patient_id", how="left",
                              maintain_order="left")
     report = IngestReport(counts=counts, reasons=dict(sorted(reasons.items())), files=len(files), file_errors=ferrs,
                           codes=res.codes.height, stats=res.stats, validate=validate, out=str(out))

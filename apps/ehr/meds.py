@@ -74,14 +74,16 @@ def _write(df: pl.DataFrame, path: Path) -> None:
 
 def write_dataset(root: Path, events: pl.DataFrame, codes: pl.DataFrame, subjects: pl.DataFrame,
                   metadata: dict) -> dict[str, int]:
-    """Write the MEDS dataset under ``root``; ``events`` has DATA_SCHEMA columns; returns rows per split."""
-    events = events.select([pl.col(c).cast(t) for c, t in DATA_SCHEMA.items()])
-    split_of_subject = subjects.select("subject_id", "split")
-    ev = events.join(split_of_subject, on="subject_id", how="left", maintain_order="left")
+    """Write the MEDS dataset under ``root``; ``events`` has DATA_SCHEMA columns (and ``split``, else it is joined
+    from ``subjects``); returns rows per split."""
+    if "split" not in events.columns:
+        events = events.join(subjects.select("subject_id", "split"), on="subject_id", how="left",
+                             maintain_order="left")
+    ev = events.select([pl.col(c).cast(t) for c, t in DATA_SCHEMA.items()] + [pl.col("split")])
     counts = {}
     for split in SPLITS:
         part = ev.filter(pl.col("split") == split).drop("split")
-        part = part.sort(list(SORT_KEYS), nulls_last=False, maintain_order=True)
+        part = part.sort(list(SORT_KEYS), nulls_last=False)  # all columns are keys: ties are identical rows
         _write(part, root / "data" / split / "0.parquet")
         counts[split] = part.height
     _write(codes.select([pl.col(c).cast(t) for c, t in CODES_SCHEMA.items()]).sort("code"),
