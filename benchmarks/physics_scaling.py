@@ -9,7 +9,7 @@ Bars (issue 6): time(200k) / time(50k) <= 4.5 for the projection model, and >= 1
 
     .venv/bin/python benchmarks/physics_scaling.py --sizes 1000 5000 20000 50000 100000 200000 --softmax-max 20000
 
-Writes runs/bench/physics_scaling.{md,json,png}. Peak memory = growth of the process max RSS (one process per attention variant, sizes ascending).
+Writes benchmarks/results/physics_scaling.{md,json,png} (``--out``). Peak memory = growth of the process max RSS (one process per attention variant, sizes ascending).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--variant", choices=["projection", "softmax"], default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.variant:

@@ -35,7 +35,8 @@ def _run_problem(problem: str, out: Path, n_samples: int, h: float, epochs: int,
 
     t0 = time.perf_counter()
     data_dir = out / f"data_{problem}"
-    s = synthesize(problem, n_samples, data_dir, seed=0, h=h, workers=min(2, os.cpu_count() or 1), n_steps=n_steps)
+    s = synthesize(problem, n_samples, data_dir, seed=0, h=h, workers=min(2, os.cpu_count() or 1), n_steps=n_steps,
+                   random_domains=True)
     rows += [{"stage": f"synth_{problem}", "metric": "samples_written", "value": s["written"],
               "note": f"{s['failed']} failed, mean {s['mean_nodes']:.0f} nodes, {s['seconds']:.1f} s"}]
     cfg = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())

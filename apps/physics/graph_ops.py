@@ -101,3 +101,32 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class EdgeMLP(nn.Module):
+    """``MLP(2·d_node + d_edge, d_hidden, d_out, n_hidden)`` applied to [h_s, h_r, e] per edge, with its first Linear
+    split by input block: act(W_s h[s] + W_r h[r] + W_e e + b) is the same function as act(W [h_s, h_r, e] + b), but the
+    node parts are multiplied once per node (N rows) instead of once per edge (E ≈ 3N rows) and no (E, 2·d_node + d_edge)
+    concatenation is built. ``forward(h (N, d_node), e (E, d_edge), edge_index (2, E)) -> (E, d_out)``."""
+
+    def __init__(self, d_node: int, d_edge: int, d_hidden: int, d_out: int, n_hidden: int = 1,
+                 layer_norm: bool = True, act: str = "silu") -> None:
+        super().__init__()
+        self.w_send = nn.Linear(d_node, d_hidden, bias=False)
+        self.w_recv = nn.Linear(d_node, d_hidden, bias=False)
+        self.w_edge = nn.Linear(d_edge, d_hidden)
+        acts = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
+        if act not in acts:
+            raise ValueError(f"EdgeMLP: unknown activation {act!r}; expected one of {sorted(acts)}")
+        self.act = acts[act]()
+        layers: List[nn.Module] = []
+        for _ in range(n_hidden - 1):
+            layers += [nn.Linear(d_hidden, d_hidden), acts[act]()]
+        layers.append(nn.Linear(d_hidden, d_out))
+        if layer_norm:
+            layers.append(nn.LayerNorm(d_out))
+        self.rest = nn.Sequential(*layers)
+
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tensor:
+        z = self.w_send(h)[edge_index[0]] + self.w_recv(h)[edge_index[1]] + self.w_edge(e)
+        return self.rest(self.act(z))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -45,14 +46,16 @@ class PhysicsLitModule(LinmixModule):
     """Args: ``arch`` physgto | mgn | transolver; ``problem``, ``n_in``, ``n_out``, ``n_globals``, ``transient``
     are linked from the data module; network sizes ``d_model``, ``n_layers``, ``n_heads``, ``n_slots``,
     ``d_hidden``, ``n_freq``, ``dropout``, ``attention`` (projection | softmax, PhysGTO only); transient training
-    ``horizon`` (unrolled steps) and ``noise_std``; ``val_steps`` rollout steps in validation."""
+    ``horizon`` (unrolled steps) and ``noise_std``; ``val_steps`` rollout steps in validation; ``out_dir`` where the
+    test stage writes ``rollout_rel_l2.csv`` (default: the logger's log folder; with neither, the curve is only logged
+    and kept in ``self.rollout_curve``, never written to the working directory)."""
 
     def __init__(self, arch: str = "physgto", problem: str = "darcy", n_in: int = 3, n_out: int = 1,
                  n_globals: int = 1, transient: bool = False, d_model: int = 64, n_layers: int = 4, n_heads: int = 4,
                  n_slots: int = 32, d_hidden: int = 128, n_freq: int = 7, dropout: float = 0.0,
                  attention: str = "projection", horizon: int = 5, noise_std: float = 0.02, val_steps: int = 10,
                  lr: float = 1e-3, weight_decay: float = 1e-5, warmup_steps: int = 20,
-                 min_lr_ratio: float = 0.01) -> None:
+                 min_lr_ratio: float = 0.01, out_dir: Optional[str] = None) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
         self.save_hyperparameters()
         spec = get_problem(problem)
@@ -66,6 +69,8 @@ class PhysicsLitModule(LinmixModule):
                         n_freq, dropout, attention)
         self.net = FieldOperator(net, n_in, n_out, n_globals, transient)
         self._test_steps: list = []
+        self.out_dir = out_dir
+        self.rollout_curve: Optional[list] = None
 
     def exportable(self) -> nn.Module:
         return self.net
@@ -156,11 +161,24 @@ class PhysicsLitModule(LinmixModule):
     def on_test_epoch_start(self) -> None:
         self._test_steps = []
 
+    def rollout_csv_path(self) -> Optional[Path]:
+        """``out_dir`` if given, else the logger's log folder, else None (no file in the working directory)."""
+        if self.out_dir:
+            return Path(self.out_dir) / "rollout_rel_l2.csv"
+        logger = self.logger if self._trainer is not None else None
+        log_dir = getattr(logger, "log_dir", None) if logger is not None else None
+        return Path(log_dir) / "rollout_rel_l2.csv" if log_dir else None
+
     def on_test_epoch_end(self) -> None:
-        if not self._test_steps or self.trainer.log_dir is None:
+        if not self._test_steps:
             return
         curve = torch.cat(self._test_steps, dim=1).mean(1)  # (T-1,)
-        path = Path(self.trainer.log_dir) / "rollout_rel_l2.csv"
+        self.rollout_curve = curve.tolist()
+        path = self.rollout_csv_path()
+        if path is None:
+            log.info("rollout rel-L2 over %d steps: first %.4g, last %.4g (no logger or out_dir: no csv written)",
+                     len(curve), curve[0], curve[-1])
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("step,rel_l2\n" + "".join(f"{k + 1},{v:.6g}\n" for k, v in enumerate(curve.tolist())))
         log.info("rollout rel-L2 over %d steps: first %.4g, last %.4g -> %s", len(curve), curve[0], curve[-1], path)

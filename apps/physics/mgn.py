@@ -13,19 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from apps.physics.graph_ops import MLP, normalised_positions, num_graphs, scatter_sum
+from apps.physics.graph_ops import MLP, EdgeMLP, normalised_positions, num_graphs, scatter_sum
 from apps.physics.model import N_NODE_TYPES, feature_layout
 
 
 class MGNBlock(nn.Module):
     def __init__(self, d_model: int, d_hidden: int) -> None:
         super().__init__()
-        self.f_edge = MLP(3 * d_model, d_hidden, d_model, n_hidden=2)
+        self.f_edge = EdgeMLP(d_model, d_model, d_hidden, d_model, n_hidden=2)
         self.f_node = MLP(2 * d_model, d_hidden, d_model, n_hidden=2)
 
     def forward(self, v: Tensor, e: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        s, r = edge_index[0], edge_index[1]
-        m = self.f_edge(torch.cat([v[s], v[r], e], dim=1))
+        r = edge_index[1]
+        m = self.f_edge(v, e, edge_index)
         dv = self.f_node(torch.cat([v, scatter_sum(m, r, v.shape[0])], dim=1))
         return v + dv, e + m
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from apps.physics.graph_ops import (
     MLP,
+    EdgeMLP,
     edge_geometry,
     fourier_features,
     normalised_positions,
@@ -71,12 +72,12 @@ class FluxMessagePassing(nn.Module):
     def __init__(self, d_node_in: int, d_model: int, d_hidden: int) -> None:
         super().__init__()
         self.half = d_model // 2
-        self.f_edge = MLP(2 * d_node_in + d_model, d_hidden, d_model, act="gelu")
+        self.f_edge = EdgeMLP(d_node_in, d_model, d_hidden, d_model, act="gelu")
         self.f_node = MLP(d_node_in + d_model, d_hidden, d_model, act="gelu")
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tuple[Tensor, Tensor]:
         s, r = edge_index[0], edge_index[1]
-        m = self.f_edge(torch.cat([h[s], h[r], e], dim=1))
+        m = self.f_edge(h, e, edge_index)
         n = h.shape[0]
         agg = torch.cat([scatter_mean(m[:, : self.half], s, n), scatter_mean(m[:, self.half:], r, n)], dim=1)
         return self.f_node(torch.cat([h, agg], dim=1)), m

@@ -6,12 +6,11 @@ steady problems. All quantities are dimensionless. A solve that produces a non-f
 :class:`SolverError` so the synthesis driver can skip and count it.
 
 Discretisations (P1 Lagrange on triangles unless said otherwise):
-- Darcy / Poisson: -∇·(k ∇u) = f, k = exp(0.8·g(x)) with g a random Fourier field, f a sum of Gaussian bumps; outer
-  boundary Dirichlet u = random Fourier series in θ on a random arc, Neumann flux k ∂u/∂n = q on the rest; each hole its
-  own Dirichlet constant (node type obstacle).
+- Darcy / Poisson: -∇·(k ∇u) = f, log-normal k and f from smooth 6-mode random Fourier fields; u = 0 on a random
+  outer arc (Dirichlet), inflow flux k ∂u/∂n = q on the rest of the outline (Neumann), impermeable holes (obstacle).
 - Heat: u_t = ∇·(κ∇u) + f, backward Euler (M + dt κ K) u^{n+1} = M u^n + dt M f, LU factorised once; Dirichlet outer arc
   and holes (constant in time), insulated Neumann elsewhere; random Gaussian-bump initial state.
-- Elasticity: plane strain, unit plate with voids, bottom clamped, random traction on the top edge, vector P1; fields
+- Elasticity: plane strain, unit plate with voids, bottom clamped, random oblique traction on the top edge, vector P1; fields
   (u_x, u_y, von Mises stress) with stress area-averaged from cells to nodes.
 """
 
@@ -20,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import factorized
+from scipy.spatial import cKDTree
 from skfem import (
     Basis,
     BilinearForm,
@@ -124,25 +124,35 @@ def _star_boundary(rng, dom, arc_frac=(0.4, 0.8)):
     return mesh, node_type, theta, neu
 
 
-def solve_darcy(rng: np.random.Generator, h: float = 0.1) -> dict:
-    """Steady Darcy/Poisson sample. inputs = (log k, f, g on Dirichlet/obstacle nodes else 0); fields (1, N, 1) = u;
-    globals = (Neumann flux q,)."""
-    dom = random_domain(rng, "star", h)
-    mesh, node_type, theta, neu = _star_boundary(rng, dom)
-    logk = 0.8 * random_field(rng, dom.pos)
-    f = 4.0 * gaussian_bumps(rng, dom.pos, n=int(rng.integers(1, 4)))
-    g = np.zeros(dom.n_nodes)
-    for kk in range(1, 4):
-        g += rng.normal(0, 0.2 / kk) * np.cos(kk * theta) + rng.normal(0, 0.2 / kk) * np.sin(kk * theta)
-    for cx, cy, r in dom.holes:
-        g[on_hole(dom.pos, [(cx, cy, r)])] = rng.uniform(-0.3, 0.3)
-    fixed = np.flatnonzero((node_type == DIRICHLET) | (node_type == OBSTACLE))
-    q = float(rng.uniform(-0.5, 0.5))
-    u = poisson_p1(mesh, np.exp(logk), f, fixed, g, neu, q)
+def dirichlet_distance(pos: np.ndarray, node_type: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every node to the nearest Dirichlet node (N,), 0 on them (scipy cKDTree). A known
+    geometric input, like the signed distance functions Transolver / AirfRANS feed their models."""
+    fixed = np.flatnonzero(node_type == DIRICHLET)
+    if len(fixed) == 0:
+        return np.zeros(len(pos))
+    return cKDTree(pos[fixed]).query(pos)[0]
+
+
+def solve_darcy(rng: np.random.Generator, h: float = 0.1, domain_seed: int | None = 0) -> dict:
+    """Steady Darcy/Poisson sample -∇·(k∇u) = f on a random star domain with impermeable inclusions (holes).
+
+    k = exp(0.7·g_k), f = exp(0.4·g_f) with g_k, g_f smooth random Fourier fields of 6 modes (log-normal permeability
+    and positive source, as in the FNO / PhysGTO Darcy benchmarks); u = 0 on a random outer arc covering 60-90 % of
+    the outline (Dirichlet), inflow flux k∂u/∂n = q ∈ [0, 0.3] on the rest of the outline (Neumann), no flux through
+    the holes (node type obstacle, natural boundary condition).
+    inputs = (log k, f, distance to the nearest Dirichlet node); globals = (q,); fields (1, N, 1) = u."""
+    geo_rng = rng if domain_seed is None else np.random.default_rng([7919, domain_seed])
+    dom = random_domain(geo_rng, "star", h)
+    mesh, node_type, _, neu = _star_boundary(geo_rng, dom, arc_frac=(0.6, 0.9))
+    logk = 0.7 * random_field(rng, dom.pos, n_modes=6, scale=2.0)
+    f = np.exp(0.4 * random_field(rng, dom.pos, n_modes=6, scale=1.5))
+    fixed = np.flatnonzero(node_type == DIRICHLET)
+    q = float(rng.uniform(0.0, 0.3))
+    u = poisson_p1(mesh, np.exp(logk), f, fixed, np.zeros(dom.n_nodes), neu, q)
     _check("darcy", u)
-    gin = np.where(np.isin(np.arange(dom.n_nodes), fixed), g, 0.0)
+    dist = dirichlet_distance(dom.pos, node_type)
     return {"pos": dom.pos, "cells": dom.cells, "node_type": node_type,
-            "inputs": np.stack([logk, f, gin], 1), "globals": np.array([q]), "fields": u[None, :, None]}
+            "inputs": np.stack([logk, f, dist], 1), "globals": np.array([q]), "fields": u[None, :, None]}
 
 
 def solve_heat(rng: np.random.Generator, h: float = 0.1, n_steps: int = 50, dt: float = 0.05) -> dict:
@@ -207,7 +217,11 @@ def solve_elasticity(rng: np.random.Generator, h: float = 0.08) -> dict:
     dom = random_domain(rng, "plate", h)
     mesh = MeshTri(np.ascontiguousarray(dom.pos.T), np.ascontiguousarray(dom.cells.T))
     nu = float(rng.uniform(0.2, 0.4))
-    tx, ty = float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1))
+    # oblique traction: magnitude in [0.05, 0.1], direction at least 20 degrees away from both axes, so every
+    # displacement channel carries signal (a near-zero channel makes its relative L2 meaningless)
+    mag = float(rng.uniform(0.05, 0.1))
+    phi = float(np.deg2rad(rng.uniform(20.0, 70.0) + 90.0 * rng.integers(0, 4)))
+    tx, ty = mag * np.cos(phi), mag * np.sin(phi)
     lam, mu = lame_parameters(1.0, nu)
     e = ElementVector(ElementTriP1())
     ib = Basis(mesh, e)

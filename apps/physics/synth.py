@@ -43,13 +43,17 @@ def _solver(problem: str) -> Callable:
     raise ValueError(f"unknown problem {problem!r}")
 
 
-def synth_one(problem: str, index: int, seed: int, h: float, out: str, n_steps: int | None = None) -> dict:
-    """Solve and write sample ``index``. Returns a record ``{index, ok, path | reason, n_nodes, seconds}``."""
+def synth_one(problem: str, index: int, seed: int, h: float, out: str, n_steps: int | None = None,
+              random_domains: bool = False) -> dict:
+    """Solve and write sample ``index``. Returns a record ``{index, ok, path | reason, n_nodes, seconds}``.
+    Darcy samples share one domain per ``seed`` (like the PhysGTO / NORM Darcy benchmark) unless ``random_domains``."""
     t0 = time.perf_counter()
     rng = np.random.default_rng([seed, index])
     kwargs = {"h": h}
     if n_steps is not None and get_problem(problem).transient:
         kwargs["n_steps"] = n_steps
+    if problem == "darcy":
+        kwargs["domain_seed"] = None if random_domains else seed
     try:
         sample = _solver(problem)(rng, **kwargs)
         dt = float(sample.pop("dt", 0.05 if get_problem(problem).transient else 0.0))
@@ -72,7 +76,8 @@ def _write_json(path: Path, obj) -> None:
 
 
 def synthesize(problem: str, n_samples: int, out: str | Path, seed: int = 0, h: float | None = None,
-               workers: int = 1, n_steps: int | None = None, progress: bool = True) -> dict:
+               workers: int = 1, n_steps: int | None = None, progress: bool = True,
+               random_domains: bool = False) -> dict:
     """Generate ``n_samples`` samples of ``problem`` into ``out``; returns the summary dict (also written to
     ``out/synth_summary.json``; failures to ``out/rejects.jsonl``)."""
     get_problem(problem)
@@ -86,11 +91,12 @@ def synthesize(problem: str, n_samples: int, out: str | Path, seed: int = 0, h: 
         task = bar.add_task("synth", total=n_samples)
         if workers <= 1:
             for i in range(n_samples):
-                records.append(synth_one(problem, i, seed, h, str(out), n_steps))
+                records.append(synth_one(problem, i, seed, h, str(out), n_steps, random_domains))
                 bar.advance(task)
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futs = [pool.submit(synth_one, problem, i, seed, h, str(out), n_steps) for i in range(n_samples)]
+                futs = [pool.submit(synth_one, problem, i, seed, h, str(out), n_steps, random_domains)
+                        for i in range(n_samples)]
                 for fut in as_completed(futs):
                     records.append(fut.result())
                     bar.advance(task)
@@ -100,7 +106,8 @@ def synthesize(problem: str, n_samples: int, out: str | Path, seed: int = 0, h: 
         log.warning("sample %d skipped: %s", r["index"], r["reason"])
     ok = [r for r in records if r["ok"]]
     summary = {"problem": problem, "requested": n_samples, "written": len(ok), "failed": len(failed),
-               "seed": seed, "h": h, "workers": workers, "seconds": round(time.perf_counter() - t0, 3),
+               "seed": seed, "h": h, "workers": workers, "random_domains": random_domains,
+               "seconds": round(time.perf_counter() - t0, 3),
                "mean_nodes": float(np.mean([r["n_nodes"] for r in ok])) if ok else 0.0,
                "failures": [{"index": r["index"], "reason": r["reason"]} for r in failed]}
     _write_json(out / "synth_summary.json", summary)
@@ -120,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--h", type=float, default=None, help="target mesh edge length (default per problem)")
     p.add_argument("--steps", type=int, default=None, help="time steps per trajectory (transient problems)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
+    p.add_argument("--random-domains", action="store_true",
+                   help="darcy: a new random domain per sample (default: one domain per seed, all samples share it)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    s = synthesize(a.problem, a.samples, a.out, a.seed, a.h, a.workers, a.steps)
+    s = synthesize(a.problem, a.samples, a.out, a.seed, a.h, a.workers, a.steps, random_domains=a.random_domains)
     print(f"{s['problem']}: requested {s['requested']}, written {s['written']}, failed {s['failed']} "
           f"(mean {s['mean_nodes']:.0f} nodes, {s['seconds']:.1f} s) -> {a.out}")
     return 0 if s["written"] > 0 else 1

@@ -20,7 +20,7 @@ def darcy_dir(tmp_path_factory):
     from apps.physics.synth import synthesize
 
     out = tmp_path_factory.mktemp("darcy")
-    s = synthesize("darcy", 8, out, seed=0, h=0.3, workers=1, progress=False)
+    s = synthesize("darcy", 8, out, seed=0, h=0.3, workers=1, progress=False, random_domains=True)
     assert s["written"] == 8
     return out
 

@@ -148,3 +148,23 @@ def test_transient_training_step_imposes_boundaries_and_detaches(heat_dir, monke
     torch.testing.assert_close(seen[2][fixed], b.fields[3, fixed, 0])  # boundary values imposed from the truth
     err.mean().backward()
     assert lit.net.net.alpha.grad is not None
+
+
+def test_test_stage_writes_rollout_curve_to_out_dir_never_cwd(heat_dir, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    trainer_kw = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    dm = PhysicsDataModule(problem="heat", data_dir=str(heat_dir), batch_size=2)
+    lit = _lit("heat")
+    pl.Trainer(**trainer_kw).test(lit, datamodule=dm, verbose=False)
+    assert lit.rollout_curve is not None and len(lit.rollout_curve) == 6  # 6-step trajectories
+    assert not any(cwd.iterdir())  # no logger, no out_dir: nothing written to the working directory
+    out = tmp_path / "out"
+    lit = _lit("heat", out_dir=str(out))
+    pl.Trainer(**trainer_kw).test(lit, datamodule=dm, verbose=False)
+    rows = (out / "rollout_rel_l2.csv").read_text().splitlines()
+    assert rows[0] == "step,rel_l2" and len(rows) == 7
+    assert [float(r.split(",")[1]) for r in rows[1:]] == pytest.approx(lit.rollout_curve, rel=1e-4)
+    assert not any(cwd.iterdir())

@@ -82,3 +82,19 @@ def test_physgto_rejects_unknown_attention():
         _net("physgto", attention="linear")
     with pytest.raises(ValueError, match="arch must be one of"):
         build_net("gcn", 3, 1, 1, False, **ARCH_KW, attention="projection")
+
+
+def test_edge_mlp_equals_mlp_on_concatenated_edge_inputs():
+    from apps.physics.graph_ops import MLP, EdgeMLP
+
+    torch.manual_seed(0)
+    split, full = EdgeMLP(5, 3, 8, 4, n_hidden=2), MLP(13, 8, 4, n_hidden=2)
+    with torch.no_grad():
+        full.net[0].weight.copy_(torch.cat([split.w_send.weight, split.w_recv.weight, split.w_edge.weight], 1))
+        full.net[0].bias.copy_(split.w_edge.bias)
+        for a, b in zip(list(full.net)[2:], split.rest):
+            for pa, pb in zip(a.parameters(), b.parameters()):
+                pa.copy_(pb)
+    h, e = torch.randn(6, 5), torch.randn(7, 3)
+    ei = torch.randint(0, 6, (2, 7))
+    torch.testing.assert_close(split(h, e, ei), full(torch.cat([h[ei[0]], h[ei[1]], e], 1)))
