@@ -1,9 +1,11 @@
 """Reading FHIR files into flat polars frames: file discovery, read tasks, bounded chunks, quarantine re-reads.
 
 Formats: bulk NDJSON (``.ndjson``, ``.ndjson.gz``; any resource types per file, Bundles on a line are unpacked) and
-JSON files (``.json``, ``.json.gz``) holding a Bundle of any type or a single resource. Lines are parsed with orjson
-and flattened by :class:`apps.ehr.fhir.Flattener`; every ``chunk`` records the columns become polars frames, so the
-raw JSON is never held beyond one chunk. GC is paused while parsing (the flat lists hold no cycles).
+JSON files (``.json``, ``.json.gz``) holding a Bundle of any type or a single resource. NDJSON is read in blocks of
+whole lines: a block of the common shape is decoded at once by :mod:`apps.ehr.ingest_fast` (msgspec + polars, one
+frame per block); anything else goes line by line through the general path (orjson + :class:`apps.ehr.fhir.
+Flattener`, which gives the quarantine reasons), in input order. Every ``chunk`` general-path records the columns
+become polars frames, so raw JSON is never held beyond one block or chunk. GC is paused while parsing (no cycles).
 
 A task reads a batch of items (whole files, or line-aligned byte ranges of a big plain NDJSON file with the number of
 its first line, so line numbers stay exact) and returns a :class:`ReadResult`: frames, per-type ``read``/``ignored``

@@ -19,7 +19,8 @@ from rich.table import Table
 
 @dataclass
 class IngestReport:
-    """Result of :func:`apps.ehr.ingest.ingest` (``seconds`` and ``out`` are not written to report.json)."""
+    """Result of :func:`apps.ehr.ingest.ingest` (``seconds``, ``cpu_s`` and ``out`` are not written to report.json:
+    reruns stay byte-identical)."""
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> read/accepted/rejected/ignored
     reasons: dict[str, int] = field(default_factory=dict)  # reason category -> n
@@ -32,6 +33,7 @@ class IngestReport:
     validate: bool = False
     out: str = ""
     seconds: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process CPU seconds per phase (read, resolve, write)
 
     @property
     def total(self) -> dict[str, int]:
@@ -47,6 +49,7 @@ class IngestReport:
     def to_json(self) -> bytes:
         d = asdict(self)
         d.pop("seconds")
+        d.pop("cpu_s")
         d.pop("out")
         d["total"] = self.total
         return orjson.dumps(d, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

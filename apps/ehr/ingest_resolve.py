@@ -101,11 +101,15 @@ def first_distinct(df: pl.DataFrame, cols: list[str]) -> pl.Series:
 
 
 def _join(df: pl.DataFrame, right: pl.DataFrame, on: str | list[str]) -> pl.DataFrame:
-    """Left join keeping ``df``'s order; an empty ``right`` adds its columns as nulls (no join)."""
-    if right.height:
-        return df.join(right, on=on, how="left", maintain_order="left")
+    """Left join on keys that are unique in ``right``, keeping ``df``'s order. Only the key columns go through the
+    join (the wide frame is not gathered again); an empty ``right`` adds its columns as nulls without a join."""
     on = [on] if isinstance(on, str) else on
-    return df.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in right.schema.items() if c not in on)
+    if not right.height:
+        return df.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in right.schema.items() if c not in on)
+    got = df.select(on).join(right, on=on, how="left", maintain_order="left").drop(on)
+    if got.height != df.height:
+        raise AssertionError("join keys are not unique in the right frame")
+    return df.hstack(got)
 
 
 def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
