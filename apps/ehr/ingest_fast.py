@@ -8,8 +8,9 @@ and time) run vectorised on the frame. The rows are exactly those :class:`apps.e
 same lines (tested).
 
 A block takes the fast path only as a whole: every line non-blank, of the block's resource type, of the common
-shape (``Patient/<id>`` / ``Encounter/<id>`` references, the preferred coding system first with a code, a string
-time, a numeric ``valueQuantity`` for Observations) and with the right JSON types. Otherwise the block is retried
+bulk-export shape (``Patient/<id>`` subject and ``Encounter/<id>`` encounter references; exactly one coding, of the
+type's preferred system, with a code and a display; a string time; for Observations a ``valueQuantity`` with a
+numeric value and a unit) and with the right JSON types. Otherwise the block is retried
 as sub-blocks of :data:`SUB_LINES` lines and the sub-blocks that still fail go line by line through the general
 path (orjson + Flattener), which gives the precise quarantine reason (malformed JSON, missing reference, ...).
 So bad lines cost at most one extra decode of their block plus a sub-block on the general path, and nothing
