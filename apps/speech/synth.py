@@ -5,10 +5,11 @@ Writes ``<out>/Libri{S}Mix/wav{8k,16k}/{min,max}/{train-100,dev,test}/{mix_clean
 (``mixture_ID, mixture_path, source_1_path, ..., [noise_path,] length``; paths relative to ``wav{..}/{mode}``,
 length in samples), so ``SpeechDataModule`` reads it exactly like LibriMix.
 
-Speakers are espeak-ng voice+variant pairs with their own pitch, pitch range and rate; the speaker pool is split so
-dev and test speakers are unseen in training (as in LibriMix).  Mixing follows LibriMix: each source gets a random
-level (RMS, U(-33, -25) dBFS, RMS standing in for LUFS), noise U(-38, -30) dBFS; "min" truncates to the shortest
-source, "max" zero-pads to the longest; a mixture that would clip is scaled down to a 0.9 peak (sources alike).
+Speakers are espeak-ng voice+variant pairs with their own pitch, pitch range and rate; the pool is split by variant
+(timbre) so dev and test speakers are unseen voices (as LibriMix's dev/test speakers are unseen in training).
+Mixing follows LibriMix: each source gets a random level (RMS, U(-33, -25) dBFS, RMS standing in for LUFS), noise
+U(-38, -30) dBFS; "min" truncates to the shortest source, "max" zero-pads to the longest; a mixture that would clip
+is scaled down to a 0.9 peak (sources alike).
 """
 
 import argparse
@@ -53,9 +54,9 @@ class Speaker:
         return f"{self.voice.replace('+', '-')}-p{self.pitch}-r{self.rate}"
 
 
-def make_speakers(rng: np.random.Generator, n: int) -> list[Speaker]:
-    """n distinct speakers over voices x variants with random pitch (20-80), range (20-90) and rate (130-210)."""
-    combos = [f"{v}+{var}" for v in BASE_VOICES for var in VARIANTS]
+def make_speakers(rng: np.random.Generator, n: int, variants: Sequence[str] = VARIANTS) -> list[Speaker]:
+    """n distinct speakers over voices x ``variants`` with random pitch (20-80), range (20-90), rate (130-210)."""
+    combos = [f"{v}+{var}" for v in BASE_VOICES for var in variants]
     rng.shuffle(combos)
     return [
         Speaker(
@@ -66,6 +67,24 @@ def make_speakers(rng: np.random.Generator, n: int) -> list[Speaker]:
         )
         for i in range(n)
     ]
+
+
+def speaker_pools(rng: np.random.Generator, n_speakers: int, n_src: int) -> dict[str, list[Speaker]]:
+    """Disjoint speaker pools: 1/8 of the speakers each for dev and test, the rest for train-100.
+
+    The split is by espeak-ng variant (the voice timbre: formants, breathiness, tone), not only by speaker: dev and
+    test speakers use variants never heard in training (1/8 of the variants each), so "unseen speakers" means unseen
+    voices, not a seen voice at another pitch or accent.
+    """
+    variants = list(VARIANTS)
+    rng.shuffle(variants)
+    n_var = max(1, len(variants) // 8)
+    n_hold = max(n_src, n_speakers // 8)
+    return {
+        "dev": make_speakers(rng, n_hold, variants[:n_var]),
+        "test": make_speakers(rng, n_hold, variants[n_var : 2 * n_var]),
+        "train-100": make_speakers(rng, max(n_src, n_speakers - 2 * n_hold), variants[2 * n_var :]),
+    }
 
 
 def random_sentence(rng: np.random.Generator, n_min: int = 6, n_max: int = 14) -> str:
@@ -147,13 +166,7 @@ def generate(
     """Generate the corpus; returns mixtures written per subset.  Metadata CSVs are written last (completion mark)."""
     counts = counts or {"train-100": 200, "dev": 40, "test": 40}
     rng = np.random.default_rng(seed)
-    speakers = make_speakers(rng, n_speakers)
-    n_dev = n_test = max(n_src, n_speakers // 8)  # unseen speakers for dev and test
-    pools = {
-        "dev": speakers[:n_dev],
-        "test": speakers[n_dev : n_dev + n_test],
-        "train-100": speakers[n_dev + n_test :],
-    }
+    pools = speaker_pools(rng, n_speakers, n_src)  # dev/test voices unseen in training
     root = Path(out) / f"Libri{n_src}Mix"
     written: dict[str, int] = {}
     from rich.progress import Progress

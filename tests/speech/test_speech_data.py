@@ -120,3 +120,15 @@ def test_wsj0mix_layout_and_resampling_from_16k(synth_root, tmp_path, caplog):
     assert item["sources"].shape == (2, n16 // 2)
     dm.setup("fit")
     assert dm.datasets["train"][0]["mix"].shape == (4000,)
+
+
+def test_dev_and_test_voices_are_unseen_in_training():
+    from apps.speech.synth import speaker_pools
+
+    pools = speaker_pools(np.random.default_rng(0), 160, 2)
+    variants = {k: {s.voice.split("+")[1] for s in v} for k, v in pools.items()}
+    assert not variants["train-100"] & variants["test"] and not variants["train-100"] & variants["dev"]
+    assert not variants["dev"] & variants["test"]
+    assert [len(v) for v in pools.values()] == [20, 20, 120] and len(variants["train-100"]) >= 25
+    ids = [s.speaker_id for v in pools.values() for s in v]
+    assert len(set(ids)) == len(ids)
