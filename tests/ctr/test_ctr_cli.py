@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from apps.ctr.cli import main
-from apps.ctr.synth import SynthConfig, generate, synth_main
+from apps.ctr.synth import ClickProcess, SynthConfig, generate, observed_probability, synth_main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "ctr" / "tiny.yaml")
@@ -30,6 +30,27 @@ def test_synth_saves_true_probability(tmp_path):
     assert counts.max() > 8 * np.median(counts)  # long-tailed categories
     a, b = generate(SynthConfig(n_rows=500, seed=1)), generate(SynthConfig(n_rows=500, seed=1))
     assert a.equals(b)
+
+
+def test_synth_p_true_depends_only_on_the_observed_row():
+    """A missing field enters the click process as its own state: its hidden value does not move p_true."""
+    cfg = SynthConfig(n_rows=2000, seed=2)
+    proc = ClickProcess(cfg, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    codes, nums = proc.sample_fields(2000, rng)
+    miss = rng.random((2000, cfg.n_cat + cfg.n_num)) < 0.3
+    proc.fit_norm(codes, nums, miss)
+    codes2, nums2 = proc.sample_fields(2000, rng)  # other hidden values behind the same missing mask
+    c = np.where(miss[:, :cfg.n_cat], codes2, codes)
+    x = np.where(miss[:, cfg.n_cat:], nums2, nums)
+    np.testing.assert_allclose(proc.logit(c, x, miss), proc.logit(codes, nums, miss))
+    assert not np.allclose(proc.logit(c, x, 0 * miss), proc.logit(codes, nums, 0 * miss))  # would leak
+    old = SynthConfig(n_rows=600, seed=2, missing_in_process=False)
+    p_obs = observed_probability(old, slice(0, 600), draws=8)
+    df = generate(old)
+    hidden = df.select(pl.any_horizontal(pl.all().exclude("label", "p_true").is_null())).to_series().to_numpy()
+    assert np.allclose(p_obs[~hidden], df["p_true"].to_numpy()[~hidden])  # complete rows: the same
+    assert not np.allclose(p_obs[hidden], df["p_true"].to_numpy()[hidden])  # rows with a hidden value differ
 
 
 @pytest.fixture(scope="module")

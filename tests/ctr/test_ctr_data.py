@@ -206,3 +206,19 @@ def test_serving_applies_the_same_preprocess_as_training(tmp_path):
     trained = enc.arrays(pl.read_parquet(tmp_path / "e" / "train.parquet"))
     np.testing.assert_array_equal(served["idx"], trained["idx"])
     assert served["idx"][0, 0] == FIRST  # hour 13 is the most frequent hour-of-day token
+
+
+def test_chunked_encoding_matches_one_chunk_and_keeps_line_numbers(criteo_files, tmp_path):
+    d, _ = criteo_files
+    src = {"train": d / "train.txt", "val": d / "val.txt"}
+    one = encode_dataset(src, criteo_schema(min_count=1), tmp_path / "one", chunk_rows=1_000_000)
+    many = encode_dataset(src, criteo_schema(min_count=1), tmp_path / "many", chunk_rows=7)  # 18 + 6 chunks
+    for s in ("train", "val"):
+        a, b = one["splits"][s], many["splits"][s]
+        assert {k: a[k] for k in ("read", "written", "rejected", "oov", "missing", "rejects_by_reason")} == \
+               {k: b[k] for k in ("read", "written", "rejected", "oov", "missing", "rejects_by_reason")}
+        assert pl.read_parquet(tmp_path / "one" / f"{s}.parquet").equals(pl.read_parquet(tmp_path / "many" / f"{s}.parquet"))
+    assert pl.read_csv(tmp_path / "many" / "rejects_val.csv")["line"].to_list() == list(range(31, 37))
+    assert FeatureEncoder.load(tmp_path / "one" / "vocab.json").to_dict() == \
+           FeatureEncoder.load(tmp_path / "many" / "vocab.json").to_dict()
+    assert not (tmp_path / "many" / ".staging").exists()  # staged parts removed

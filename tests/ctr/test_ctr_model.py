@@ -142,3 +142,23 @@ def test_fcn_needs_even_d_model_and_sizes():
         CTRNet(CTRNetConfig(field_sizes=(3,), d_model=5))
     with pytest.raises(ValueError, match="field_sizes is empty"):
         CTRNet(CTRNetConfig())
+
+
+def test_fast_serving_paths_agree_with_eager_and_flops():
+    from apps.ctr.serving import flops_per_row, serving_module
+
+    torch.manual_seed(0)
+    net = CTRNet(CTRNetConfig(arch="fcn", field_sizes=(7, 9, 5, 6), d_model=8)).eval()
+    torch.nn.init.normal_(net.embedding.table.weight, std=0.1)
+    idx = torch.randint(0, 5, (256, 4))
+    val = torch.ones(256, 4)
+    with torch.inference_mode():
+        ref = net(idx, val)
+        torch.testing.assert_close(serving_module(net, "script")(idx, val), ref, rtol=1e-4, atol=1e-5)
+        q = serving_module(net, "int8")(idx, val)
+    assert torch.corrcoef(torch.stack([q, ref]))[0, 1] > 0.995 and not torch.equal(q, ref)  # int8: close, not equal
+    assert (q - ref).abs().mean() < 0.1 * ref.abs().mean()
+    D = 4 * 8
+    assert flops_per_row(net) == 8 * D * D + 2 * 2 * D  # 8 halved cross layers (2 * D * D/2) + 2 branch heads
+    with pytest.raises(ValueError, match="serving mode"):
+        serving_module(net, "fp16")
