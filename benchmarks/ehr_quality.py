@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--vocab-size", type=int, default=256)
+    p.add_argument("--task-heads", action="store_true", help="one linear readout per task (default: one shared)")
     p.add_argument("--reuse-data", action="store_true",
                    help="reuse fhir/ and meds/ of an earlier run of the same size and seed (no synthesis or ingest)")
     p.add_argument("--out", default="runs/bench")
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
                    help="re-evaluate the finished run folder's finetuned.ckpt (no synthesis or training)")
     args = p.parse_args(argv)
     net = EHRMambaConfig(vocab_size=args.vocab_size, d_model=args.d_model, n_layers=args.n_layers, d_state=32,
-                         d_time=16, max_visits=64, dropout=args.dropout)
+                         d_time=16, max_visits=64, dropout=args.dropout, n_tasks=8 if args.task_heads else 0)
     s = PipelineSettings(n_patients=args.patients, net=net, max_len=args.max_len, batch_size=args.batch_size,
                          pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs, lr=args.lr,
                          warmup_steps=args.warmup_steps, reuse_data=args.reuse_data)

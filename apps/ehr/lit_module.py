@@ -58,6 +58,10 @@ class EHRLitModule(LinmixModule):
         if dm is not None and getattr(dm, "task_names", None):
             self.task_names, self.task_token_ids = list(dm.task_names), list(dm.task_token_ids)
             self.vocab_json = dm.vocab.to_json()
+            n_heads = self.net.cfg.n_tasks
+            if n_heads and n_heads != len(self.task_names):
+                raise ValueError(f"net.n_tasks = {n_heads} readouts but the data has {len(self.task_names)} tasks "
+                                 f"{self.task_names}: set --model.net.n_tasks {len(self.task_names)} (or 0, shared)")
         if stage == "fit" and self.pretrained and self.objective == "finetune":
             self.load_pretrained(self.pretrained)
 
@@ -113,7 +117,7 @@ class EHRLitModule(LinmixModule):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100)
             self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
             return loss
-        logit = self.net.pool_logit(hidden, lengths)
+        logit = self.net.pool_logit(hidden, lengths, batch["task"])
         loss = F.binary_cross_entropy_with_logits(logit, batch["label"])
         self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
         if stage != "train":
@@ -138,7 +142,7 @@ class EHRLitModule(LinmixModule):
             idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
             prob, token = torch.softmax(self.net.lm_logits(hidden.gather(1, idx).squeeze(1)), dim=-1).max(dim=-1)
             return {"subject_id": batch["subject_id"], "next_token": token, "next_token_probability": prob}
-        return {"probability": torch.sigmoid(self.net.pool_logit(hidden, lengths)), "task": batch["task"],
+        return {"probability": torch.sigmoid(self.net.pool_logit(hidden, lengths, batch["task"])), "task": batch["task"],
                 "label": batch["label"], "subject_id": batch["subject_id"],
                 "prediction_time": batch["prediction_time"]}
 

@@ -42,6 +42,7 @@ class EHRMambaConfig:
     max_visits: int = 512  # visit orders above are clamped
     n_segments: int = 3
     tie_embeddings: bool = True
+    n_tasks: int = 0  # 0: one task logit shared by all prompts (Odyssey MPF); k: one linear readout per task
 
 
 class Sinusoid(nn.Module):
@@ -107,7 +108,7 @@ class EHRMamba(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.concept.weight
-        self.cls_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, 1))
+        self.cls_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.d_model, max(1, cfg.n_tasks)))
 
     def forward(self, tokens: Tensor, token_type: Tensor, age: Tensor, time: Tensor, visit_order: Tensor,
                 visit_segment: Tensor) -> Tensor:
@@ -120,10 +121,19 @@ class EHRMamba(nn.Module):
         """(B, L, D) -> next-token logits (B, L, V)."""
         return self.lm_head(hidden)
 
-    def pool_logit(self, hidden: Tensor, lengths: Tensor) -> Tensor:
-        """Task logit at the last real token: hidden (B, L, D), lengths (B,) -> (B,)."""
+    def pool_logit(self, hidden: Tensor, lengths: Tensor, task: Optional[Tensor] = None) -> Tensor:
+        """Task logit at the last real token: hidden (B, L, D), lengths (B,), task (B,) index -> (B,)."""
         idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
-        return self.cls_head(hidden.gather(1, idx).squeeze(1)).squeeze(-1)
+        return self.head_logit(hidden.gather(1, idx).squeeze(1), task)
+
+    def head_logit(self, pooled: Tensor, task: Optional[Tensor] = None) -> Tensor:
+        """Pooled hidden (B, D) -> logit (B,): the shared readout, or task ``task``'s readout when ``n_tasks`` > 0."""
+        out = self.cls_head(pooled)  # (B, max(1, n_tasks))
+        if out.size(-1) == 1:
+            return out.squeeze(-1)
+        if task is None:
+            raise ValueError("this model has one readout per task: pass the task indices")
+        return out.gather(1, task.view(-1, 1)).squeeze(1)
 
     def init_state(self, batch: int) -> list[Tensor]:
         """Empty recurrent state of the backbone for ``batch`` sequences."""
@@ -181,4 +191,4 @@ class EHRMambaScorer(nn.Module):
         t, ty, a, tm, vo, vs, lengths = prompt(tokens, token_type, age, time, visit_order, visit_segment,
                                                 self.task_token_ids[task])
         hidden = self.net(t, ty, a, tm, vo, vs)
-        return torch.sigmoid(self.net.pool_logit(hidden, lengths))
+        return torch.sigmoid(self.net.pool_logit(hidden, lengths, task))

@@ -69,7 +69,7 @@ class IncrementalScorer:
                 last_time.view(1, 1), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long)]
         x = self.net.embed(*tail, prev_time=last_time)  # (1, 1, D)
         y, _ = self.net.backbone.step(x[:, 0], state)  # one recurrent step, O(1) in the history
-        return float(torch.sigmoid(self.net.cls_head(y)).squeeze())
+        return float(torch.sigmoid(self.net.head_logit(y, torch.tensor([task]))).squeeze())
 
     def start(self, key, task: int, arrays: dict[str, np.ndarray]) -> float:
         """Score a history (``[CLS]`` in slot 0, replaced by the task token) and keep its state under ``key``."""
@@ -90,7 +90,7 @@ class IncrementalScorer:
         """Full forward over the whole history with the prompt (the reference the incremental path must equal)."""
         *inputs, lengths = prompt(*to_tensors(arrays), torch.tensor([self.task_token_ids[task]]))
         hidden = self.net(*inputs)
-        return float(torch.sigmoid(self.net.pool_logit(hidden, lengths)).squeeze())
+        return float(torch.sigmoid(self.net.pool_logit(hidden, lengths, torch.tensor([task]))).squeeze())
 
 
 def visit_ends(arrays: dict[str, np.ndarray]) -> list[int]:

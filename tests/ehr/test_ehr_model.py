@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from apps.ehr import sequences as S
@@ -131,3 +132,19 @@ def test_finetune_starts_from_pretrained_weights(tmp_path):
         other.load_pretrained(str(path))
     with pytest.raises(FileNotFoundError):
         other.load_pretrained(str(tmp_path / "missing.ckpt"))
+
+
+def test_one_readout_per_task_selects_by_task_and_scripts():
+    torch.manual_seed(0)
+    m = EHRMamba(EHRMambaConfig(**{**CFG.__dict__, "n_tasks": 3})).eval()
+    scorer = EHRMambaScorer(m, [25, 26, 27])
+    x = inputs(2, 12)
+    with torch.no_grad():
+        *arrays, lengths = prompt(*x, torch.tensor([25, 25]))
+        pooled = m(*arrays)[torch.arange(2), lengths - 1]
+        full = m.cls_head(pooled)  # (B, n_tasks)
+        task = torch.tensor([0, 0])
+        assert torch.allclose(m.pool_logit(m(*arrays), lengths, task), full[:, 0], atol=1e-6)
+        assert torch.allclose(torch.jit.script(scorer)(*x, task), scorer(*x, task), atol=1e-5)
+    with pytest.raises(ValueError, match="task indices"):
+        m.pool_logit(m(*arrays), lengths)

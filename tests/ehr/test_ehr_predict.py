@@ -17,11 +17,13 @@ FX = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(FX)
 
 
-def test_incremental_equals_recompute_at_every_visit_and_token():
+@pytest.mark.parametrize("n_tasks", [0, 5])  # one shared readout / one per task
+def test_incremental_equals_recompute_at_every_visit_and_token(n_tasks):
     frame = FX.build_frame(12, seed=3).with_columns(split=__import__("polars").lit("train"))
     seqs, vocab, _ = S.build_sequences(frame, S.SequenceSettings(vocab_size=96, n_conditions=2))
     torch.manual_seed(0)
-    net = EHRMamba(EHRMambaConfig(vocab_size=96, d_model=32, n_layers=2, d_state=16, d_time=8, max_visits=16))
+    net = EHRMamba(EHRMambaConfig(vocab_size=96, d_model=32, n_layers=2, d_state=16, d_time=8, max_visits=16,
+                                  n_tasks=n_tasks))
     scorer = IncrementalScorer(net, [25, 26, 27, 28, 29])
     checked = 0
     for r in range(2):
