@@ -82,22 +82,35 @@ def edge_geometry(pos: Tensor, edge_index: Tensor) -> Tensor:
     return torch.cat([d, -d, torch.linalg.vector_norm(d, dim=1, keepdim=True)], dim=1)
 
 
+_ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
+
+
+def _activation(act: str, who: str) -> nn.Module:
+    """A fresh activation module by name; a clear error naming ``who`` for an unknown one."""
+    if act not in _ACTIVATIONS:
+        raise ValueError(f"{who}: unknown activation {act!r}; expected one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[act]()
+
+
+def _mlp_tail(d_hidden: int, d_out: int, n_hidden: int, layer_norm: bool, act: str) -> List[nn.Module]:
+    """The layers after an MLP's first Linear + activation: (n_hidden - 1) x [Linear, act], Linear -> d_out, LayerNorm."""
+    layers: List[nn.Module] = []
+    for _ in range(n_hidden - 1):
+        layers += [nn.Linear(d_hidden, d_hidden), _activation(act, "MLP")]
+    layers.append(nn.Linear(d_hidden, d_out))
+    if layer_norm:
+        layers.append(nn.LayerNorm(d_out))
+    return layers
+
+
 class MLP(nn.Module):
     """Linear(in, h) - act - [Linear(h, h) - act] x (n_hidden - 1) - Linear(h, out) [- LayerNorm(out)]."""
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, n_hidden: int = 1, layer_norm: bool = True,
                  act: str = "silu") -> None:
         super().__init__()
-        acts = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
-        if act not in acts:
-            raise ValueError(f"MLP: unknown activation {act!r}; expected one of {sorted(acts)}")
-        layers: List[nn.Module] = [nn.Linear(d_in, d_hidden), acts[act]()]
-        for _ in range(n_hidden - 1):
-            layers += [nn.Linear(d_hidden, d_hidden), acts[act]()]
-        layers.append(nn.Linear(d_hidden, d_out))
-        if layer_norm:
-            layers.append(nn.LayerNorm(d_out))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.Linear(d_in, d_hidden), _activation(act, "MLP"),
+                                 *_mlp_tail(d_hidden, d_out, n_hidden, layer_norm, act))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -115,17 +128,8 @@ class EdgeMLP(nn.Module):
         self.w_send = nn.Linear(d_node, d_hidden, bias=False)
         self.w_recv = nn.Linear(d_node, d_hidden, bias=False)
         self.w_edge = nn.Linear(d_edge, d_hidden)
-        acts = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
-        if act not in acts:
-            raise ValueError(f"EdgeMLP: unknown activation {act!r}; expected one of {sorted(acts)}")
-        self.act = acts[act]()
-        layers: List[nn.Module] = []
-        for _ in range(n_hidden - 1):
-            layers += [nn.Linear(d_hidden, d_hidden), acts[act]()]
-        layers.append(nn.Linear(d_hidden, d_out))
-        if layer_norm:
-            layers.append(nn.LayerNorm(d_out))
-        self.rest = nn.Sequential(*layers)
+        self.act = _activation(act, "EdgeMLP")
+        self.rest = nn.Sequential(*_mlp_tail(d_hidden, d_out, n_hidden, layer_norm, act))
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tensor:
         z = self.w_send(h)[edge_index[0]] + self.w_recv(h)[edge_index[1]] + self.w_edge(e)
