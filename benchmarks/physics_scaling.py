@@ -31,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from apps.physics.geometry import mesh_edges  # noqa: E402
 from apps.physics.model import PhysGTO  # noqa: E402
 
+# glibc settings for --malloc cache: never mmap (so freed blocks are reused instead of unmapped) and never trim
+MALLOC_CACHE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 36), "MALLOC_TOP_PAD_": str(1 << 30)}
+
 
 def grid_mesh(n_nodes: int):
     n = max(2, int(round(np.sqrt(n_nodes))))
@@ -90,6 +93,10 @@ def main(argv=None) -> int:
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--malloc", choices=["cache", "default"], default="cache",
+                   help="cache: glibc keeps freed memory (MALLOC_MMAP_MAX_=0, no trimming), as jemalloc/tcmalloc "
+                        "deployments do; default: glibc as configured, where every tensor over 32 MB is a fresh "
+                        "mmap whose page faults grow faster than the mesh")
     p.add_argument("--variant", choices=["projection", "softmax"], default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.variant:
@@ -102,7 +109,10 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--variant", attention, "--sizes", *map(str, a.sizes), "--softmax-max",
                str(a.softmax_max), "--reps", str(a.reps), "--threads", str(a.threads), "--d-model", str(a.d_model),
                "--layers", str(a.layers)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        env = dict(os.environ)
+        if a.malloc == "cache":
+            env.update(MALLOC_CACHE_ENV)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         for line in proc.stdout:
             if line.startswith("ROW "):
                 r = json.loads(line[4:])
@@ -128,11 +138,13 @@ def main(argv=None) -> int:
         bars["softmax_over_projection_at_20k"] = {"value": soft[n20]["seconds"] / proj[n20]["seconds"],
                                                   "bar": ">= 10", "nodes": n20}
     meta = {"threads": a.threads, "d_model": a.d_model, "layers": a.layers, "n_slots": 32,
-            "load_avg_at_end": os.getloadavg(), "torch": torch.__version__, "cpu_count": os.cpu_count()}
+            "load_avg_at_end": os.getloadavg(), "malloc": a.malloc, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     (out / "physics_scaling.json").write_text(json.dumps({"rows": rows, "bars": bars, "meta": meta}, indent=2))
     lines = ["# PhysGTO inference scaling (CPU)", "",
              f"PhysGTO d_model {a.d_model}, {a.layers} blocks, 32 slots; {a.threads} thread(s); load average at end "
-             f"{meta['load_avg_at_end'][0]:.1f} on {os.cpu_count()} cores (shared machine: times are inflated).", "",
+             f"{meta['load_avg_at_end'][0]:.1f} on {os.cpu_count()} cores (shared machine: times are inflated); "
+             f"allocator: glibc {'with freed memory kept (--malloc cache)' if a.malloc == 'cache' else 'defaults'}.",
+             "",
              "| attention | nodes | edges | time (s) | peak RSS growth (MB) |", "|---|---|---|---|---|"]
     lines += [f"| {r['attention']} | {r['nodes']} | {r['edges']} | {r['seconds']:.3f} | {r['peak_mb']:.1f} |" for r in rows]
     lines += ["", "| bar | measured | target |", "|---|---|---|"]
