@@ -272,14 +272,20 @@ def _general_lines(rd: _Reader, lines: list[bytes], first_line: int) -> None:
         rd.resource(d, first_line + k, -1, None)
 
 
+def _try_fast(rd: _Reader, block, n: int, first_line: int) -> bool:
+    """Decode ``n`` whole lines on the fast path into ``rd``; False (nothing read) when any line does not fit."""
+    rtype = block_type(block)
+    got = decode_block(block, rtype, rd.src, first_line, n) if rtype else None
+    if got is None:
+        return False
+    rd.add_frame(*got, rtype)
+    return True
+
+
 def _read_block(rd: _Reader, block, n: int, first_line: int) -> None:
     """Read one block of ``n`` whole lines (fast path, else sub-blocks, else the general path)."""
-    if not rd.validate:
-        rtype = block_type(block)
-        got = decode_block(block, rtype, rd.src, first_line, n) if rtype else None
-        if got is not None:
-            rd.add_frame(*got, rtype)
-            return
+    if not rd.validate and _try_fast(rd, block, n, first_line):
+        return
     lines = bytes(block).split(b"\n")
     if len(lines) > n:
         lines.pop()  # the empty piece after the last newline
@@ -288,14 +294,8 @@ def _read_block(rd: _Reader, block, n: int, first_line: int) -> None:
         return
     for k in range(0, n, SUB_LINES):
         sub = lines[k:k + SUB_LINES]
-        first = first_line + k
-        sb = b"\n".join(sub)
-        rtype = block_type(sb)
-        got = decode_block(sb, rtype, rd.src, first, len(sub)) if rtype else None
-        if got is not None:
-            rd.add_frame(*got, rtype)
-        else:
-            _general_lines(rd, sub, first)
+        if not _try_fast(rd, b"\n".join(sub), len(sub), first_line + k):
+            _general_lines(rd, sub, first_line + k)
 
 
 def _read_into(rd: _Reader, src: int, path: Path, start: int = 0, end: int | None = None,

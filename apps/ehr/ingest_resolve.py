@@ -100,7 +100,7 @@ def first_distinct(df: pl.DataFrame, cols: list[str]) -> pl.Series:
     return out
 
 
-def _join(df: pl.DataFrame, right: pl.DataFrame, on: str | list[str]) -> pl.DataFrame:
+def join_unique(df: pl.DataFrame, right: pl.DataFrame, on: str | list[str]) -> pl.DataFrame:
     """Left join on keys that are unique in ``right``, keeping ``df``'s order. Only the key columns go through the
     join (the wide frame is not gathered again); an empty ``right`` adds its columns as nulls without a join."""
     on = [on] if isinstance(on, str) else on
@@ -136,7 +136,7 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
 
     # ---- encounters
     E = E.with_columns(start_t=parse_times(E["start"]), end_t=parse_times(E["end"]), _dup=~first_distinct(E, ["rid"]))
-    E = _join(_join(E, pk, "subject"), prej, "subject")
+    E = join_unique(join_unique(E, pk, "subject"), prej, "subject")
     E = E.with_columns(reason=pl.when(pl.col("_dup")).then(pl.lit("duplicate id: an earlier Encounter with this id "
                                                                   "was kept"))
                        .otherwise(subject_reason("Encounter"))
@@ -158,8 +158,9 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
                                | (pl.col("entry").diff() != 0)).fill_null(True), t=parse_times(V["time"]))
     keys = V.filter(pl.col("_start")).select(*KEY, "rtype", "rid")
     dups = keys.filter(pl.col("rid").is_not_null() & ~first_distinct(keys, ["rtype", "rid"]))
-    V = _join(_join(_join(_join(_join(V, dups.select(*KEY, _dup=pl.lit(True)), KEY), pk, "subject"), prej, "subject"),
-                    ek, "enc"), erej, "enc")
+    for right, on in ((dups.select(*KEY, _dup=pl.lit(True)), KEY), (pk, "subject"), (prej, "subject"), (ek, "enc"),
+                      (erej, "enc")):
+        V = join_unique(V, right, on)
     V = V.with_columns(t=pl.when(pl.col("time").is_null() & (pl.col("rtype") == "Condition"))
                        .then(pl.col("enc_start")).otherwise(pl.col("t")))
     enc_set = pl.col("enc").is_not_null()
