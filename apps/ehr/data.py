@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from apps.ehr import labels as L
 from apps.ehr import sequences as S
+from apps.ehr.meds import atomic_write
 
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
 
@@ -178,8 +179,8 @@ class EHRDataModule(pl_.LightningDataModule):
             groups = L.top_condition_groups(frame, self.n_conditions)
             labels = L.make_labels(frame, condition_groups=groups)
             L.write_labels(labels, folder / "labels")
-            S._atomic_write(folder / "tasks.json",
-                            lambda p: p.write_text(json.dumps({"tasks": list(labels), "condition_groups": groups})))
+            atomic_write(folder / "tasks.json",
+                         lambda p: p.write_text(json.dumps({"tasks": list(labels), "condition_groups": groups})))
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.datasets:

@@ -18,10 +18,11 @@ tokens instead of hours, see reference bug 2, and mislabel 28-29 day gaps, bug 3
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
+
+from apps.ehr.meds import atomic_write
 
 BASE_TASKS = ("mortality", "los", "readmission")
 TASK_TOKEN = {"mortality": "[MOR_1M]", "los": "[LOS_1W]", "readmission": "[REA_1M]"}
@@ -105,11 +106,5 @@ def write_labels(labels: dict[str, pl.DataFrame], root: str | Path) -> list[Path
     """Write ``<root>/<task>/0.parquet`` per task (MEDS ``$TASK_ROOT/$TASK_NAME/*.parquet``), atomically."""
     paths = []
     for task, df in labels.items():
-        folder = Path(root) / task
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "0.parquet"
-        tmp = folder / f".0.parquet.tmp{os.getpid()}"
-        _cast(df).write_parquet(tmp)
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(atomic_write(Path(root) / task / "0.parquet", _cast(df).write_parquet))
     return paths

@@ -18,7 +18,9 @@ so the files are byte-identical for the same input. ``subject_id`` is a stable 6
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from typing import Callable
 
 import orjson
 import polars as pl
@@ -63,6 +65,17 @@ def subject_table(patient_ids: list[str]) -> pl.DataFrame:
 _ARROW = {"subject_id": pa.int64(), "time": pa.timestamp("us"), "code": pa.string(), "numeric_value": pa.float32(),
           "text_value": pa.large_string(), "split": pa.string(), "description": pa.string(),
           "patient_id": pa.string(), "encounter_id": pa.string(), "unit": pa.string()}
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a hidden sibling of ``path``, then rename it over ``path`` (parents created): readers see
+    the old file or the whole new one, never a partial write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def _write(df: pl.DataFrame, path: Path) -> None:

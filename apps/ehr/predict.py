@@ -13,14 +13,13 @@ each visit (``scores.parquet``: subject_id, visit, time, task, probability).
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 
 from apps.ehr import sequences as S
+from apps.ehr.meds import atomic_write
 from apps.ehr.model import EHRMamba, prompt
 
 KEYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
@@ -137,9 +136,6 @@ def score_main(argv=None) -> int:
             done = end
         scorer.states.pop(row["subject_id"], None)
     out = pl.DataFrame(rows).with_columns(pl.col("time").cast(pl.Datetime("us")))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{args.out}.tmp{os.getpid()}"
-    out.write_parquet(tmp)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, out.write_parquet)
     print(f"scored {out['subject_id'].n_unique()} patients at {out.height} visit ends -> {args.out}")
     return 0

@@ -8,12 +8,13 @@ next_token, probability`` (the most likely next token after each patient's histo
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+
+from apps.ehr.meds import atomic_write
 
 
 class ParquetPredictionWriter(BasePredictionWriter):
@@ -32,12 +33,7 @@ class ParquetPredictionWriter(BasePredictionWriter):
         if predictions and isinstance(predictions[0], list):  # several dataloaders: flatten
             predictions = [p for group in predictions for p in group]
         frame = predictions_frame(predictions, getattr(pl_module, "task_names", []))
-        path = Path(self.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        frame.write_parquet(tmp)
-        os.replace(tmp, path)
-        self.written = path
+        path = self.written = atomic_write(self.output, frame.write_parquet)
         print(f"wrote {frame.height} predictions to {path}")
 
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from apps.ehr.meds import atomic_write
 from apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
     BASE_TASK_TOKENS,
     SPECIALS,
@@ -336,12 +336,6 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
     return out, vocab, stats
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def cached_sequences(meds_root: str | Path, cache_dir: str | Path, settings: SequenceSettings,
                      progress: bool = False) -> tuple[pl.DataFrame, Vocabulary, Path]:
     """``build_sequences`` once per (input hash, settings); later calls read ``<cache_dir>/<hash>/`` back.
@@ -354,9 +348,9 @@ def cached_sequences(meds_root: str | Path, cache_dir: str | Path, settings: Seq
         return pl.read_parquet(seq_file), Vocabulary.from_json(vocab_file.read_text()), folder
     folder.mkdir(parents=True, exist_ok=True)
     seqs, vocab, stats = build_sequences(load_meds(meds_root), settings, progress=progress)
-    _atomic_write(folder / "stats.json", lambda p: p.write_text(json.dumps(asdict(stats), indent=1)))
-    _atomic_write(seq_file, lambda p: seqs.write_parquet(p))
-    _atomic_write(vocab_file, lambda p: p.write_text(vocab.to_json()))
+    atomic_write(folder / "stats.json", lambda p: p.write_text(json.dumps(asdict(stats), indent=1)))
+    atomic_write(seq_file, lambda p: seqs.write_parquet(p))
+    atomic_write(vocab_file, lambda p: p.write_text(vocab.to_json()))
     return seqs, vocab, folder
 
 
