@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One GPU lease, every app's GPU job at once (see README.md here). On the device machine, from the repo root:
+#   bash benchmarks/gpu/device_run.sh            # needs $OUT (the folder that comes back); TOTAL_S (default 560)
+# Carried: .whl (wheels the image lacks), gpu_pack (data the machine cannot make itself: pack_*.py).
+# Each job is benchmarks/gpu/<app>.sh with ACCEL, BUDGET_S, APP_OUT, WORK, NCPU; its APP_OUT comes back as $OUT/<app>.tgz.
+set -u
+T0=$(date +%s)
+TOTAL=${TOTAL_S:-560}
+JOBS=${JOBS:-"core ehr speech physics"}
+: "${OUT:?set OUT to the folder that comes back}"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/run.log"; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || { log "wheel install failed"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD
+log "wheels installed"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; nproc; free -g | head -2
+  python3 -c "import sys, torch, pytorch_lightning as pl, torchaudio, torch_geometric, numpy;
+print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0),
+      'pl', pl.__version__, 'torchaudio', torchaudio.__version__, 'pyg', torch_geometric.__version__, 'numpy', numpy.__version__)"
+} > "$OUT/device.txt" 2>&1
+log "$(tail -1 "$OUT/device.txt")"
+declare -A CPUS=([core]=15 [ehr]=9-11 [physics]=12-14 [speech]=0-8)
+declare -A NCPU=([core]=1 [ehr]=3 [physics]=3 [speech]=9)
+declare -A BUDGET=([core]=150 [ehr]=$((TOTAL - 40)) [physics]=$((TOTAL - 40)) [speech]=$((TOTAL - 40)))
+pids=()
+for app in $JOBS; do
+  [ -f "benchmarks/gpu/$app.sh" ] || { log "$app: no job script, skipped"; continue; }
+  ao=/tmp/gpu_out/$app; mkdir -p "$ao" "/tmp/gpu_work/$app"
+  pin=(); command -v taskset >/dev/null && pin=(taskset -c "${CPUS[$app]}")
+  ( ACCEL=gpu BUDGET_S=${BUDGET[$app]} APP_OUT=$ao WORK=/tmp/gpu_work/$app NCPU=${NCPU[$app]} \
+    OMP_NUM_THREADS=${NCPU[$app]} timeout -k 5 $(( ${BUDGET[$app]} + 15 )) "${pin[@]}" bash "benchmarks/gpu/$app.sh" \
+    > "$ao/job.log" 2>&1; echo "exit status $?" >> "$ao/job.log" ) &
+  pids+=($!)
+  log "$app started (budget ${BUDGET[$app]} s, cpus ${CPUS[$app]})"
+done
+( while sleep 60; do log "gpu: $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"; done ) &
+mon=$!
+wait "${pids[@]}"
+kill $mon 2>/dev/null
+for app in $JOBS; do
+  ao=/tmp/gpu_out/$app; [ -d "$ao" ] || continue
+  log "$app: $(tail -1 "$ao/job.log")"
+  tar czf "$OUT/$app.tgz" -C "$ao" .
+  # at most 16 MiB a file comes back: drop the largest files until it fits, and say so
+  while [ "$(stat -c %s "$OUT/$app.tgz")" -gt 16000000 ]; do
+    big=$(find "$ao" -type f -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+    log "$app: dropping $big ($(stat -c %s "$big") bytes) to fit"; rm -f "$big"; tar czf "$OUT/$app.tgz" -C "$ao" .
+  done
+  log "$app.tgz $(stat -c %s "$OUT/$app.tgz") bytes"
+done
+log "done"
