@@ -135,9 +135,11 @@ def write_rejects(path: Path, rejects: list[Reject]) -> None:
 
 def _read_span(path: Path, sample_rate: int, start: int, n: Optional[int]) -> torch.Tensor:
     """Samples [start, start+n) at ``sample_rate`` (whole file if n is None); partial read when rates agree."""
-    if n is not None and sf.info(str(path)).samplerate == sample_rate:
-        data, _ = sf.read(str(path), start=start, stop=start + n, dtype="float32", always_2d=True)
-        return torch.from_numpy(data.mean(axis=1))
+    if n is not None:
+        with sf.SoundFile(str(path)) as f:  # one open: rate check, seek and read (training's hot path)
+            if f.samplerate == sample_rate:
+                f.seek(min(start, f.frames))
+                return torch.from_numpy(f.read(n, dtype="float32", always_2d=True).mean(axis=1))
     x, _ = read_audio(path, sample_rate, allow_silent=True, quiet=True)
     return x if n is None else x[start : start + n]
 

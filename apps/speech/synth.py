@@ -17,9 +17,11 @@ import csv
 import io
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from scipy.signal import lfilter, resample_poly
@@ -152,6 +154,40 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     os.replace(tmp, path)
 
 
+def _render(job: tuple) -> list[tuple[int, str, list]]:
+    """Synthesise, mix and write one planned mixture; returns its metadata rows as (rate, mode, type, row).
+
+    Uses only the planned values and RNGs seeded from ``jitter_seed``, so the output does not depend on which process
+    renders it or in which order (sequential and parallel generation write identical files).
+    """
+    root, subset, spk, texts, mix_id, jitter_seed, sample_rates, modes, types = job
+    n_src = len(spk)
+    rows = []
+    for sr in sample_rates:
+        utt_rng = np.random.default_rng(jitter_seed)  # same speech at every rate
+        utts = [speak(s, t, sr, utt_rng) for s, t in zip(spk, texts, strict=True)]
+        noise = make_noise(utt_rng, max(len(u) for u in utts), sr)
+        for mode in modes:
+            level_rng = np.random.default_rng([jitter_seed, 1])
+            srcs, nz, clean, both = mix(utts, level_rng, mode, noise)
+            sdir = root / f"wav{sr // 1000}k" / mode / subset
+            rel = [f"{subset}/s{k + 1}/{mix_id}.wav" for k in range(n_src)]
+            for k, s in enumerate(srcs):
+                write_audio(sdir / f"s{k + 1}" / f"{mix_id}.wav", s, sr)
+            for typ in types:
+                if typ == "mix_clean":
+                    write_audio(sdir / "mix_clean" / f"{mix_id}.wav", clean, sr)
+                    row = [mix_id, f"{subset}/mix_clean/{mix_id}.wav", *rel, len(clean)]
+                elif typ == "mix_both":
+                    write_audio(sdir / "noise" / f"{mix_id}.wav", nz, sr)
+                    write_audio(sdir / "mix_both" / f"{mix_id}.wav", both, sr)
+                    row = [mix_id, f"{subset}/mix_both/{mix_id}.wav", *rel, f"{subset}/noise/{mix_id}.wav", len(both)]
+                else:
+                    raise ValueError(f"unknown mixture type {typ!r} (mix_clean, mix_both)")
+                rows.append((sr, mode, typ, row))
+    return rows
+
+
 def generate(
     out: str,
     n_src: int = 2,
@@ -162,8 +198,15 @@ def generate(
     n_speakers: int = 120,
     seed: int = 0,
     progress: bool = True,
+    workers: int = 1,
+    deadline: Optional[float] = None,
 ) -> dict[str, int]:
-    """Generate the corpus; returns mixtures written per subset.  Metadata CSVs are written last (completion mark)."""
+    """Generate the corpus; returns mixtures written per subset.  Metadata CSVs are written last (completion mark).
+
+    ``workers`` > 1 renders mixtures in that many processes (identical output: every mixture is planned in order from
+    the subset's RNG first).  ``deadline`` (a ``time.time()`` value) stops a subset early: its CSV then lists the
+    first mixtures finished in plan order, a prefix of what an unlimited run writes (the count is returned).
+    """
     counts = counts or {"train-100": 200, "dev": 40, "test": 40}
     rng = np.random.default_rng(seed)
     pools = speaker_pools(rng, n_speakers, n_src)  # dev/test voices unseen in training
@@ -171,56 +214,46 @@ def generate(
     written: dict[str, int] = {}
     from rich.progress import Progress
 
+    pool_ctx = None
+    if workers > 1:
+        import multiprocessing as mp
+
+        pool_ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers)
     total = sum(counts.values())
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"synth Libri{n_src}Mix", total=total)
-        for subset, count in counts.items():
-            pool = pools.get(subset, pools["train-100"])
-            srng = np.random.default_rng([seed, SUBSETS.index(subset) if subset in SUBSETS else 99])
-            rows: dict[tuple[int, str, str], list[list]] = {}
-            for i in range(count):
-                spk = [pool[j] for j in srng.choice(len(pool), size=n_src, replace=False)]
-                texts = [random_sentence(srng) for _ in spk]
-                ids = [f"{s.speaker_id}-{i:05d}" for s in spk]
-                mix_id = "_".join(ids)
-                jitter_seed = int(srng.integers(2**31))
-                for sr in sample_rates:
-                    utt_rng = np.random.default_rng(jitter_seed)  # same speech at every rate
-                    utts = [speak(s, t, sr, utt_rng) for s, t in zip(spk, texts, strict=True)]
-                    noise = make_noise(utt_rng, max(len(u) for u in utts), sr)
-                    for mode in modes:
-                        level_rng = np.random.default_rng([jitter_seed, 1])
-                        srcs, nz, clean, both = mix(utts, level_rng, mode, noise)
-                        base = root / f"wav{sr // 1000}k" / mode
-                        sdir = base / subset
-                        rel = [f"{subset}/s{k + 1}/{mix_id}.wav" for k in range(n_src)]
-                        for k, s in enumerate(srcs):
-                            write_audio(sdir / f"s{k + 1}" / f"{mix_id}.wav", s, sr)
-                        for typ in types:
-                            if typ == "mix_clean":
-                                write_audio(sdir / "mix_clean" / f"{mix_id}.wav", clean, sr)
-                                row = [mix_id, f"{subset}/mix_clean/{mix_id}.wav", *rel, len(clean)]
-                            elif typ == "mix_both":
-                                write_audio(sdir / "noise" / f"{mix_id}.wav", nz, sr)
-                                write_audio(sdir / "mix_both" / f"{mix_id}.wav", both, sr)
-                                row = [
-                                    mix_id,
-                                    f"{subset}/mix_both/{mix_id}.wav",
-                                    *rel,
-                                    f"{subset}/noise/{mix_id}.wav",
-                                    len(both),
-                                ]
-                            else:
-                                raise ValueError(f"unknown mixture type {typ!r} (mix_clean, mix_both)")
-                            rows.setdefault((sr, mode, typ), []).append(row)
-                bar.advance(task)
-            for (sr, mode, typ), r in rows.items():
-                meta = root / f"wav{sr // 1000}k" / mode / "metadata"
-                meta.mkdir(parents=True, exist_ok=True)
-                header = ["mixture_ID", "mixture_path"] + [f"source_{k + 1}_path" for k in range(n_src)]
-                header += ["noise_path"] if typ == "mix_both" else []
-                _write_csv(meta / f"mixture_{subset}_{typ}.csv", header + ["length"], r)
-            written[subset] = count
+    try:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"synth Libri{n_src}Mix", total=total)
+            for subset, count in counts.items():
+                pool = pools.get(subset, pools["train-100"])
+                srng = np.random.default_rng([seed, SUBSETS.index(subset) if subset in SUBSETS else 99])
+                jobs = []
+                for i in range(count):  # the plan: drawn in order from srng, as the sequential loop always did
+                    spk = [pool[j] for j in srng.choice(len(pool), size=n_src, replace=False)]
+                    texts = [random_sentence(srng) for _ in spk]
+                    mix_id = "_".join(f"{s.speaker_id}-{i:05d}" for s in spk)
+                    jitter_seed = int(srng.integers(2**31))
+                    jobs.append((root, subset, spk, texts, mix_id, jitter_seed, sample_rates, modes, types))
+                results = pool_ctx.imap(_render, jobs, chunksize=4) if pool_ctx else map(_render, jobs)
+                rows: dict[tuple[int, str, str], list[list]] = {}
+                done = 0
+                for res in results:
+                    for sr, mode, typ, row in res:
+                        rows.setdefault((sr, mode, typ), []).append(row)
+                    done += 1
+                    bar.advance(task)
+                    if deadline is not None and time.time() > deadline:
+                        break
+                for (sr, mode, typ), r in rows.items():
+                    meta = root / f"wav{sr // 1000}k" / mode / "metadata"
+                    meta.mkdir(parents=True, exist_ok=True)
+                    header = ["mixture_ID", "mixture_path"] + [f"source_{k + 1}_path" for k in range(n_src)]
+                    header += ["noise_path"] if typ == "mix_both" else []
+                    _write_csv(meta / f"mixture_{subset}_{typ}.csv", header + ["length"], r)
+                written[subset] = done
+    finally:
+        if pool_ctx is not None:
+            pool_ctx.terminate()
+            pool_ctx.join()
     return written
 
 
@@ -241,8 +274,10 @@ def main(argv=None) -> int:
     p.add_argument("--modes", nargs="+", default=["min"], choices=["min", "max"])
     p.add_argument("--types", nargs="+", default=["mix_clean"], choices=["mix_clean", "mix_both"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes rendering mixtures (same output for any value)")
     a = p.parse_args(argv)
     counts = {"train-100": a.n_train, "dev": a.n_dev, "test": a.n_test}
-    done = generate(a.out, a.n_src, counts, a.sample_rates, a.modes, a.types, a.n_speakers, a.seed)
+    done = generate(a.out, a.n_src, counts, a.sample_rates, a.modes, a.types, a.n_speakers, a.seed,
+                    workers=a.workers)
     print(f"wrote {done} mixtures under {Path(a.out) / f'Libri{a.n_src}Mix'}")
     return 0
