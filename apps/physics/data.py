@@ -37,6 +37,7 @@ class PhysicsDataModule(pl.LightningDataModule):
         batch_size: graphs per batch (meshes of different sizes are batched exactly).
         graph: 'mesh' (triangle edges) or 'knn' (cKDTree, ``k`` neighbours).
         seed: synthesis and split seed.
+        num_workers: DataLoader worker processes (kept alive across epochs when > 0).
         synth_workers: processes for synthesis.
     """
 
@@ -120,7 +121,8 @@ class PhysicsDataModule(pl.LightningDataModule):
         return inputs, globals_, fields, t_max if t_max > 0 else 1.0
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)

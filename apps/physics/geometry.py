@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import triangle
 from scipy.spatial import cKDTree
 
 INTERIOR, DIRICHLET, NEUMANN, OBSTACLE = 0, 1, 2, 3
@@ -94,6 +93,8 @@ def mesh_polygon(outline: np.ndarray, holes: list, h: float, hole_pts: int = 20)
     geo = {"vertices": np.concatenate(verts), "segments": np.concatenate(segs)}
     if holes:
         geo["holes"] = np.array([[cx, cy] for cx, cy, _ in holes])
+    import triangle  # only meshing needs it (the GPU machine reads packed samples and has no `triangle`)
+
     area = h * h * np.sqrt(3) / 4
     out = triangle.triangulate(geo, f"pq30a{area:.8f}")
     return out["vertices"].astype(np.float64), out["triangles"].astype(np.int64)
