@@ -21,61 +21,14 @@ from typing import Literal, Optional
 import numpy as np
 import polars as pl
 import pytorch_lightning as pl_
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from apps.ehr import labels as L
 from apps.ehr import sequences as S
+from apps.ehr.batches import BucketBatchSampler, collate  # noqa: F401  (re-exported)
 from apps.ehr.meds import atomic_write
 
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
-
-
-def collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Right-pad a list of per-sequence arrays to (B, L_max) tensors."""
-    n = max(len(it["tokens"]) for it in items)
-    out: dict[str, torch.Tensor] = {}
-    for key, dtype in (("tokens", torch.long), ("token_type", torch.long), ("age", torch.float32),
-                       ("time", torch.float32), ("visit_order", torch.long), ("visit_segment", torch.long)):
-        t = torch.zeros(len(items), n, dtype=dtype)
-        for i, it in enumerate(items):
-            t[i, : len(it[key])] = torch.as_tensor(it[key], dtype=dtype)
-        out[key] = t
-    out["lengths"] = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
-    out["subject_id"] = torch.tensor([it["subject_id"] for it in items], dtype=torch.long)
-    if "prediction_time" in items[0]:
-        out["prediction_time"] = torch.tensor([it["prediction_time"] for it in items], dtype=torch.long)
-    if "task" in items[0]:
-        out["task"] = torch.tensor([it["task"] for it in items], dtype=torch.long)
-        out["task_token"] = torch.tensor([it["task_token"] for it in items], dtype=torch.long)
-        out["label"] = torch.tensor([it["label"] for it in items], dtype=torch.float32)
-    return out
-
-
-class BucketBatchSampler(Sampler):
-    """Shuffled batches of similar length: shuffle, sort each window of ``50 * batch_size`` items by length, cut into
-    batches, shuffle the batches. Cuts padding (EHR sequences vary from a few to thousands of tokens) while batches
-    still mix patients and tasks. A new order every epoch (``seed + epoch``)."""
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, window: int = 50) -> None:
-        self.lengths, self.batch_size, self.seed, self.window = np.asarray(lengths), batch_size, seed, window
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        rng = np.random.default_rng(self.seed + self.epoch)
-        self.epoch += 1
-        order = rng.permutation(len(self.lengths))
-        span = self.batch_size * self.window
-        batches = []
-        for start in range(0, len(order), span):
-            part = order[start:start + span]
-            part = part[np.argsort(self.lengths[part], kind="stable")]
-            batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
-        for i in rng.permutation(len(batches)):
-            yield batches[i]
 
 
 class PretrainDataset(Dataset):

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# EHR GPU job (called by benchmarks/gpu/device_run.sh from the repo root; rehearse: bash benchmarks/gpu/local_check.sh ehr 240).
+# Env: ACCEL (gpu|cpu), BUDGET_S, APP_OUT (what comes back), WORK (scratch), NCPU. Needs gpu_pack/ehr/ (made here by
+# benchmarks/gpu/pack_ehr.py, ~10 MiB). Trains EHRMamba (pretrain -> multitask prompted finetuning) on the packed 20k-patient
+# cohort, sized from a timed warm-up; APP_OUT gets log.txt, results.json, finetuned_{best,last}.ckpt,
+# predictions_held_out.npz, logs/ (CSV). Evaluate here afterwards: python benchmarks/gpu/eval_ehr.py --from <APP_OUT copy>.
+set -euo pipefail
+: "${ACCEL:?}" "${BUDGET_S:?}" "${APP_OUT:?}" "${WORK:?}"
+NCPU=${NCPU:-3}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$NCPU PYTHONPATH="${PYTHONPATH:-}:$(pwd)"
+mkdir -p "$APP_OUT" "$WORK"
+if [ ! -f gpu_pack/ehr/ehr_pack.npz ] || [ ! -f gpu_pack/ehr/meta.json ]; then
+  echo "EHR job: gpu_pack/ehr/{ehr_pack.npz,meta.json} missing (make them with: python benchmarks/gpu/pack_ehr.py)" >&2
+  exit 2
+fi
+extra=()
+if [ "$ACCEL" = cpu ]; then  # rehearsal: small batches, short warm-up, subsets for validation and held-out scoring
+  extra=(--batch-size 32 --warmup-steps 4 --eval-limit 300 --test-limit 400 --val-every-s 40 --reserve-s 45)
+fi
+status=0
+timeout --signal=TERM --kill-after=5 $((BUDGET_S + 8)) python3 benchmarks/gpu/train_ehr.py --pack gpu_pack/ehr \
+  --out "$APP_OUT" --work "$WORK" --budget "$BUDGET_S" --accel "$ACCEL" --ncpu "$NCPU" "${extra[@]}" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "EHR job FAILED (exit $status); see the job's stdout (job.log) and $APP_OUT/log.txt" | tee -a "$APP_OUT/log.txt" >&2
+fi
+exit "$status"

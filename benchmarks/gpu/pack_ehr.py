@@ -1,0 +1,116 @@
+"""Pack the 20k-patient EHR benchmark cohort for the GPU machine (which has no polars): ``gpu_pack/ehr/``.
+
+    .venv/bin/python benchmarks/gpu/pack_ehr.py            # reads runs/bench/ehr_quality_20000 (benchmarks/ehr_quality.py)
+
+Every model input is produced here by the app's own data path (``EHRDataModule`` -> ``FinetuneDataset.__getitem__`` /
+``PretrainDataset.__getitem__``: cut at the prediction time, most-recent truncation, ``[CLS]`` in slot 0), so the GPU job
+trains on exactly the arrays the CLI would feed. Inputs shared by several datapoints (mortality and the condition tasks
+all read the whole sequence) are stored once. Output:
+
+- ``gpu_pack/ehr/ehr_pack.npz`` (``np.savez_compressed``): per part ``P`` in ``pre_train`` (pretraining sequences of the
+  train split) and ``ft_train``, ``ft_tuning``, ``ft_held_out`` (finetuning datapoints):
+  ``P/tokens`` uint8, ``P/token_type`` uint8, ``P/age`` float32 (years), ``P/time`` float32 (days), ``P/visit_order``
+  int16, ``P/visit_segment`` uint8 (all inputs concatenated), ``P/offsets`` int64 (n_inputs + 1), ``P/subject_id`` int64;
+  finetuning parts add per datapoint ``P/item`` int32 (index of its input), ``P/task`` uint8, ``P/label`` uint8,
+  ``P/dp_subject_id`` int64, ``P/prediction_time`` int64 (microseconds).
+- ``gpu_pack/ehr/meta.json``: task names and task token ids, vocabulary JSON (lab bins), vocab_size, max_len, the MEDS
+  input hash, counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+KEYS = (("tokens", np.uint8), ("token_type", np.uint8), ("age", np.float32), ("time", np.float32),
+        ("visit_order", np.int16), ("visit_segment", np.uint8))
+
+
+def _pack_items(items: list[dict], prefix: str, out: dict) -> None:
+    """Concatenate input arrays of ``items`` under ``prefix/``, checking that the narrow dtypes hold them exactly."""
+    lens = np.array([len(it["tokens"]) for it in items], dtype=np.int64)
+    out[f"{prefix}/offsets"] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    for key, dtype in KEYS:
+        full = np.concatenate([np.asarray(it[key]) for it in items])
+        narrow = full.astype(dtype)
+        if not np.array_equal(narrow.astype(full.dtype), full):
+            raise ValueError(f"{prefix}/{key} does not fit {np.dtype(dtype).name}")
+        out[f"{prefix}/{key}"] = narrow
+    out[f"{prefix}/subject_id"] = np.array([it["subject_id"] for it in items], dtype=np.int64)
+
+
+def pack_finetune(ds, prefix: str, out: dict) -> dict:
+    """Finetuning datapoints of one split: unique inputs + per-datapoint (item, task, label, subject, time)."""
+    items, index, item_of = [], {}, np.zeros(len(ds), dtype=np.int32)
+    for i in range(len(ds)):
+        it = ds[i]
+        key = (int(ds.rows[i]), len(it["tokens"]))
+        j = index.get(key)
+        if j is None:
+            j = index[key] = len(items)
+            items.append(it)
+        else:  # same patient, same cut length: the input must be identical
+            ref = items[j]
+            if not all(np.array_equal(np.asarray(ref[k]), np.asarray(it[k])) for k, _ in KEYS):
+                raise AssertionError(f"datapoint {i}: inputs with the same (patient, length) differ")
+        item_of[i] = j
+    _pack_items(items, prefix, out)
+    out[f"{prefix}/item"] = item_of
+    out[f"{prefix}/task"] = ds.task.astype(np.uint8)
+    lab = ds.label
+    if not np.isin(lab, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0/1")
+    out[f"{prefix}/label"] = lab.astype(np.uint8)
+    out[f"{prefix}/dp_subject_id"] = ds.subject.astype(np.int64)
+    out[f"{prefix}/prediction_time"] = ds.pred_us.astype(np.int64)
+    return {"datapoints": len(ds), "inputs": len(items), "tokens": int(out[f"{prefix}/offsets"][-1])}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", default="runs/bench/ehr_quality_20000", help="benchmark run folder with meds/ and cache/")
+    p.add_argument("--out", default="gpu_pack/ehr")
+    p.add_argument("--vocab-size", type=int, default=256)
+    p.add_argument("--max-len", type=int, default=512)
+    args = p.parse_args(argv)
+    from apps.ehr import sequences as S
+    from apps.ehr.data import EHRDataModule
+
+    t0 = time.perf_counter()
+    run = Path(args.run)
+    kw = dict(meds_dir=str(run / "meds"), cache_dir=str(run / "cache"), vocab_size=args.vocab_size,
+              max_len=args.max_len, batch_size=128)
+    ft = EHRDataModule(objective="finetune", **kw)
+    ft.prepare_data()  # a no-op when the cache exists
+    ft.setup("fit")
+    pre = EHRDataModule(objective="pretrain", **kw)
+    pre.setup("fit")
+    out: dict[str, np.ndarray] = {}
+    counts = {}
+    pre_ds = pre.datasets["train"]
+    _pack_items([pre_ds[i] for i in range(len(pre_ds))], "pre_train", out)
+    counts["pre_train"] = {"inputs": len(pre_ds), "tokens": int(out["pre_train/offsets"][-1])}
+    for split in ("train", "tuning", "held_out"):
+        counts[f"ft_{split}"] = pack_finetune(ft.datasets[split], f"ft_{split}", out)
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / "ehr_pack.tmp.npz"
+    np.savez_compressed(tmp, **out)
+    tmp.replace(dest / "ehr_pack.npz")
+    meta = {"source_run": str(run), "input_hash": S.input_hash(run / "meds", ft.settings),
+            "task_names": ft.task_names, "task_token_ids": [int(x) for x in ft.task_token_ids],
+            "vocab_size": args.vocab_size, "max_len": args.max_len, "n_token_types": S.N_TOKEN_TYPES,
+            "vocab_json": ft.vocab.to_json(), "counts": counts}
+    (dest / "meta.json").write_text(json.dumps(meta, indent=1))
+    size = sum(f.stat().st_size for f in dest.iterdir())
+    print(json.dumps(counts, indent=1))
+    print(f"packed {dest}: {size / 2**20:.2f} MiB in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
