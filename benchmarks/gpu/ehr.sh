@@ -7,7 +7,7 @@
 set -euo pipefail
 : "${ACCEL:?}" "${BUDGET_S:?}" "${APP_OUT:?}" "${WORK:?}"
 NCPU=${NCPU:-3}
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$NCPU PYTHONPATH="${PYTHONPATH:-}:$(pwd)"
+export LINMIX_BACKEND=torch PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$NCPU PYTHONPATH="${PYTHONPATH:-}:$(pwd)"
 mkdir -p "$APP_OUT" "$WORK"
 if [ ! -f gpu_pack/ehr/ehr_pack.npz ] || [ ! -f gpu_pack/ehr/meta.json ]; then
   echo "EHR job: gpu_pack/ehr/{ehr_pack.npz,meta.json} missing (make them with: python benchmarks/gpu/pack_ehr.py)" >&2

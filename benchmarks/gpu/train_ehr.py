@@ -233,8 +233,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, min(args.ncpu, 3)) if gpu else 1)
     device = torch.device("cuda" if gpu else "cpu")
     hw = torch.cuda.get_device_name(0) if gpu else "cpu"
+    from shared import kernel_available
+
     log(f"EHR GPU job: torch {torch.__version__}, lightning {pl.__version__}, device {hw}, budget {args.budget:.0f}s, "
-        f"args {vars(args)}")
+        f"SSD path {'mamba-ssm kernel' if kernel_available() else 'pure PyTorch'}, args {vars(args)}")
     pl.seed_everything(0, workers=True)
     res: dict = {"args": vars(args), "hardware": hw, "torch": torch.__version__, "phases": {}}
     meta = json.loads((Path(args.pack) / "meta.json").read_text())
