@@ -116,8 +116,11 @@ def main(argv=None) -> int:
              f"{json.dumps(syn.get('counts', {}))} mixtures, {json.dumps({k: round(v, 2) for k, v in syn.get('hours', {}).items()})} "
              f"hours, synthesised in {syn.get('seconds', float('nan')):.0f} s.",
              f"Scored: `linmix-speech test` on CPU ({a.threads} thread) on the local test split `{a.data_root}` "
-             f"({rows[0]['n_test']} mixtures, whole utterances, voices never heard in training; same plan as the "
-             "device's corpus: espeak-ng renders are not bit-reproducible, so the audio is not the device's own split).",
+             f"({rows[0]['n_test']} mixtures, whole utterances, voices never heard in training).  It has the same plan "
+             "(IDs, speakers, sentences, levels) as the device corpus's test split, but espeak-ng renders are not "
+             "bit-reproducible, so the audio differs slightly from that split; the device test column scored "
+             + ("this very audio (packed by `benchmarks/gpu/pack_speech.py`), so it must agree with the CPU column."
+                if packed_test else "the device's own split (no pack carried): close to, not equal to, the CPU column."),
              "", "| config | params | weights | steps | train wall (s) | steps/s | samples/s | test SI-SNRi mean (dB) | "
              "median | test SDRi mean (dB) | median | device test SI-SNRi | max abs diff CPU vs device (dB) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip

@@ -66,13 +66,18 @@ def write_json(path: Path, obj) -> None:
 
 
 def device_info() -> dict:
+    """Versions and the GPU (from nvidia-smi: no CUDA context here, the synth pool forks from this process)."""
     import torch
 
     info = {"torch": torch.__version__, "python": sys.version.split()[0], "accel": ACCEL, "ncpu": NCPU,
-            "budget_s": BUDGET, "cuda": torch.cuda.is_available()}  # fmt: skip
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        info.update(gpu=p.name, gpu_mem_gb=round(p.total_memory / 2**30, 1))
+            "budget_s": BUDGET}  # fmt: skip
+    if GPU:
+        try:
+            q = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=20).stdout.strip()  # fmt: skip
+            info["gpu"] = q.splitlines()[0] if q else "?"
+        except (OSError, subprocess.TimeoutExpired) as err:
+            info["gpu"] = f"? ({err})"
     return info
 
 
@@ -155,7 +160,9 @@ def export(cfg: str) -> dict:
         torch.save(ck, dst / "model.ckpt.tmp")
         os.replace(dst / "model.ckpt.tmp", dst / "model.ckpt")
         export.seen = {**getattr(export, "seen", {}), cfg: snap.stat().st_mtime}
-        info.update(step=int(ck.get("global_step", -1)), epoch=int(ck.get("epoch", -1)))
+        export.steps = {**getattr(export, "steps", {}), cfg: int(ck.get("global_step", -1))}
+    if cfg in getattr(export, "steps", {}):
+        info["exported_step"] = export.steps[cfg]
     return info
 
 
