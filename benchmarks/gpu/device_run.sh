@@ -10,29 +10,32 @@ JOBS=${JOBS:-"core ehr speech physics"}
 : "${OUT:?set OUT to the folder that comes back}"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/run.log"; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || { log "wheel install failed"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD
-log "wheels installed"
+ACCEL=${ACCEL:-gpu}   # cpu: rehearsal here (with SKIP_WHEELS=1 and benchmarks/gpu/blocker first on PYTHONPATH)
+if [ -z "${SKIP_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { log "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+  log "wheels installed"
+fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; nproc; free -g | head -2
   python3 -c "import sys, torch, pytorch_lightning as pl, torchaudio, torch_geometric, numpy;
 print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0),
       'pl', pl.__version__, 'torchaudio', torchaudio.__version__, 'pyg', torch_geometric.__version__, 'numpy', numpy.__version__)"
 } > "$OUT/device.txt" 2>&1
 log "$(tail -1 "$OUT/device.txt")"
-declare -A CPUS=([core]=15 [ehr]=9-11 [physics]=12-14 [speech]=0-8)
-declare -A NCPU=([core]=1 [ehr]=3 [physics]=3 [speech]=9)
-declare -A BUDGET=([core]=150 [ehr]=$((TOTAL - 40)) [physics]=$((TOTAL - 40)) [speech]=$((TOTAL - 40)))
+declare -A J_CPUS=([core]=15 [ehr]=9-11 [physics]=12-14 [speech]=0-8)
+declare -A J_NCPU=([core]=1 [ehr]=3 [physics]=3 [speech]=9)
+declare -A J_BUDGET=([core]=150 [ehr]=$((TOTAL - 40)) [physics]=$((TOTAL - 40)) [speech]=$((TOTAL - 40)))
 pids=()
 for app in $JOBS; do
   [ -f "benchmarks/gpu/$app.sh" ] || { log "$app: no job script, skipped"; continue; }
   ao=/tmp/gpu_out/$app; mkdir -p "$ao" "/tmp/gpu_work/$app"
-  pin=(); command -v taskset >/dev/null && pin=(taskset -c "${CPUS[$app]}")
-  ( ACCEL=gpu BUDGET_S=${BUDGET[$app]} APP_OUT=$ao WORK=/tmp/gpu_work/$app NCPU=${NCPU[$app]} \
-    OMP_NUM_THREADS=${NCPU[$app]} timeout -k 5 $(( ${BUDGET[$app]} + 15 )) "${pin[@]}" bash "benchmarks/gpu/$app.sh" \
+  pin=(); taskset -c "${J_CPUS[$app]}" true 2>/dev/null && pin=(taskset -c "${J_CPUS[$app]}")
+  ( ACCEL=$ACCEL BUDGET_S=${J_BUDGET[$app]} APP_OUT=$ao WORK=/tmp/gpu_work/$app NCPU=${J_NCPU[$app]} \
+    OMP_NUM_THREADS=${J_NCPU[$app]} timeout -k 5 $(( ${J_BUDGET[$app]} + 15 )) "${pin[@]}" bash "benchmarks/gpu/$app.sh" \
     > "$ao/job.log" 2>&1; echo "exit status $?" >> "$ao/job.log" ) &
   pids+=($!)
-  log "$app started (budget ${BUDGET[$app]} s, cpus ${CPUS[$app]})"
+  log "$app started (budget ${J_BUDGET[$app]} s, cpus ${pin[*]:-not pinned})"
 done
 ( while sleep 60; do log "gpu: $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"; done ) &
 mon=$!
@@ -40,7 +43,7 @@ wait "${pids[@]}"
 kill $mon 2>/dev/null
 for app in $JOBS; do
   ao=/tmp/gpu_out/$app; [ -d "$ao" ] || continue
-  log "$app: $(tail -1 "$ao/job.log")"
+  log "$app: $(tail -1 "$ao/job.log" 2>/dev/null || echo "no job.log: the job did not start")"
   tar czf "$OUT/$app.tgz" -C "$ao" .
   # at most 16 MiB a file comes back: drop the largest files until it fits, and say so
   while [ "$(stat -c %s "$OUT/$app.tgz")" -gt 16000000 ]; do
