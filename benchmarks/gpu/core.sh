@@ -2,10 +2,16 @@
 # Core job: shared/ Mamba2 + BiMamba2 against mamba-ssm's Triton SSD kernel on CUDA (tests/core/test_gpu_parity.py),
 # then the pure-PyTorch SSD path vs the kernel forward+backward time at a few lengths. mamba-ssm's Python sources are
 # carried in gpu_pack/core (its package __init__, which imports the compiled selective-scan extension, is replaced).
+# The first lease gave this 90 s for the tests: Triton's first compilation of the kernels (one core, shared) outlasted
+# it; the parity tests now get 60% of BUDGET_S and write straight to APP_OUT (no pipe to lose on a kill).
 set -u
 export PYTHONPATH=$PWD/gpu_pack/core:${PYTHONPATH:-}
+budget=${BUDGET_S:-150}
 python3 -c "from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined; print('mamba-ssm SSD kernel imports')" \
-  2>&1 | tail -3 | tee "$APP_OUT/import.txt"
-timeout 90 python3 -m pytest tests/core/test_gpu_parity.py -m gpu -q -p no:cacheprovider -rs 2>&1 | tail -30 \
-  | tee "$APP_OUT/parity.txt"
-timeout 50 python3 benchmarks/gpu/core_speed.py 2>&1 | tail -30 | tee "$APP_OUT/speed.txt"
+  > "$APP_OUT/import.txt" 2>&1
+timeout $((budget * 6 / 10)) python3 -m pytest tests/core/test_gpu_parity.py -m gpu -v -p no:cacheprovider -rs \
+  > "$APP_OUT/parity.txt" 2>&1
+echo "pytest exit $?" >> "$APP_OUT/parity.txt"
+timeout $((budget * 3 / 10)) python3 benchmarks/gpu/core_speed.py > "$APP_OUT/speed.txt" 2>&1
+echo "speed exit $?" >> "$APP_OUT/speed.txt"
+cat "$APP_OUT"/*.txt

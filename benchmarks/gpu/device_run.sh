@@ -23,25 +23,32 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.
       'pl', pl.__version__, 'torchaudio', torchaudio.__version__, 'pyg', torch_geometric.__version__, 'numpy', numpy.__version__)"
 } > "$OUT/device.txt" 2>&1
 log "$(tail -1 "$OUT/device.txt")"
+# A job is <app> or <app>:<variant> (script benchmarks/gpu/<app>.sh with VARIANT set; output <app>_<variant>.tgz).
+# Cores, core counts and budgets default to the first lease's layout; J_CPUS_<name> etc. in the environment override.
 declare -A J_CPUS=([core]=15 [ehr]=9-11 [physics]=12-14 [speech]=0-8)
 declare -A J_NCPU=([core]=1 [ehr]=3 [physics]=3 [speech]=9)
-declare -A J_BUDGET=([core]=150 [ehr]=$((TOTAL - 40)) [physics]=$((TOTAL - 40)) [speech]=$((TOTAL - 40)))
-pids=()
-for app in $JOBS; do
-  [ -f "benchmarks/gpu/$app.sh" ] || { log "$app: no job script, skipped"; continue; }
-  ao=/tmp/gpu_out/$app; mkdir -p "$ao" "/tmp/gpu_work/$app"
-  pin=(); taskset -c "${J_CPUS[$app]}" true 2>/dev/null && pin=(taskset -c "${J_CPUS[$app]}")
-  ( ACCEL=$ACCEL BUDGET_S=${J_BUDGET[$app]} APP_OUT=$ao WORK=/tmp/gpu_work/$app NCPU=${J_NCPU[$app]} \
-    OMP_NUM_THREADS=${J_NCPU[$app]} timeout -k 5 $(( ${J_BUDGET[$app]} + 15 )) "${pin[@]}" bash "benchmarks/gpu/$app.sh" \
+declare -A J_BUDGET=([core]=150)
+pids=(); names=()
+for job in $JOBS; do
+  app=${job%%:*}; variant=""; [ "$app" = "$job" ] || variant=${job#*:}
+  name=$app${variant:+_$variant}; names+=("$name")
+  [ -f "benchmarks/gpu/$app.sh" ] || { log "$job: no job script, skipped"; continue; }
+  ao=/tmp/gpu_out/$name; mkdir -p "$ao" "/tmp/gpu_work/$name"
+  v=J_CPUS_$name; cpus=${!v:-${J_CPUS[$app]:-0-15}}
+  v=J_NCPU_$name; ncpu=${!v:-${J_NCPU[$app]:-4}}
+  v=J_BUDGET_$name; budget=${!v:-${J_BUDGET[$app]:-$((TOTAL - 40))}}
+  pin=(); taskset -c "$cpus" true 2>/dev/null && pin=(taskset -c "$cpus")
+  ( ACCEL=$ACCEL VARIANT=$variant BUDGET_S=$budget APP_OUT=$ao WORK=/tmp/gpu_work/$name NCPU=$ncpu \
+    OMP_NUM_THREADS=$ncpu timeout -k 5 $((budget + 15)) "${pin[@]}" bash "benchmarks/gpu/$app.sh" \
     > "$ao/job.log" 2>&1; echo "exit status $?" >> "$ao/job.log" ) &
   pids+=($!)
-  log "$app started (budget ${J_BUDGET[$app]} s, cpus ${pin[*]:-not pinned})"
+  log "$name started (budget $budget s, cpus ${pin[*]:-not pinned})"
 done
 ( while sleep 60; do log "gpu: $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"; done ) &
 mon=$!
 wait "${pids[@]}"
 kill $mon 2>/dev/null
-for app in $JOBS; do
+for app in "${names[@]}"; do
   ao=/tmp/gpu_out/$app; [ -d "$ao" ] || continue
   log "$app: $(tail -1 "$ao/job.log" 2>/dev/null || echo "no job.log: the job did not start")"
   tar czf "$OUT/$app.tgz" -C "$ao" .

@@ -9,7 +9,7 @@ set -euo pipefail
 NCPU=${NCPU:-3}
 export LINMIX_BACKEND=torch PYTHONUNBUFFERED=1 OMP_NUM_THREADS=$NCPU PYTHONPATH="${PYTHONPATH:-}:$(pwd)"
 mkdir -p "$APP_OUT" "$WORK"
-if [ ! -f gpu_pack/ehr/ehr_pack.npz ] || [ ! -f gpu_pack/ehr/meta.json ]; then
+if [ ! -f "${EHR_PACK:-gpu_pack/ehr}/ehr_pack.npz" ] || [ ! -f "${EHR_PACK:-gpu_pack/ehr}/meta.json" ]; then
   echo "EHR job: gpu_pack/ehr/{ehr_pack.npz,meta.json} missing (make them with: python benchmarks/gpu/pack_ehr.py)" >&2
   exit 2
 fi
@@ -17,8 +17,16 @@ extra=()
 if [ "$ACCEL" = cpu ]; then  # rehearsal: small batches, short warm-up, subsets for validation and held-out scoring
   extra=(--batch-size 32 --warmup-steps 4 --eval-limit 300 --test-limit 400 --val-every-s 40 --reserve-s 45)
 fi
+case "${VARIANT:-}" in  # device_run.sh JOBS="ehr:<variant>": a second lease's variants (README.md here)
+  "") ;;
+  d128_p1) extra+=(--dropout 0.1 --lr 2e-3) ;;
+  d128_p3) extra+=(--dropout 0.3 --lr 1e-3) ;;
+  d128_p2_pre40) extra+=(--dropout 0.2 --lr 2e-3 --pre-frac 0.4) ;;
+  *) echo "EHR job: unknown VARIANT=$VARIANT" >&2; exit 2 ;;
+esac
+pack=${EHR_PACK:-gpu_pack/ehr}
 status=0
-timeout --signal=TERM --kill-after=5 $((BUDGET_S + 8)) python3 benchmarks/gpu/train_ehr.py --pack gpu_pack/ehr \
+timeout --signal=TERM --kill-after=5 $((BUDGET_S + 8)) python3 benchmarks/gpu/train_ehr.py --pack "$pack" \
   --out "$APP_OUT" --work "$WORK" --budget "$BUDGET_S" --accel "$ACCEL" --ncpu "$NCPU" "${extra[@]}" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "EHR job FAILED (exit $status); see the job's stdout (job.log) and $APP_OUT/log.txt" | tee -a "$APP_OUT/log.txt" >&2
