@@ -69,7 +69,7 @@ class CTRDataModule(pl_.LightningDataModule):
                  train_path: Optional[str] = None, val_path: Optional[str] = None, test_path: Optional[str] = None,
                  predict_path: Optional[str] = None, schema_path: Optional[str] = None, libfm_fields: int = 10,
                  min_count: Optional[int] = None, cache_dir: Optional[str] = None, batch_size: int = 4096,
-                 eval_batch_size: int = 16384, synth_rows: int = 300_000, synth_seed: int = 0) -> None:
+                 eval_batch_size: int = 16384, synth_rows: int = SynthConfig.n_rows, synth_seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)

@@ -38,7 +38,7 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 class SynthConfig:
     """Generator settings (defaults = the configs' and demo's default data)."""
 
-    n_rows: int = 300_000
+    n_rows: int = 2_000_000
     n_cat: int = 10
     n_num: int = 3
     max_cardinality: int = 30
