@@ -103,7 +103,7 @@ def compare(dev: dict, cpu: dict, names: list[str]) -> dict:
     return out
 
 
-def plot(res: dict, job: dict, path: Path) -> None:
+def plot(res: dict, job: dict, path: Path, cohort: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,7 +128,7 @@ def plot(res: dict, job: dict, path: Path) -> None:
         ax2.set_xlabel("finetuning step")
         ax2.set_ylabel("tuning AUROC")
         ax2.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"EHRMamba trained on {job.get('hardware', '?')}, evaluated on CPU (20k synthetic patients)",
+    fig.suptitle(f"EHRMamba trained on {job.get('hardware', '?')}, evaluated on CPU ({cohort} synthetic patients)",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -190,7 +190,10 @@ def main(argv=None) -> int:
             os.symlink(run / sub, link)
     shutil.copyfile(src / args.ckpt, work / "finetuned.ckpt")
     fine = EHRLitModule.load(work / "finetuned.ckpt")
-    s = PipelineSettings(n_patients=20000, net=EHRMambaConfig(**fine.hparams["net"]), max_len=512, batch_size=128)
+    marker = run / "fhir" / "synth.json"
+    n_patients = json.loads(marker.read_text())["n_patients"] if marker.exists() else 0
+    cohort = f"{n_patients // 1000}k" if n_patients else "?"
+    s = PipelineSettings(n_patients=n_patients or 20000, net=EHRMambaConfig(**fine.hparams["net"]), max_len=512, batch_size=128)
     dev = None
     if (src / "predictions_held_out.npz").exists():
         with np.load(src / "predictions_held_out.npz") as z:
@@ -213,8 +216,9 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     met = {t: bool(res["model"][t]["auroc"] >= res["baseline"][t]["auroc"] and
                    res["oracle"][t]["auroc"] - res["model"][t]["auroc"] <= BAR_GAP) for t in res["tasks"]}
-    cmd = f".venv/bin/python benchmarks/gpu/eval_ehr.py --from {src}"
-    md = ["# EHR quality, GPU-trained EHRMamba, held-out split of 20k synthetic patients\n",
+    cmd = (f".venv/bin/python benchmarks/gpu/eval_ehr.py --from {src} --run {args.run} --pack {args.pack} "
+           f"--name {args.name}")
+    md = [f"# EHR quality, GPU-trained EHRMamba, held-out split of {cohort} synthetic patients\n",
           f"Bar (issue 3): EHRMamba AUROC >= baseline on every task and within {BAR_GAP} of the oracle AUROC. "
           f"**{'Met' if all(met.values()) else 'Not met'}** ({sum(met.values())}/{len(met)} tasks meet both).\n",
           f"EHRMamba column: {source} (`{args.ckpt}`); baseline (`apps.ehr.baseline.run_baseline`) and oracle "
@@ -238,7 +242,7 @@ def main(argv=None) -> int:
                "job": {k: v for k, v in job.items()}, **keep}
     (out / f"{args.name}.json").write_text(json.dumps(summary, indent=1))
     scored = "CPU scores" if args.full_cpu or dev is None else "device scores"
-    plot({**keep, "tasks": res["tasks"], "scored": scored}, job, out / f"{args.name}.png")
+    plot({**keep, "tasks": res["tasks"], "scored": scored}, job, out / f"{args.name}.png", cohort)
     print("".join(md))
     return 0
 
