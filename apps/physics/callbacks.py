@@ -110,6 +110,7 @@ class TimeBudget(pl.Callback):
         for opt in trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group.get("initial_lr", pl_module.hparams.get("lr", group["lr"])) * f
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -127,7 +128,8 @@ class TimeBudget(pl.Callback):
         every = trainer.check_val_every_n_epoch or 1
         ran_val = (trainer.current_epoch + 1) % every == 0
         val = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if ran_val and k.startswith("val/")}
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        # the lr the last optimizer step used (the module's own scheduler steps after it and rewrites param_groups)
+        lr = getattr(self, "_lr", float("nan"))
         rec = {"epoch": trainer.current_epoch, "step": trainer.global_step, "elapsed_s": round(now - self.t0, 2),
                "epoch_s": round(wall, 3), "steps_per_s": round(steps / max(wall, 1e-9), 2),
                "graphs_per_s": round(self._graphs / max(wall, 1e-9), 1),
