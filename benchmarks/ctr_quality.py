@@ -256,7 +256,7 @@ def main(argv=None) -> int:
             lit = CTRLitModule(net=CTRNetConfig(arch=arch, **extra), loss=loss, lr=lr, out_dir=str(root),
                                warmup_steps=100, min_lr_ratio=0.1, early_stopping_patience=3)
             hist: list[float] = []
-            keep = pl_.callbacks.LambdaCallback(on_validation_end=lambda trn, _: hist.append(
+            keep = pl_.callbacks.LambdaCallback(on_validation_end=lambda trn, _: hist.append(  # noqa: B023 (used in this iteration)
                 round(float(trn.callback_metrics["val/auc"]), 5)) if not trn.sanity_checking else None)
             tr = pl_.Trainer(max_epochs=a.epochs, default_root_dir=str(root), enable_progress_bar=False,
                              enable_model_summary=False, logger=False, gradient_clip_val=10.0, callbacks=[keep])

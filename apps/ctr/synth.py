@@ -130,7 +130,7 @@ class ClickProcess:
     def logit(self, codes, nums, miss) -> np.ndarray:
         first, zs = self._terms(codes, nums, miss)
         f = self.cfg.bias + first
-        for z, (S, amp), (mu, sd) in zip(zs, self.sets, self.norm):
+        for z, (_fields, amp), (mu, sd) in zip(zs, self.sets, self.norm):
             f = f + amp * (z - mu) / sd
         return f
 

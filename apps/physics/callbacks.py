@@ -75,7 +75,7 @@ class TimeBudget(pl.Callback):
         frac = min(max((now - self.t0) / span, 0.0), 1.0)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
 
-    def save(self, trainer: "pl.Trainer") -> None:
+    def save(self, trainer: pl.Trainer) -> None:
         if self.ckpt_path is None:
             return
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
