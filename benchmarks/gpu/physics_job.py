@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from joblog import JobLog, write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from apps.physics.cli import main; sys.exit(main())"
 CONFIG = "configs/physics/gto_darcy_gpu.yaml"
@@ -45,20 +47,7 @@ OUT, WORK, NCPU = Path(env("APP_OUT")), Path(env("WORK")), int(env("NCPU", "3"))
 GPU = ACCEL != "cpu"
 # test subprocess: imports + loading 1,250 samples (~60 s on this loaded 2-core CPU, far less there) + 200 meshes
 TEST_RESERVE_S = 60.0 if GPU else 150.0
-LOG = OUT / "physics_job.log"
-
-
-def say(msg: str) -> None:
-    line = f"[{time.time() - T0:7.1f} s] {msg}"
-    print(line, flush=True)
-    with open(LOG, "a") as fh:
-        fh.write(line + "\n")
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+say = JobLog(OUT / "physics_job.log", T0)
 
 
 def run(cmd: list, timeout: float, name: str) -> int:

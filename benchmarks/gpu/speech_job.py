@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from joblog import JobLog, write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 T0 = time.time()
 ACCEL = os.environ.get("ACCEL", "cpu")
@@ -41,13 +43,7 @@ HALF = {"convtasnet_paper_synth_gpu"}  # weights sent back as float16 (5M parame
 PRELUDE = ("import torch, sys; torch.set_float32_matmul_precision('high'); "
            "from apps.speech.cli import main; sys.exit(main())")  # fmt: skip
 LOG = OUT / "speech_job.log"
-
-
-def say(msg: str) -> None:
-    line = f"[{time.time() - T0:7.1f} s] {msg}"
-    print(line, flush=True)
-    with open(LOG, "a") as f:
-        f.write(line + "\n")
+say = JobLog(LOG, T0)
 
 
 def left() -> float:
@@ -57,12 +53,6 @@ def left() -> float:
 def hhmmss(seconds: float) -> str:
     s = max(int(seconds), 10)
     return f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def device_info() -> dict:
@@ -201,7 +191,7 @@ def main() -> int:
     synth_s = min(75.0, 0.16 * BUDGET) if GPU else min(20.0, 0.1 * BUDGET)
     summary["synth"] = syn = synth(data_root, synth_s)
     summary["phases"]["synth_s"] = round(time.time() - T0, 1)
-    write_json(OUT / "summary.json", summary)
+    write_json(OUT / "summary.json", summary, indent=2)
 
     test_reserve = 70.0 if GPU else 0.3 * BUDGET  # device test + final copy
     fit_end = T0 + BUDGET - test_reserve
@@ -271,7 +261,7 @@ def main() -> int:
                     finish_fit(cfg)
     summary["fits"] = fits
     summary["phases"]["fit_end_s"] = round(time.time() - T0, 1)
-    write_json(OUT / "summary.json", summary)
+    write_json(OUT / "summary.json", summary, indent=2)
 
     for cfg, (p, t) in tests.items():
         try:
@@ -292,7 +282,7 @@ def main() -> int:
             say(f"{cfg}: device test failed rc={p.returncode} (see {cfg}/test.log)")
         shutil.copyfile(WORK / f"{cfg}.test.log", OUT / cfg / "test.log")
     summary["phases"]["end_s"] = round(time.time() - T0, 1)
-    write_json(OUT / "summary.json", summary)
+    write_json(OUT / "summary.json", summary, indent=2)
     ok = (OUT / "convtasnet_synth_gpu" / "model.ckpt").is_file()
     say("done" if ok else "FAILED: no convtasnet_synth_gpu checkpoint came out (see the fit logs)")
     return 0 if ok else 1

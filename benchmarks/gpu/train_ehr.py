@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from joblog import JobLog, write_json
 from torch.utils.data import DataLoader, Dataset
 
 from apps.ehr.batches import BucketBatchSampler, collate
@@ -35,22 +36,6 @@ from apps.ehr.model import EHRMambaConfig
 
 T0 = time.time()
 INPUT_KEYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
-
-
-class Log:
-    def __init__(self, path: Path) -> None:
-        self.fh = open(path, "a", buffering=1)
-
-    def __call__(self, msg: str) -> None:
-        line = f"[{time.time() - T0:7.1f}s] {msg}"
-        print(line, flush=True)
-        self.fh.write(line + "\n")
-
-
-def atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 class Packed:
@@ -123,7 +108,7 @@ def eval_loader(ds, batch_size: int) -> DataLoader:
 class Monitor(pl.Callback):
     """Throughput log, deadline stop, periodic weights-only checkpoints, best-on-tuning selection."""
 
-    def __init__(self, log: Log, phase: str, batch_size: int, deadline: float, out: Path | None = None,
+    def __init__(self, log: JobLog, phase: str, batch_size: int, deadline: float, out: Path | None = None,
                  save_every_s: float = 60.0) -> None:
         self.say, self.phase, self.bs, self.deadline, self.out = log, phase, batch_size, deadline, out
         self.save_every_s, self.last_save = save_every_s, time.time()
@@ -227,7 +212,7 @@ def main(argv=None) -> int:
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    log = Log(out / "log.txt")
+    log = JobLog(out / "log.txt", T0)
     gpu = args.accel == "gpu"
     torch.set_float32_matmul_precision("high")
     torch.set_num_threads(max(1, min(args.ncpu, 3)) if gpu else 1)
@@ -269,7 +254,7 @@ def main(argv=None) -> int:
     res["phases"]["warmup"] = {"steps": tr.global_step, "wall_s": round(time.time() - t, 1), "s_per_step": s_step}
     log(f"warm-up: {tr.global_step} steps in {time.time() - t:.1f}s, {s_step * 1e3:.1f} ms/step = {1 / s_step:.2f} "
         f"steps/s = {bs / s_step:.0f} samples/s (batch {bs})")
-    atomic_json(out / "results.json", res)
+    write_json(out / "results.json", res)
     # ---- pretraining: next token on the train split ----
     remaining = train_end - time.time()
     t_pre = args.pre_frac * remaining
@@ -291,7 +276,7 @@ def main(argv=None) -> int:
                                  "train_loss": float(tr.callback_metrics.get("train/loss", float("nan")))}
     log(f"pretrain done: {tr.global_step} steps in {wall:.1f}s ({1 / s_pre:.2f} steps/s, {bs / s_pre:.0f} samples/s), "
         f"train/loss {res['phases']['pretrain']['train_loss']:.4f}")
-    atomic_json(out / "results.json", res)
+    write_json(out / "results.json", res)
     # ---- multitask prompted finetuning from the pretrained weights, best tuning AUROC kept ----
     t = time.time()
     t_ft = train_end - t
@@ -317,7 +302,7 @@ def main(argv=None) -> int:
                                  "validations": mon.history}
     log(f"finetune done: {tr.global_step} steps in {wall:.1f}s; best mean tuning AUROC {mon.best:.4f} at step "
         f"{getattr(mon, 'best_step', None)}")
-    atomic_json(out / "results.json", res)
+    write_json(out / "results.json", res)
     # ---- held-out predictions of the best checkpoint ----
     t = time.time()
     best = EHRLitModule.load(out / "finetuned_best.ckpt")
@@ -330,7 +315,7 @@ def main(argv=None) -> int:
     res["held_out_device"] = {k: {m: v[m] for m in ("auroc", "auprc", "f1", "n")} for k, v in per_task.items()}
     res["phases"]["predict"] = {"wall_s": round(time.time() - t, 1)}
     res["total_wall_s"] = round(time.time() - T0, 1)
-    atomic_json(out / "results.json", res)
+    write_json(out / "results.json", res)
     log("held-out AUROC on the device: " + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in per_task.items()))
     log(f"done in {time.time() - T0:.0f}s")
     return 0
