@@ -142,6 +142,15 @@ def on_hole(pos: np.ndarray, holes: list, tol: float = 1e-6) -> np.ndarray:
     return mask
 
 
+def dirichlet_distance(pos: np.ndarray, node_type: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every node to the nearest Dirichlet node (N,), 0 on them (scipy cKDTree). A known
+    geometric input, like the signed distance functions Transolver / AirfRANS feed their models."""
+    fixed = np.flatnonzero(node_type == DIRICHLET)
+    if len(fixed) == 0:
+        return np.zeros(len(pos))
+    return cKDTree(pos[fixed]).query(pos)[0]
+
+
 def mesh_edges(cells: np.ndarray) -> np.ndarray:
     """PhysGTO ``make_edges``: undirected, deduplicated triangle edges stored once as (2, E) with
     sender = max(i, j) (row 0) and receiver = min(i, j) (row 1), sorted lexicographically."""

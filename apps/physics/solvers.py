@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import factorized
-from scipy.spatial import cKDTree
 from skfem import (
     Basis,
     BilinearForm,
@@ -41,6 +40,7 @@ from apps.physics.geometry import (
     NEUMANN,
     OBSTACLE,
     boundary_edges,
+    dirichlet_distance,
     on_hole,
     random_domain,
 )
@@ -122,15 +122,6 @@ def _star_boundary(rng, dom, arc_frac=(0.4, 0.8)):
     is_neu = (node_type[fn[0]] == NEUMANN) | (node_type[fn[1]] == NEUMANN)
     neu = facets[is_neu & ~(hole[fn[0]] | hole[fn[1]])]
     return mesh, node_type, theta, neu
-
-
-def dirichlet_distance(pos: np.ndarray, node_type: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every node to the nearest Dirichlet node (N,), 0 on them (scipy cKDTree). A known
-    geometric input, like the signed distance functions Transolver / AirfRANS feed their models."""
-    fixed = np.flatnonzero(node_type == DIRICHLET)
-    if len(fixed) == 0:
-        return np.zeros(len(pos))
-    return cKDTree(pos[fixed]).query(pos)[0]
 
 
 def solve_darcy(rng: np.random.Generator, h: float = 0.1, domain_seed: int | None = 0) -> dict:

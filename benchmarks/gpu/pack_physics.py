@@ -22,16 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from apps.physics.geometry import dirichlet_distance  # noqa: E402
 from apps.physics.sample_io import load_sample, save_sample  # noqa: E402
 
 SRC = Path("runs/data/physics/darcy_gpu")
 PACK = Path("gpu_pack/physics/darcy_gpu.npz")
 N_SAMPLES, H, SEED = 1250, 0.1, 0
-DIRICHLET = 1
 
 
 def pack(src: Path = SRC, out: Path = PACK) -> dict:
@@ -62,14 +61,6 @@ def pack(src: Path = SRC, out: Path = PACK) -> dict:
     return info
 
 
-def dirichlet_distance(pos: np.ndarray, node_type: np.ndarray) -> np.ndarray:
-    fixed = np.flatnonzero(node_type == DIRICHLET)
-    if len(fixed) == 0:
-        return np.zeros(len(pos))
-    p = pos.astype(np.float64)
-    return cKDTree(p[fixed]).query(p)[0]
-
-
 def unpack(out: Path, pack_file: Path = PACK) -> int:
     """Write every packed sample as ``out/<name>.npz``; returns the count."""
     t0 = time.perf_counter()
@@ -78,7 +69,7 @@ def unpack(out: Path, pack_file: Path = PACK) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(a["names"]):
         nt = a["node_type"][i]
-        inputs = np.stack([a["log_k"][i], a["f"][i], dirichlet_distance(a["pos"], nt)], 1)
+        inputs = np.stack([a["log_k"][i], a["f"][i], dirichlet_distance(a["pos"].astype(np.float64), nt)], 1)
         save_sample(out / f"{name}.npz", {"pos": a["pos"], "cells": a["cells"], "node_type": nt, "inputs": inputs,
                                           "globals": a["flux"][i:i + 1], "fields": a["u"][i][None, :, None]},
                     "darcy", dt=0.0)
