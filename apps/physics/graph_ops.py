@@ -11,6 +11,7 @@ import math
 from typing import List, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -20,12 +21,22 @@ def scatter_sum(src: Tensor, index: Tensor, n: int) -> Tensor:
     return out.index_add_(0, index, src)
 
 
-def scatter_mean(src: Tensor, index: Tensor, n: int) -> Tensor:
-    """Mean of rows of ``src`` (E, D) per bucket; empty buckets give 0. -> (n, D)."""
-    s = scatter_sum(src, index, n)
-    cnt = torch.zeros(n, dtype=src.dtype, device=src.device).index_add_(
-        0, index, torch.ones(index.shape[0], dtype=src.dtype, device=src.device))
-    return s / cnt.clamp(min=1.0).unsqueeze(1)
+def flux_index(edge_index: Tensor, n: int) -> Tensor:
+    """(2E,) row targets for PhysGTO's flux aggregation: message e's first half goes to row s(e) and its second half to
+    row n + r(e) of a (2n, C/2) buffer; interleaved so that ``m.reshape(2E, C/2)`` (a free view of the (E, C) messages)
+    lines up with it. One contiguous ``index_add_`` then replaces two over column slices (~2-3x faster on CPU)."""
+    return torch.stack([edge_index[0], edge_index[1] + n], dim=1).reshape(-1)
+
+
+def flux_mean_weights(edge_index: Tensor, n: int, d_model: int, dtype: torch.dtype) -> Tensor:
+    """(n, d_model) weights that turn PhysGTO's flux sums into means: 1 / (out-degree) on the first d_model/2 channels
+    (messages summed at senders), 1 / (in-degree) on the rest (summed at receivers); 1 for a node with no edges.
+    Depends only on the graph, so it is computed once per forward and shared by every block."""
+    ones = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
+    deg = torch.zeros(2 * n, dtype=dtype, device=edge_index.device).index_add_(0, flux_index(edge_index, n), ones.repeat(2))
+    half = d_model // 2
+    inv = 1.0 / deg.clamp(min=1.0)
+    return torch.cat([inv[:n].unsqueeze(1).expand(n, half), inv[n:].unsqueeze(1).expand(n, d_model - half)], dim=1)
 
 
 def num_graphs(batch: Tensor) -> int:
@@ -61,24 +72,36 @@ def fourier_features(x: Tensor, n_freq: int) -> Tensor:
     return torch.cat(feats, dim=1)
 
 
+def dense_index(batch: Tensor, n_graphs: int) -> Tuple[Tensor, Tensor]:
+    """Each node's slot in the padded layout (N,) and the padding mask (G, L_max), True = real node. Requires
+    ``batch`` sorted (PyG ``Batch`` guarantees it). Computed once per forward and shared by every block."""
+    counts = torch.zeros(n_graphs, dtype=torch.long, device=batch.device).index_add_(
+        0, batch, torch.ones_like(batch))
+    ptr = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(batch.shape[0], device=batch.device) - ptr[batch]
+    l_max = int(counts.max().item()) if n_graphs > 0 else 0
+    mask = torch.zeros(n_graphs, l_max, dtype=torch.bool, device=batch.device)
+    mask[batch, slot] = True
+    return slot, mask
+
+
+def scatter_dense(x: Tensor, batch: Tensor, slot: Tensor, mask: Tensor) -> Tensor:
+    """Flat (N, D) -> padded (G, L_max, D) in the layout of :func:`dense_index` (padding zero)."""
+    dense = torch.zeros(mask.shape[0], mask.shape[1], x.shape[1], dtype=x.dtype, device=x.device)
+    dense[batch, slot] = x
+    return dense
+
+
 def to_dense(x: Tensor, batch: Tensor, n_graphs: int) -> Tuple[Tensor, Tensor, Tensor]:
     """Flat (N, D) -> padded (G, L_max, D), mask (G, L_max) True = real node, and each node's slot (N,).
     Requires ``batch`` sorted (PyG ``Batch`` guarantees it)."""
-    counts = torch.zeros(n_graphs, dtype=torch.long, device=x.device).index_add_(
-        0, batch, torch.ones_like(batch))
-    ptr = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(x.shape[0], device=x.device) - ptr[batch]
-    l_max = int(counts.max().item()) if n_graphs > 0 else 0
-    dense = torch.zeros(n_graphs, l_max, x.shape[1], dtype=x.dtype, device=x.device)
-    dense[batch, slot] = x
-    mask = torch.zeros(n_graphs, l_max, dtype=torch.bool, device=x.device)
-    mask[batch, slot] = True
-    return dense, mask, slot
+    slot, mask = dense_index(batch, n_graphs)
+    return scatter_dense(x, batch, slot, mask), mask, slot
 
 
 def edge_geometry(pos: Tensor, edge_index: Tensor) -> Tensor:
     """PhysGTO edge features [x_r - x_s, x_s - x_r, |x_r - x_s|] -> (E, 2d + 1)."""
-    d = pos[edge_index[1]] - pos[edge_index[0]]
+    d = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0])
     return torch.cat([d, -d, torch.linalg.vector_norm(d, dim=1, keepdim=True)], dim=1)
 
 
@@ -132,5 +155,8 @@ class EdgeMLP(nn.Module):
         self.rest = nn.Sequential(*_mlp_tail(d_hidden, d_out, n_hidden, layer_norm, act))
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tensor:
-        z = self.w_send(h)[edge_index[0]] + self.w_recv(h)[edge_index[1]] + self.w_edge(e)
+        # the bias rides on the sender rows (N of them, not E) and W_e e accumulates in place: one (E, d_hidden) buffer
+        z = F.linear(h, self.w_send.weight, self.w_edge.bias).index_select(0, edge_index[0])
+        z += self.w_recv(h).index_select(0, edge_index[1])
+        z = z.addmm_(e, self.w_edge.weight.t())
         return self.rest(self.act(z))

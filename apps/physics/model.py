@@ -19,7 +19,7 @@ half to receivers; residual on nodes and edges) -> V + Attn(Norm(V)) -> V + FFN(
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,14 @@ from torch import Tensor, nn
 from apps.physics.graph_ops import (
     MLP,
     EdgeMLP,
+    dense_index,
     edge_geometry,
+    flux_index,
+    flux_mean_weights,
     fourier_features,
     normalised_positions,
     num_graphs,
-    scatter_mean,
-    to_dense,
+    scatter_dense,
 )
 from shared.norms import RMSNorm
 from shared.projection_attention import ProjectionAttention
@@ -67,19 +69,24 @@ class PhysGTOConfig:
 
 class FluxMessagePassing(nn.Module):
     """One message m_e = f_edge([h_s, h_r, E_e]) per undirected edge; agg_i = [mean_{e: s(e)=i} m_e[:C/2],
-    mean_{e: r(e)=i} m_e[C/2:]]; v_i = f_node([h_i, agg_i]). Returns (ΔV (N, C), ΔE (E, C))."""
+    mean_{e: r(e)=i} m_e[C/2:]]; v_i = f_node([h_i, agg_i]). ``flux_idx`` (2E,) from ``flux_index`` and ``inv_deg``
+    (N, C) from ``flux_mean_weights``. Returns (ΔV (N, C), ΔE (E, C))."""
 
     def __init__(self, d_node_in: int, d_model: int, d_hidden: int) -> None:
         super().__init__()
+        if d_model % 2:
+            raise ValueError(f"PhysGTO: d_model must be even (flux halves), got {d_model}")
         self.half = d_model // 2
         self.f_edge = EdgeMLP(d_node_in, d_model, d_hidden, d_model, act="gelu")
         self.f_node = MLP(d_node_in + d_model, d_hidden, d_model, act="gelu")
 
-    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tuple[Tensor, Tensor]:
-        s, r = edge_index[0], edge_index[1]
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, flux_idx: Tensor,
+                inv_deg: Tensor) -> Tuple[Tensor, Tensor]:
         m = self.f_edge(h, e, edge_index)
         n = h.shape[0]
-        agg = torch.cat([scatter_mean(m[:, : self.half], s, n), scatter_mean(m[:, self.half:], r, n)], dim=1)
+        sums = torch.zeros(2 * n, self.half, dtype=m.dtype, device=m.device)
+        sums.index_add_(0, flux_idx, m.reshape(-1, self.half))  # rows 0..n-1: senders' sums, n..2n-1: receivers'
+        agg = torch.cat([sums[:n], sums[n:]], dim=1) * inv_deg
         return self.f_node(torch.cat([h, agg], dim=1)), m
 
 
@@ -100,11 +107,15 @@ class PhysGTOBlock(nn.Module):
         self.ffn = MLP(cfg.d_model, 2 * cfg.d_model, cfg.d_model, layer_norm=False)
 
     def forward(self, v: Tensor, e: Tensor, extra: Tensor, edge_index: Tensor, batch: Tensor,
-                n_graphs: int) -> Tuple[Tensor, Tensor]:
-        dv, de = self.mp(torch.cat([v, extra], dim=1), e, edge_index)
+                flux_idx: Tensor, inv_deg: Tensor, slot: Optional[Tensor],
+                mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """``slot``/``mask`` from ``dense_index`` for a batch of graphs; None for one graph (no padding)."""
+        dv, de = self.mp(torch.cat([v, extra], dim=1), e, edge_index, flux_idx, inv_deg)
         v, e = v + dv, e + de
-        dense, mask, slot = to_dense(self.norm_attn(v), batch, n_graphs)
-        v = v + self.attn(dense, mask)[batch, slot]
+        if slot is None or mask is None:
+            v = v + self.attn(self.norm_attn(v).unsqueeze(0), None)[0]
+        else:
+            v = v + self.attn(scatter_dense(self.norm_attn(v), batch, slot, mask), mask)[batch, slot]
         v = v + self.ffn(self.norm_ffn(v))
         return v, e
 
@@ -151,12 +162,20 @@ class PhysGTO(nn.Module):
         cond_in = feats[:, self.n_node: self.n_node + self.n_cond]
         if self.n_cond == 0:
             cond_in = torch.zeros(feats.shape[0], 1, dtype=feats.dtype, device=feats.device)
-        cond = self.enc_type(F.one_hot(node_type, self.n_types).to(feats.dtype)) + self.enc_cond(cond_in)
+        # the type MLP on the 4 one-hot rows, then looked up per node: the same values as on N one-hot rows
+        type_table = self.enc_type(torch.eye(self.n_types, dtype=feats.dtype, device=feats.device))
+        cond = type_table.index_select(0, node_type) + self.enc_cond(cond_in)
         v = self.enc_fuse(torch.cat([self.enc_node(torch.cat([node, x], dim=1)), cond], dim=1))
         e = self.enc_edge(edge_geometry(x, edge_index))
         extra = torch.cat([fourier_features(x, self.n_freq), cond], dim=1)
+        slot: Optional[Tensor] = None
+        mask: Optional[Tensor] = None
+        if g > 1:  # the padded layout is the same in every block: build it once
+            slot, mask = dense_index(batch, g)
+        flux_idx = flux_index(edge_index, v.shape[0])  # graph-only quantities: once per forward, not per block
+        inv_deg = flux_mean_weights(edge_index, v.shape[0], v.shape[1], v.dtype)
         for blk in self.blocks:
-            v, e = blk(v, e, extra, edge_index, batch, g)
+            v, e = blk(v, e, extra, edge_index, batch, flux_idx, inv_deg, slot, mask)
         out = self.dec(torch.cat([v, cond], dim=1))
         if self.transient:
             return feats[:, : self.n_out] + F.silu(self.alpha) * out
