@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from apps.ehr import labels as L
 from apps.ehr import sequences as S
-from apps.ehr.batches import BucketBatchSampler, collate  # noqa: F401  (re-exported)
+from apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
 from apps.ehr.meds import atomic_write
 
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
@@ -161,12 +161,10 @@ class EHRDataModule(pl_.LightningDataModule):
         ds = self.datasets[split]
         if len(ds) == 0:
             raise RuntimeError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
-        if shuffle:  # length-bucketed shuffled batches (less padding); evaluation keeps the dataset order
-            sampler = BucketBatchSampler(ds.lengths(), self.batch_size)
-            return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
-                              persistent_workers=self.num_workers > 0)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
+        sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

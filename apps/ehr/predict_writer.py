@@ -3,7 +3,8 @@
 Finetune objective: one row per (patient, task) datapoint of the predicted split, ``subject_id, task, prediction_time,
 probability, label`` (``label`` is the MEDS label when the data has one). Pretrain objective: ``subject_id,
 next_token, probability`` (the most likely next token after each patient's history). The file is written atomically
-(temporary file + rename) and its row count equals the number of datapoints, so nothing is silently dropped.
+(temporary file + rename) and its row count equals the number of datapoints, so nothing is silently dropped. Rows are
+sorted by subject (then task and prediction time), whatever order the batches came in.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def predictions_frame(outputs: list[dict], task_names: list[str]) -> pl.DataFram
     cat = {k: torch.cat([o[k].detach().cpu().reshape(-1) for o in outputs]) for k in outputs[0]}
     if "probability" not in cat or "task" not in cat:
         return pl.DataFrame({"subject_id": cat["subject_id"].numpy(), "next_token": cat["next_token"].numpy(),
-                             "probability": cat["next_token_probability"].numpy()})
+                             "probability": cat["next_token_probability"].numpy()}).sort("subject_id", maintain_order=True)
     tasks = cat["task"].tolist()
     unknown = sorted({t for t in tasks if not 0 <= t < len(task_names)})
     if unknown:
@@ -55,4 +56,4 @@ def predictions_frame(outputs: list[dict], task_names: list[str]) -> pl.DataFram
         "prediction_time": pl.Series(cat["prediction_time"].numpy(), dtype=pl.Int64).cast(pl.Datetime("us")),
         "probability": pl.Series(cat["probability"].float().numpy(), dtype=pl.Float32),
         "label": pl.Series(cat["label"].numpy() > 0.5, dtype=pl.Boolean),
-    })
+    }).sort(["subject_id", "task", "prediction_time"], maintain_order=True)

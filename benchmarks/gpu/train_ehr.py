@@ -29,7 +29,7 @@ import torch
 from joblog import JobLog, write_json
 from torch.utils.data import DataLoader, Dataset
 
-from apps.ehr.batches import BucketBatchSampler, collate
+from apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate
 from apps.ehr.lit_module import EHRLitModule
 from apps.ehr.metrics import all_task_metrics
 from apps.ehr.model import EHRMambaConfig
@@ -100,9 +100,7 @@ def train_loader(ds, batch_size: int, workers: int, seed: int) -> DataLoader:
 
 def eval_loader(ds, batch_size: int) -> DataLoader:
     """Batches of similar length (metrics do not depend on the order)."""
-    order = np.argsort(ds.lengths(), kind="stable")
-    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    return DataLoader(ds, batch_sampler=batches, collate_fn=collate)
+    return DataLoader(ds, batch_sampler=SortedBatchSampler(ds.lengths(), batch_size), collate_fn=collate)
 
 
 class Monitor(pl.Callback):

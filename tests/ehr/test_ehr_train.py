@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from apps.ehr import sequences as S
-from apps.ehr.data import BucketBatchSampler, EHRDataModule
+from apps.ehr.data import BucketBatchSampler, EHRDataModule, SortedBatchSampler
 from apps.ehr.lit_module import EHRLitModule
 from apps.ehr.model import EHRMambaConfig
 
@@ -27,6 +27,18 @@ def test_bucket_sampler_covers_everything_once_and_reduces_padding():
     rand = sum(len(b) * lengths[b].max() for b in np.array_split(np.random.default_rng(1).permutation(1000), 63))
     assert padded < 0.7 * rand
     assert [b[:3] for b in list(sampler)[:3]] != [b[:3] for b in batches[:3]]  # a new order every epoch
+
+
+def test_sorted_eval_batches_cover_everything_once_in_fixed_length_order():
+    lengths = np.random.default_rng(0).integers(1, 200, 1000)
+    sampler = SortedBatchSampler(lengths, batch_size=16)
+    batches = list(sampler)
+    flat = [i for b in batches for i in b]
+    assert len(batches) == len(sampler) == 63 and sorted(flat) == list(range(1000))
+    assert list(lengths[flat]) == sorted(lengths) and list(sampler) == batches  # sorted, same every epoch
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    in_order = sum(len(b) * lengths[b].max() for b in np.array_split(np.arange(1000), 63))
+    assert padded < 0.6 * in_order
 
 
 def test_datamodule_both_objectives_and_a_learning_step(tmp_path):
