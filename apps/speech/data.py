@@ -203,6 +203,10 @@ class SpeechDataModule(pl.LightningDataModule):
         limit_eval: evaluate only the first n utterances of dev/test (None: all).
         synthesize: generate the espeak-ng corpus under ``root`` in ``prepare_data`` when its metadata is absent.
         synth_n_*: mixtures per subset for that corpus.  rejects_dir: where rejected records are listed.
+        dynamic_mixing: train on fresh mixtures of the training list's sources drawn every item
+            (``apps.speech.dynamic_mix``; as many items per epoch as the list has mixtures) instead of its fixed pairs.
+        dm_same_group_p: with dynamic mixing, probability that both speakers share a group (synth corpus: the voice
+            variant); None: uniform speakers.  dm_speed: speed perturbation half-width (0.1: factors 0.9-1.1; 0: off).
     """
 
     def __init__(
@@ -228,6 +232,9 @@ class SpeechDataModule(pl.LightningDataModule):
         synth_n_speakers: int = 160,
         seed: int = 0,
         rejects_dir: Optional[str] = "runs/speech/rejects",
+        dynamic_mixing: bool = False,
+        dm_same_group_p: Optional[float] = None,
+        dm_speed: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -296,7 +303,15 @@ class SpeechDataModule(pl.LightningDataModule):
                             len(short), len(recs), h.segment_s, verb)  # fmt: skip
                 if h.short_policy == "drop":
                     recs = [r for r in recs if not 0 < r.length < segment]
-            self.datasets["train"] = MixtureDataset(recs, self.sample_rate, segment)
+            if h.dynamic_mixing:
+                from .dynamic_mix import DynamicMixDataset, sources_from_records
+
+                self.datasets["train"] = DynamicMixDataset(
+                    sources_from_records(recs), self.sample_rate, segment, self.n_src, epoch_size=len(recs),
+                    same_group_p=h.dm_same_group_p, speed=h.dm_speed,
+                )  # fmt: skip
+            else:
+                self.datasets["train"] = MixtureDataset(recs, self.sample_rate, segment)
         for stage_name, subset in (("validate", h.valid_subset), ("test", h.test_subset)):
             key = "valid" if stage_name == "validate" else "test"
             wanted = stage in (None, stage_name) or (stage == "fit" and key == "valid")
