@@ -1,7 +1,7 @@
 """linmix shared core: linear-complexity sequence mixers, residual blocks, Lightning base, TorchScript export.
 
-Dependencies point one way: ``apps/* -> shared -> torch``. Lightning is imported only by ``shared.lightning`` and
-``shared.cli``; the mixers import torch alone and script with TorchScript.
+Dependencies point one way: ``apps/* -> shared -> torch``. Lightning is imported only by ``shared.lightning`` (with
+``shared.time_budget``) and ``shared.cli``; the mixers import torch alone and script with TorchScript.
 """
 
 from shared.bimamba import BiMamba2

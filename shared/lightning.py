@@ -2,8 +2,8 @@
 
 It owns what all apps share and nothing else: AdamW with linear warmup + cosine decay over the trainer's estimated
 steps, no weight decay on biases, norms and SSM parameters (``A_log``, ``D``, ``dt_bias``), stage-prefixed logging,
-and the hand-over of the pure inner ``nn.Module`` for export (``torch.jit.script`` of a LightningModule fails,
-Lightning #14036).
+the hand-over of the pure inner ``nn.Module`` for export (``torch.jit.script`` of a LightningModule fails,
+Lightning #14036), and :class:`TimeBudget` (``shared/time_budget.py``), the same schedule sized by wall time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinmixModule", "warmup_cosine", "param_groups"]
+from shared.time_budget import TimeBudget
+
+__all__ = ["LinmixModule", "TimeBudget", "warmup_cosine", "param_groups"]
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

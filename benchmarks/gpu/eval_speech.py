@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     lines = ["# Speech separation trained on the GPU machine, scored here on CPU", "",
              f"Training: `benchmarks/gpu/speech.sh` on {hw} (shared with the other apps' jobs), NCPU "
              f"{dev_info.get('ncpu', '?')}, budget {dev_info.get('budget_s', '?')} s; the three configs trained at the "
-             "same time, each with a wall-time cosine schedule (`apps.speech.callbacks.TimeBudget`).",
+             "same time, each with a wall-time cosine schedule (`shared.lightning.TimeBudget`).",
              f"Corpus on the device: `linmix-speech synth` plan (seed 0, 160 speakers, dev/test voices unseen), "
              f"{json.dumps(syn.get('counts', {}))} mixtures, {json.dumps({k: round(v, 2) for k, v in syn.get('hours', {}).items()})} "
              f"hours, synthesised in {syn.get('seconds', float('nan')):.0f} s.",

@@ -6,10 +6,11 @@ the job's start until everything is written), ``APP_OUT`` (what comes back), ``W
 
 1. unpack ``gpu_pack/physics/darcy_gpu.npz`` (1,250 Darcy samples, see ``pack_physics.py``) into ``WORK/darcy``;
 2. ``linmix-physics fit -c configs/physics/gto_darcy_gpu.yaml -c WORK/fit.yaml``: the overrides set the data folder,
-   ``--trainer.accelerator=$ACCEL``, CSV logs in ``APP_OUT/logs`` and the :class:`apps.physics.callbacks.TimeBudget`
+   ``--trainer.accelerator=$ACCEL``, CSV logs in ``APP_OUT/logs``, the shared :class:`shared.lightning.TimeBudget`
    callback, whose wall-clock cosine schedule ends ``TEST_RESERVE_S`` before the budget, whatever the (shared) GPU's
-   speed; it writes ``APP_OUT/ckpt/last.ckpt`` (weights only, atomically) every 45 s and at the end, and one line per
-   epoch (steps/s, graphs/s, loss, val rel-L2) to ``APP_OUT/physics_fit.log`` and ``APP_OUT/curve.jsonl``;
+   speed, and writes ``APP_OUT/ckpt/last.ckpt`` (weights only, atomically) every 45 s and at the end, and
+   :class:`apps.physics.callbacks.EpochLog`: one line per epoch (steps/s, graphs/s, loss, val rel-L2) to
+   ``APP_OUT/physics_fit.log`` and ``APP_OUT/curve.jsonl``;
 3. ``linmix-physics test`` of that checkpoint on the 200-mesh test split (same device): ``APP_OUT/gpu_test.json``;
 4. ``APP_OUT/physics_summary.json``: device, budget, phase times, epochs, steps, final metrics.
 
@@ -108,12 +109,14 @@ def main() -> int:
                "enable_progress_bar": False, "default_root_dir": str(WORK / "root"),
                "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
                           "init_args": {"save_dir": str(OUT / "logs"), "name": "gto_darcy_gpu"}},
-               "callbacks": [{"class_path": "apps.physics.callbacks.TimeBudget",
+               "callbacks": [{"class_path": "shared.lightning.TimeBudget",
                               "init_args": {"deadline": fit_deadline, "reserve_s": 3.0, "warmup_steps": 100,
-                                            "min_lr_ratio": 0.01, "ckpt_path": str(OUT / "ckpt/last.ckpt"),
-                                            "ckpt_every_s": 45.0 if GPU else 20.0,
-                                            "log_path": str(OUT / "physics_fit.log"),
-                                            "curve_path": str(OUT / "curve.jsonl"), "matmul_precision": "high"}}]}
+                                            "min_lr_ratio": 0.01, "stop_at": "epoch",
+                                            "ckpt_path": str(OUT / "ckpt/last.ckpt"),
+                                            "ckpt_every_s": 45.0 if GPU else 20.0, "matmul_precision": "high"}},
+                             {"class_path": "apps.physics.callbacks.EpochLog",
+                              "init_args": {"log_path": str(OUT / "physics_fit.log"),
+                                            "curve_path": str(OUT / "curve.jsonl")}}]}
     if not GPU:
         trainer.update({"limit_train_batches": 3, "limit_val_batches": 1, "check_val_every_n_epoch": 1})
     workers = max(0, min(2, NCPU - 1))

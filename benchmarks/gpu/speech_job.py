@@ -92,13 +92,13 @@ def synth(root: Path, seconds: float) -> dict:
 
 
 def deadline_yaml(cfg: str, deadline: float) -> Path:
-    """A second config for ``fit``: the YAML's callbacks with ``TimeBudget(deadline_unix=deadline)``."""
+    """A second config for ``fit``: the YAML's callbacks with ``TimeBudget(deadline=deadline)``."""
     import yaml
 
     callbacks = yaml.safe_load(open(ROOT / f"configs/speech/{cfg}.yaml"))["trainer"]["callbacks"]
     for cb in callbacks:
         if cb["class_path"].endswith("TimeBudget"):
-            cb.setdefault("init_args", {})["deadline_unix"] = deadline
+            cb.setdefault("init_args", {})["deadline"] = deadline
     path = WORK / f"{cfg}.deadline.yaml"
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
     return path

@@ -1,5 +1,5 @@
-"""The time-boxed training callback used by the GPU job: wall-clock schedule, stop before the deadline, atomic
-weights-only checkpoint that the CLI's test loads, per-epoch throughput log."""
+"""The GPU job's time-boxed fit: the shared TimeBudget (wall-clock schedule, stop before the deadline at an epoch end,
+atomic weights-only checkpoint that the CLI's test loads) with the physics per-epoch throughput log (EpochLog)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,12 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
-from apps.physics.callbacks import TimeBudget
 from apps.physics.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"d_model": 16, "n_layers": 1, "d_hidden": 16, "n_slots": 4, "n_freq": 2}
-
-
-def test_lr_factor_warms_up_then_follows_the_clock():
-    cb = TimeBudget(deadline=1000.0, reserve_s=0.0, warmup_steps=10, min_lr_ratio=0.1)
-    cb.t0, cb.t_end = 0.0, 100.0
-    assert cb.lr_factor(0, 0.0) == pytest.approx(0.1)
-    assert cb.lr_factor(9, 0.0) == pytest.approx(1.0)
-    assert cb.lr_factor(10, 0.0) == pytest.approx(1.0)
-    assert cb.lr_factor(500, 50.0) == pytest.approx(0.55)
-    assert cb.lr_factor(500, 100.0) == pytest.approx(0.1)
-    assert cb.lr_factor(500, 500.0) == pytest.approx(0.1)  # past the end: stays at the floor
-    with pytest.raises(ValueError, match="deadline"):
-        TimeBudget()
 
 
 def test_fit_stops_by_deadline_and_checkpoint_tests(darcy_dir, tmp_path):
@@ -36,10 +21,11 @@ def test_fit_stops_by_deadline_and_checkpoint_tests(darcy_dir, tmp_path):
     cfg = {"model": SMALL, "data": {"data_dir": str(darcy_dir)},
            "trainer": {"max_epochs": 10000, "enable_checkpointing": False, "logger": False,
                        "enable_progress_bar": False, "default_root_dir": str(tmp_path),
-                       "callbacks": [{"class_path": "apps.physics.callbacks.TimeBudget",
+                       "callbacks": [{"class_path": "shared.lightning.TimeBudget",
                                       "init_args": {"deadline": deadline, "reserve_s": 1.0, "warmup_steps": 2,
-                                                    "ckpt_path": str(ckpt), "ckpt_every_s": 2.0,
-                                                    "log_path": str(log), "curve_path": str(curve)}}]}}
+                                                    "stop_at": "epoch", "ckpt_path": str(ckpt), "ckpt_every_s": 2.0}},
+                                     {"class_path": "apps.physics.callbacks.EpochLog",
+                                      "init_args": {"log_path": str(log), "curve_path": str(curve)}}]}}
     (tmp_path / "run.yaml").write_text(json.dumps(cfg))
     rc = main(["fit", "-c", str(ROOT / "configs/physics/tiny.yaml"), "-c", str(tmp_path / "run.yaml")])
     assert rc == 0

@@ -1,34 +1,22 @@
-"""Pieces of the GPU recipe: the wall-time schedule + snapshots (TimeBudget) and parallel synthesis."""
+"""Pieces of the GPU recipe: the shared wall-time schedule + snapshots (TimeBudget) in a speech fit, and parallel
+synthesis."""
 
 import csv
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
-from apps.speech.callbacks import TimeBudget
 from apps.speech.cli import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml")
 
 
-def test_time_budget_schedule_follows_the_clock():
-    cb = TimeBudget(deadline_unix=time.time() + 100.0)
-    cb._t0 = time.time() - 100.0  # half the budget gone
-    assert cb.fraction() == pytest.approx(0.5, abs=0.01)
-    assert cb.lr_multiplier(10, warmup_steps=100, min_lr_ratio=0.0) == pytest.approx(0.11 * 0.5, abs=0.01)
-    assert cb.lr_multiplier(500, warmup_steps=100, min_lr_ratio=0.2) == pytest.approx(0.6, abs=0.01)
-    cb.deadline_unix = time.time() - 1.0  # past the deadline: the floor
-    assert cb.lr_multiplier(500, warmup_steps=100, min_lr_ratio=0.2) == pytest.approx(0.2)
-    assert TimeBudget().lr_multiplier(5, 10, 0.1) is None  # no budget: the step schedule stays
-
-
 def test_time_budget_stops_at_the_deadline_and_leaves_a_snapshot(synth_root, tmp_path):
     cfg = tmp_path / "deadline.yaml"
     cfg.write_text(
-        "trainer:\n  callbacks:\n    - class_path: apps.speech.callbacks.TimeBudget\n"
-        f"      init_args: {{snapshot_every_s: 0, deadline_unix: {time.time() + 4.0}}}\n"
+        "trainer:\n  callbacks:\n    - class_path: shared.lightning.TimeBudget\n"
+        f"      init_args: {{ckpt_every_s: 0, deadline: {time.time() + 4.0}}}\n"
     )
     t = time.time()
     assert main(["fit", "-c", TINY, "-c", str(cfg), f"--data.root={synth_root}", "--data.synthesize=false",
