@@ -3,13 +3,16 @@
 # then the pure-PyTorch SSD path vs the kernel forward+backward time at a few lengths. mamba-ssm's Python sources are
 # carried in gpu_pack/core (its package __init__, which imports the compiled selective-scan extension, is replaced).
 # The first lease gave this 90 s for the tests: Triton's first compilation of the kernels (one core, shared) outlasted
-# it; the parity tests now get 60% of BUDGET_S and write straight to APP_OUT (no pipe to lose on a kill).
+# it; the parity tests now get 60% of BUDGET_S, write straight to APP_OUT (no pipe to lose on a kill) and, since session 4,
+# skip autotuning (below); not yet run on a device in that form.
 set -u
 export PYTHONPATH=$PWD/gpu_pack/core:${PYTHONPATH:-}
 budget=${BUDGET_S:-150}
 python3 -c "from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined; print('mamba-ssm SSD kernel imports')" \
   > "$APP_OUT/import.txt" 2>&1
-timeout $((budget * 6 / 10)) python3 -m pytest tests/core/test_gpu_parity.py -m gpu -v -p no:cacheprovider -rs \
+# MAMBA_DETERMINISTIC=1: mamba-ssm's own switch that gives every Triton kernel its single cheapest config (no autotune:
+# one compile per kernel, not one per config) and deterministic reductions; the numerics parity checks are unchanged.
+MAMBA_DETERMINISTIC=1 timeout $((budget * 6 / 10)) python3 -m pytest tests/core/test_gpu_parity.py -m gpu -v -p no:cacheprovider -rs \
   > "$APP_OUT/parity.txt" 2>&1
 echo "pytest exit $?" >> "$APP_OUT/parity.txt"
 timeout $((budget * 3 / 10)) python3 benchmarks/gpu/core_speed.py > "$APP_OUT/speed.txt" 2>&1
