@@ -111,14 +111,18 @@ class PhysicsDataModule(pl.LightningDataModule):
         sets = {k: MeshFieldDataset([paths[i] for i in sorted(v)], self.graph, self.k) for k, v in split.items()}
         self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
 
-    def train_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-        """(inputs (ΣN, F_in), globals (B, G), fields (ΣT·N, C), t_max) over the training set."""
+    def train_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, Optional[torch.Tensor]]:
+        """(inputs (ΣN, F_in), globals (B, G), fields (ΣT·N, C), t_max, increments (Σ(T-1)·N, C) u_{t+1} − u_t or
+        None for steady problems) over the training set."""
         items = self.train_set.items
         inputs = torch.cat([d.inputs for d in items])
         globals_ = torch.cat([d.globals for d in items])
         fields = torch.cat([d.fields.reshape(-1, d.fields.shape[-1]) for d in items])
         t_max = max(float(d.dt) * (d.fields.shape[0] - 1) for d in items)
-        return inputs, globals_, fields, t_max if t_max > 0 else 1.0
+        increments = None
+        if self.transient:
+            increments = torch.cat([(d.fields[1:] - d.fields[:-1]).reshape(-1, d.fields.shape[-1]) for d in items])
+        return inputs, globals_, fields, t_max if t_max > 0 else 1.0, increments
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,

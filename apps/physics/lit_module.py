@@ -44,7 +44,8 @@ def build_net(arch: str, n_in: int, n_out: int, n_globals: int, transient: bool,
 
 
 class PhysicsLitModule(LinmixModule):
-    """Args: ``arch`` physgto | mgn | transolver; ``problem``, ``n_in``, ``n_out``, ``n_globals``, ``transient``
+    """Args: ``arch`` physgto | mgn | transolver (on transient problems the two baselines predict the increment
+    normalised by the training data's step size, as MeshGraphNets does; PhysGTO keeps its SiLU(α) step scale); ``problem``, ``n_in``, ``n_out``, ``n_globals``, ``transient``
     are linked from the data module; network sizes ``d_model``, ``n_layers``, ``n_heads``, ``n_slots``,
     ``d_hidden``, ``n_freq``, ``dropout``, ``attention`` (projection | softmax, PhysGTO only); transient training
     ``horizon`` (unrolled steps), ``noise_std`` and ``start_prob`` (probability that a window starts at frame 0; see
@@ -72,7 +73,8 @@ class PhysicsLitModule(LinmixModule):
         self.horizon, self.noise_std, self.val_steps, self.start_prob = horizon, noise_std, val_steps, start_prob
         net = build_net(arch, n_in, n_out, n_globals, transient, d_model, n_layers, n_heads, n_slots, d_hidden,
                         n_freq, dropout, attention)
-        self.net = FieldOperator(net, n_in, n_out, n_globals, transient)
+        # MGN / Transolver-style predict the normalised increment (MeshGraphNets); PhysGTO has its SiLU(α) step
+        self.net = FieldOperator(net, n_in, n_out, n_globals, transient, scale_steps=arch != "physgto")
         self._test_steps: list = []
         self.out_dir = out_dir
         self.rollout_curve: Optional[list] = None
@@ -88,6 +90,9 @@ class PhysicsLitModule(LinmixModule):
                              f"but the data is {problem!r} (channels {other.channels})")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("state_dict")
+        if state is not None and "net.step_scale" not in state:  # checkpoints from before step_scale: scale 1
+            state["net.step_scale"] = torch.ones(self.spec.n_out)
         trained = checkpoint.get("hyper_parameters", {}).get("problem", self.spec.name)
         if trained != self.spec.name:
             raise ValueError(f"checkpoint was trained on {trained!r} (channels {get_problem(trained).channels}) "

@@ -4,6 +4,10 @@ physical inputs to physical fields. This is the module that is trained, rolled o
 ``forward(pos (N, 2), feats (N, F), node_type (N,) int64, edge_index (2, E), batch (N,) int64 | None) -> (N, C)``
 with ``feats`` in physical units laid out as [state u_t (C, transient only), inputs (F_in), globals (G, per node),
 time t (1, transient only)]. Steady: returns the field; transient: returns u_{t+1}. ``batch=None`` means one graph.
+``scale_steps`` (transient MeshGraphNets / Transolver-style nets, whose residual is u_n + Δ): the net's step is
+scaled per channel by ``step_scale`` = std(u_{t+1} − u_t) / std(u) of the training data, i.e. the net predicts the
+normalised increment, as MeshGraphNets does (heat 0.029, flow 0.0004-0.0011: an unscaled Δ of order 1 is 30-2000x a
+real step). PhysGTO keeps its own learned step scale SiLU(α) (official task2) and ``scale_steps`` False.
 Per-channel z-score statistics are buffers (saved in checkpoints and exports); a zero variance is replaced by 1
 (a constant feature must not produce NaNs, deepmind-research#655).
 """
@@ -26,10 +30,12 @@ def _safe_std(x: Tensor) -> Tensor:
 class FieldOperator(nn.Module):
     """Normalise -> net -> de-normalise. ``n_in``, ``n_out``, ``n_globals``, ``transient`` must match the net."""
 
-    def __init__(self, net: nn.Module, n_in: int, n_out: int, n_globals: int, transient: bool) -> None:
+    def __init__(self, net: nn.Module, n_in: int, n_out: int, n_globals: int, transient: bool,
+                 scale_steps: bool = False) -> None:
         super().__init__()
         self.net = net
         self.n_in, self.n_out, self.n_globals, self.transient = n_in, n_out, n_globals, transient
+        self.scale_steps = bool(scale_steps and transient)
         n_state, _, _, n_time = feature_layout(n_in, n_out, n_globals, transient)
         self.n_state, self.n_time = n_state, n_time
         self.n_feat = n_state + n_in + n_globals + n_time
@@ -37,11 +43,14 @@ class FieldOperator(nn.Module):
             self.register_buffer(f"{name}_mean", torch.zeros(size))
             self.register_buffer(f"{name}_std", torch.ones(size))
         self.register_buffer("t_scale", torch.ones(1))
+        self.register_buffer("step_scale", torch.ones(n_out))  # used only when scale_steps
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     @torch.jit.unused
-    def fit_stats(self, inputs: Tensor, globals_: Tensor, fields: Tensor, t_max: float = 1.0) -> None:
-        """Per-channel statistics from training data: inputs (N, F_in), globals (B, G), fields (T·N, C)."""
+    def fit_stats(self, inputs: Tensor, globals_: Tensor, fields: Tensor, t_max: float = 1.0,
+                  increments: Optional[Tensor] = None) -> None:
+        """Per-channel statistics from training data: inputs (N, F_in), globals (B, G), fields (T·N, C),
+        increments ((T-1)·N, C) u_{t+1} − u_t (transient; sets ``step_scale``)."""
         with torch.no_grad():
             if self.n_in:
                 self.in_mean.copy_(inputs.mean(0))
@@ -52,6 +61,8 @@ class FieldOperator(nn.Module):
             self.out_mean.copy_(fields.mean(0))
             self.out_std.copy_(_safe_std(fields))
             self.t_scale.fill_(max(float(t_max), 1e-8))
+            if increments is not None and increments.shape[0] > 1:
+                self.step_scale.copy_(_safe_std(increments) / self.out_std)
             self.fitted.fill_(True)
 
     def normalise(self, feats: Tensor) -> Tensor:
@@ -76,5 +87,9 @@ class FieldOperator(nn.Module):
             raise ValueError("FieldOperator: pos, feats and node_type must have the same number of nodes")
         if batch is None:
             batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-        y = self.net(pos, self.normalise(feats), node_type, edge_index, batch)
+        x = self.normalise(feats)
+        y = self.net(pos, x, node_type, edge_index, batch)
+        if self.scale_steps:
+            u = x[:, : self.n_out]
+            y = u + self.step_scale * (y - u)
         return y * self.out_std + self.out_mean

@@ -1,5 +1,6 @@
 """Transient training learns the dynamics where rollouts start: after a short overfit on one tiny heat trajectory,
-the first rollout steps beat holding the initial state by a wide margin (they did not with uniform window starts)."""
+the first rollout steps beat holding the initial state by a wide margin (they did not with uniform window starts);
+the MeshGraphNets / Transolver-style baselines predict the normalised increment (MeshGraphNets' delta scaling)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,30 @@ def test_short_overfit_beats_holding_on_first_rollout_steps(heat_traj):
     hold = torch.stack([rel_l2(b.fields[0], b.fields[k], b.batch, 1).mean() for k in (1, 2, 3)])
     # measured: model / hold ~0.38-0.46 per step over seeds 0-2; uniform window starts (start_prob 0): 0.55-0.71
     assert (model / hold).mean() < 0.5, (model.tolist(), hold.tolist())
+
+
+def test_baselines_predict_the_normalised_increment(heat_traj, tmp_path):
+    b = heat_traj
+    T = b.fields.shape[0]
+    inc = (b.fields[1:] - b.fields[:-1]).reshape(-1, 1)
+    lit = PhysicsLitModule(arch="mgn", problem="heat", n_in=1, n_out=1, n_globals=1, transient=True, d_model=16,
+                           n_layers=1, d_hidden=16)
+    assert lit.net.scale_steps and not _lit(0.5).net.scale_steps  # PhysGTO keeps its own SiLU(α) step scale
+    lit.net.fit_stats(b.inputs, b.globals, b.fields.reshape(-1, 1), float(b.dt[0]) * (T - 1), inc)
+    scale = lit.net.step_scale
+    torch.testing.assert_close(scale, inc.std(0, unbiased=False) / b.fields.reshape(-1, 1).std(0, unbiased=False))
+    assert 0 < float(scale) < 0.2  # a real step is a small fraction of the state's spread
+    feats = torch.cat([b.fields[0], b.inputs, b.globals[b.batch], torch.zeros(b.num_nodes, 1)], dim=1)
+    with torch.no_grad():
+        y = lit.net(b.pos, feats, b.node_type, b.edge_index, b.batch)
+        raw = lit.net.net(b.pos, lit.net.normalise(feats), b.node_type, b.edge_index, b.batch)
+        u = lit.net.normalise(feats)[:, :1]
+        torch.testing.assert_close(y, (u + scale * (raw - u)) * lit.net.out_std + lit.net.out_mean)
+        torch.testing.assert_close(torch.jit.script(lit.net)(b.pos, feats, b.node_type, b.edge_index, b.batch), y)
+    # a checkpoint from before step_scale loads with scale 1 (the old function)
+    ckpt = {"state_dict": {k: v for k, v in lit.state_dict().items() if k != "net.step_scale"},
+            "hyper_parameters": dict(lit.hparams)}
+    path = tmp_path / "old.ckpt"
+    torch.save(ckpt | {"pytorch-lightning_version": "2.6.6"}, path)
+    old = PhysicsLitModule.load_from_checkpoint(str(path), map_location="cpu")
+    assert float(old.net.step_scale) == 1.0
