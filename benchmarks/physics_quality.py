@@ -65,7 +65,8 @@ def one_step_errors(model, loader) -> tuple:
 
 
 def hold_initial(loader) -> tuple:
-    """Holding the initial state over the rollout: (mean relative L2 over steps 1..T-1, step-1 relative L2)."""
+    """Holding the initial state over the rollout: (mean relative L2 over steps 1..T-1, step-1 relative L2, the
+    per-step curve as a list)."""
     from apps.physics.graph_ops import num_graphs
     from apps.physics.losses import rel_l2
 
@@ -75,7 +76,7 @@ def hold_initial(loader) -> tuple:
         per_step.append(torch.stack([rel_l2(b.fields[0], b.fields[k], b.batch, g).mean(1)
                                      for k in range(1, b.fields.shape[0])]))  # (T-1, G)
     curve = torch.cat(per_step, dim=1).mean(1)
-    return float(curve.mean()), float(curve[0])
+    return float(curve.mean()), float(curve[0]), curve.tolist()
 
 
 def run(problem: str, arch: str, cfg: dict, data_dir: Path, rollout_dir: Path) -> dict:
@@ -102,9 +103,10 @@ def run(problem: str, arch: str, cfg: dict, data_dir: Path, rollout_dir: Path) -
     transient = {}
     if dm.transient:
         one, one_hold = one_step_errors(model, dm.test_dataloader())
-        roll_hold, step1_hold = hold_initial(dm.test_dataloader())
+        roll_hold, step1_hold, hold_curve = hold_initial(dm.test_dataloader())
         transient = {"rel_l2_step1": float(res["test/rel_l2_step1"]), "one_step": one, "one_step_hold": one_hold,
-                     "rollout_hold": roll_hold, "step1_hold": step1_hold, "start_prob": model.start_prob,
+                     "rollout_hold": roll_hold, "step1_hold": step1_hold, "rollout_hold_curve": hold_curve,
+                     "start_prob": model.start_prob,
                      "noise_std": model.noise_std, "horizon": model.horizon}
     return {**transient, "seed": cfg.get("seed", 0), "problem": problem, "arch": arch, "params": sum(p.numel() for p in model.parameters()),
             "epochs": cfg["epochs"], "batch_size": cfg["batch"], "lr": cfg["lr"], "train_cpu_s": round(cpu, 1),
@@ -182,6 +184,9 @@ def write_report(rows: list, out: Path) -> None:
             if r["problem"] == p and r.get("rollout_curve"):
                 c = r["rollout_curve"]
                 axes[0, k].plot(range(1, len(c) + 1), c, label=r["arch"])
+        hold = next((r["rollout_hold_curve"] for r in rows if r["problem"] == p and r.get("rollout_hold_curve")), None)
+        if hold:
+            axes[0, k].plot(range(1, len(hold) + 1), hold, "k--", lw=1, label="hold initial state")
         axes[0, k].set_title(f"{p}: rollout error")
         axes[0, k].set_xlabel("step")
         axes[0, k].set_ylabel("relative L2")
@@ -231,7 +236,7 @@ def main(argv=None) -> int:
             r["steps"] = cfg["steps"]
             r["command"] = "python benchmarks/physics_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
             rows = [x for x in rows if not (x["problem"] == problem and x["arch"] == arch)] + [r]
-            print(json.dumps({k: v for k, v in r.items() if k != "rollout_curve"}), flush=True)
+            print(json.dumps({k: v for k, v in r.items() if not k.endswith("curve")}), flush=True)
             json_path.write_text(json.dumps({"rows": rows}, indent=1))
             write_report(rows, out)
     write_report(rows, out)
