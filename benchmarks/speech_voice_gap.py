@@ -11,8 +11,8 @@ each source (median of voiced 40 ms frames, autocorrelation 60-400 Hz) and their
 difference (RMS, dB), overlap (fraction of 20 ms frames where both sources are within 35 dB of their loudest
 frame), length (s).  ``heldout`` is a split of fresh mixtures of TRAINING voices (new pairs, sentences, levels),
 generated once by ``apps.speech.synth.generate`` with subset name "heldout" (its own RNG stream, same speaker
-pools): the seen-voice reference.  Writes ``speech_voice_gap.md`` (tables) and per-utterance
-``speech_voice_gap_<name>_<split>.csv``.  Nothing is tuned here; it only reads.
+pools): the seen-voice reference.  Writes ``<prefix>.md`` (tables; default prefix
+``speech_voice_gap``) and per-utterance ``<prefix>_<name>_<split>.csv``.  Nothing is tuned here; it only reads.
 """
 
 import argparse
@@ -77,7 +77,8 @@ def traits(mid: str, srcs: np.ndarray, sr: int) -> dict:
 
 def load_net(path: str) -> ConvTasNet:
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    net = ConvTasNet(ConvTasNetConfig(**ck["hyper_parameters"]["net"]))
+    cfg = ck["hyper_parameters"]["net"]
+    net = ConvTasNet(cfg if isinstance(cfg, ConvTasNetConfig) else ConvTasNetConfig(**cfg))
     net.load_state_dict({k[4:]: v for k, v in ck["state_dict"].items() if k.startswith("net.")})
     return net.eval()
 
@@ -124,6 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--heldout-root", default="/tmp/speech4/heldout")
     p.add_argument("--n-heldout", type=int, default=100)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--prefix", default="speech_voice_gap", help="names of the outputs: <prefix>.md, <prefix>_<name>_<split>.csv")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     sr = 8000
@@ -139,6 +141,7 @@ def main(argv=None) -> int:
             print(f"heldout: {a.n_heldout} train-voice mixtures generated in {time.time() - t:.0f} s", flush=True)
         meta[split] = read_librimix_csv(csv_path, 2)[0]
     out = ROOT / a.out
+    out.mkdir(parents=True, exist_ok=True)
     md = ["# Dev/test gap of the speech models: per-utterance SI-SNRi by voice and mixture traits", "",
           f"`.venv/bin/python benchmarks/speech_voice_gap.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
           "(CPU, 1 thread; whole utterances; uPIT SI-SNRi as `linmix-speech test`). Cells: mean SI-SNRi dB (n).",
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
             by[split] = score(net, meta[split], sr)
             print(f"{name} {split}: {np.mean([r['si_snri'] for r in by[split]]):.2f} dB over {len(by[split])} "
                   f"({time.time() - t:.0f} s)", flush=True)  # fmt: skip
-            with open(out / f"speech_voice_gap_{name}_{split}.csv", "w", newline="") as f:
+            with open(out / f"{a.prefix}_{name}_{split}.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(by[split][0]))
                 w.writeheader()
                 w.writerows(by[split])
@@ -184,7 +187,7 @@ def main(argv=None) -> int:
                                                                "overlap", "length_s")]  # fmt: skip
             md.append(f"- {split}: " + ", ".join(f"{x:.3f}" for x in m))
         md.append("")
-    (out / "speech_voice_gap.md").write_text("\n".join(md) + "\n")
+    (out / f"{a.prefix}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 
