@@ -108,3 +108,12 @@ def write_audio(path: Union[str, Path], x: Union[torch.Tensor, np.ndarray], samp
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def speed_change(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``x`` (T,) ``factor`` times faster by linear interpolation: ~T/factor samples; F0 and formants scale by
+    ``factor`` together (speed perturbation of training sources).  factor 1 returns ``x`` unchanged."""
+    if factor == 1.0 or len(x) < 2:
+        return x
+    t = np.arange(int(np.floor((len(x) - 1) / factor)) + 1) * factor
+    return np.interp(t, np.arange(len(x)), x).astype(np.float32)

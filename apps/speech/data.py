@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .audio import AudioError, read_audio
+from .audio import AudioError, read_audio, speed_change
 
 log = logging.getLogger("linmix.speech")
 
@@ -148,14 +148,19 @@ class MixtureDataset(Dataset):
     """Mixtures with their sources.  ``segment`` samples: random crops (zero-padded when shorter); None: whole files.
 
     A file that fails to read is logged, recorded in ``self.rejects`` and replaced by the next item.
+    ``speed`` > 0 (training crops only): each source is speed-perturbed by its own factor U(1-speed, 1+speed) from the
+    same start and the mixture is rebuilt as their sum (the fixed pairs, new timbres).
     """
 
-    def __init__(self, records: list[MixtureRecord], sample_rate: int, segment: Optional[int] = None):
+    def __init__(
+        self, records: list[MixtureRecord], sample_rate: int, segment: Optional[int] = None, speed: float = 0.0
+    ):
         if not records:
             raise ValueError("no usable mixtures (see the rejects file for why)")
         self.records = records
         self.sample_rate = sample_rate
         self.segment = segment
+        self.speed = speed
         self.rejects: list[Reject] = []
 
     def __len__(self) -> int:
@@ -172,6 +177,12 @@ class MixtureDataset(Dataset):
             length = rec.length if rec.length > 0 else self._length(rec)
             # torch's RNG: seeded per DataLoader worker and by seed_everything (a Python Random would repeat per worker)
             start = int(torch.randint(0, max(length - n, 0) + 1, (1,)))
+        if n is not None and self.speed > 0:
+            factors = (1 + self.speed * (2 * torch.rand(len(rec.source_paths)) - 1)).tolist()
+            srcs = [torch.from_numpy(speed_change(_read_span(p, self.sample_rate, start, int(n * f) + 2).numpy(), f))
+                    for p, f in zip(rec.source_paths, factors, strict=True)]  # fmt: skip
+            srcs = [torch.nn.functional.pad(s[:n], (0, n - len(s[:n]))) for s in srcs]
+            return {"mix": torch.stack(srcs).sum(0), "sources": torch.stack(srcs), "id": rec.mixture_id}
         mix = _read_span(rec.mix_path, self.sample_rate, start, n)
         srcs = [_read_span(p, self.sample_rate, start, n) for p in rec.source_paths]
         t = n if n is not None else min([len(mix)] + [len(s) for s in srcs])
@@ -207,6 +218,8 @@ class SpeechDataModule(pl.LightningDataModule):
             (``apps.speech.dynamic_mix``; as many items per epoch as the list has mixtures) instead of its fixed pairs.
         dm_same_group_p: with dynamic mixing, probability that both speakers share a group (synth corpus: the voice
             variant); None: uniform speakers.  dm_speed: speed perturbation half-width (0.1: factors 0.9-1.1; 0: off).
+        speed_perturb: the same for the fixed pairs (without dynamic mixing): each source of a training crop gets
+            its own factor and the mixture is rebuilt as their sum.
     """
 
     def __init__(
@@ -235,6 +248,7 @@ class SpeechDataModule(pl.LightningDataModule):
         dynamic_mixing: bool = False,
         dm_same_group_p: Optional[float] = None,
         dm_speed: float = 0.0,
+        speed_perturb: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -311,7 +325,7 @@ class SpeechDataModule(pl.LightningDataModule):
                     same_group_p=h.dm_same_group_p, speed=h.dm_speed,
                 )  # fmt: skip
             else:
-                self.datasets["train"] = MixtureDataset(recs, self.sample_rate, segment)
+                self.datasets["train"] = MixtureDataset(recs, self.sample_rate, segment, speed=h.speed_perturb)
         for stage_name, subset in (("validate", h.valid_subset), ("test", h.test_subset)):
             key = "valid" if stage_name == "validate" else "test"
             wanted = stage in (None, stage_name) or (stage == "fit" and key == "valid")

@@ -27,6 +27,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from .audio import speed_change
 from .data import MixtureRecord
 
 # linmix-speech synth speaker IDs: <accent>-<variant>-p<pitch>-r<rate>, followed by -<mixture index>
@@ -144,10 +145,7 @@ class DynamicMixDataset(Dataset):
             start = int(rng.integers(0, max(f.frames - need, 0) + 1))
             f.seek(start)
             x = f.read(need, dtype="float32", always_2d=True).mean(axis=1)
-        if factor != 1.0 and len(x) > 1:  # speed change: read factor x more samples, play them in the same time
-            t = np.arange(int(np.floor((len(x) - 1) / factor)) + 1) * factor
-            x = np.interp(t, np.arange(len(x)), x).astype(np.float32)
-        x = x[: self.segment]
+        x = speed_change(x, factor)[: self.segment]  # read factor x more samples, play them in the same time
         if len(x) < self.segment:
             off = int(rng.integers(0, self.segment - len(x) + 1))
             x = np.pad(x, (off, self.segment - len(x) - off))

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ("convtasnet_synth_gpu", "mamba_synth_gpu", "convtasnet_paper_synth_gpu")
+ORDER = ("convtasnet_synth_gpu", "convtasnet_synth_gpu_sp", "mamba_synth_gpu", "convtasnet_paper_synth_gpu")
 BAR_CFG = "convtasnet_synth_gpu"
 
 

@@ -133,3 +133,23 @@ def test_datamodule_switch_trains_on_dynamic_mixtures(synth_root):
     fixed = SpeechDataModule(root=str(synth_root), segment_s=0.5, synthesize=False, rejects_dir=None)
     fixed.setup("fit")
     assert not isinstance(fixed.datasets["train"], DynamicMixDataset)  # default: the fixed pairs
+
+
+def test_fixed_pairs_speed_perturbation_keeps_the_pair_and_the_sum(synth_root):
+    from apps.speech.data import SpeechDataModule
+
+    kw = dict(root=str(synth_root), segment_s=0.5, synthesize=False, rejects_dir=None)
+    dm = SpeechDataModule(**kw, speed_perturb=0.2)
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    torch.manual_seed(4)
+    a = ds[0]
+    torch.manual_seed(4)
+    b = ds[0]
+    assert torch.equal(a["mix"], b["mix"]) and a["id"] == ds.records[0].mixture_id  # same seed, same item; same pair
+    assert a["sources"].shape == (2, 4000) and torch.equal(a["mix"], a["sources"].sum(0))
+    plain = SpeechDataModule(**kw)
+    plain.setup("fit")
+    torch.manual_seed(4)
+    c = plain.datasets["train"][0]
+    assert not torch.equal(a["sources"], c["sources"])  # perturbed vs not, same crop start
