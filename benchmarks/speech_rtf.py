@@ -126,6 +126,7 @@ def main(argv=None) -> int:
         return 0
     out = ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
     rows = []
     for th in a.threads:
         timed = spawn(["--child", "time", str(th), str(a.seconds), str(a.repeats)])
@@ -138,7 +139,8 @@ def main(argv=None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     (out / "speech_rtf.json").write_text(json.dumps(rows, indent=2))
     lines = ["# Conv-TasNet speed and memory (paper config, CPU, batch 1, 8 kHz)", "",
-             f"Machine: {os.cpu_count()} CPU cores shared with other jobs (timings inflated by their load).", "",
+             f"Machine: {os.cpu_count()} CPU cores, load average {load[0]:.1f} at start and {os.getloadavg()[0]:.1f} at "
+             "end (other jobs on the cores inflate the timings; both models run interleaved in one process).", "",
              "| model | threads | audio (s) | params | time (s) | RTF | peak RSS (MB) | RSS before run (MB) |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
