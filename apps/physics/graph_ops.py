@@ -28,12 +28,12 @@ def flux_index(edge_index: Tensor, n: int) -> Tensor:
     return torch.stack([edge_index[0], edge_index[1] + n], dim=1).reshape(-1)
 
 
-def flux_mean_weights(edge_index: Tensor, n: int, d_model: int, dtype: torch.dtype) -> Tensor:
+def flux_mean_weights(flux_idx: Tensor, n: int, d_model: int, dtype: torch.dtype) -> Tensor:
     """(n, d_model) weights that turn PhysGTO's flux sums into means: 1 / (out-degree) on the first d_model/2 channels
     (messages summed at senders), 1 / (in-degree) on the rest (summed at receivers); 1 for a node with no edges.
-    Depends only on the graph, so it is computed once per forward and shared by every block."""
-    ones = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
-    deg = torch.zeros(2 * n, dtype=dtype, device=edge_index.device).index_add_(0, flux_index(edge_index, n), ones.repeat(2))
+    ``flux_idx`` from :func:`flux_index`. Depends only on the graph: computed once per forward, shared by every block."""
+    ones = torch.ones(flux_idx.shape[0], dtype=dtype, device=flux_idx.device)
+    deg = torch.zeros(2 * n, dtype=dtype, device=flux_idx.device).index_add_(0, flux_idx, ones)
     half = d_model // 2
     inv = 1.0 / deg.clamp(min=1.0)
     return torch.cat([inv[:n].unsqueeze(1).expand(n, half), inv[n:].unsqueeze(1).expand(n, d_model - half)], dim=1)

@@ -173,7 +173,7 @@ class PhysGTO(nn.Module):
         if g > 1:  # the padded layout is the same in every block: build it once
             slot, mask = dense_index(batch, g)
         flux_idx = flux_index(edge_index, v.shape[0])  # graph-only quantities: once per forward, not per block
-        inv_deg = flux_mean_weights(edge_index, v.shape[0], v.shape[1], v.dtype)
+        inv_deg = flux_mean_weights(flux_idx, v.shape[0], v.shape[1], v.dtype)
         for blk in self.blocks:
             v, e = blk(v, e, extra, edge_index, batch, flux_idx, inv_deg, slot, mask)
         out = self.dec(torch.cat([v, cond], dim=1))
