@@ -117,3 +117,23 @@ def speed_change(x: np.ndarray, factor: float) -> np.ndarray:
         return x
     t = np.arange(int(np.floor((len(x) - 1) / factor)) + 1) * factor
     return np.interp(t, np.arange(len(x)), x).astype(np.float32)
+
+
+def read_span(path: Path, sample_rate: int, start: int, n: int | None) -> torch.Tensor:
+    """Mono samples [start, start+n) of ``path`` at ``sample_rate`` (T,) (whole file if n is None); a partial read when
+    the file's rate is ``sample_rate`` (training's hot path: one open for the rate check, seek and read), else the
+    whole file read, resampled and cut."""
+    if n is not None:
+        with sf.SoundFile(str(path)) as f:
+            if f.samplerate == sample_rate:
+                f.seek(min(start, f.frames))
+                return torch.from_numpy(f.read(n, dtype="float32", always_2d=True).mean(axis=1))
+    x, _ = read_audio(path, sample_rate, allow_silent=True, quiet=True)
+    return x if n is None else x[start : start + n]
+
+
+def read_perturbed(path: Path, sample_rate: int, start: int, n: int, factor: float) -> np.ndarray:
+    """At most ``n`` samples (fewer at the file's end) of ``path`` from ``start``, played ``factor`` times faster
+    (:func:`speed_change`): reads the ``ceil(n * factor) + 1`` samples that many output samples need."""
+    need = int(np.ceil(n * factor)) + 1
+    return speed_change(read_span(path, sample_rate, start, need).numpy(), factor)[:n]

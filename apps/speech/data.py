@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .audio import AudioError, read_audio, speed_change
+from .audio import AudioError, read_perturbed, read_span
 
 log = logging.getLogger("linmix.speech")
 
@@ -133,17 +133,6 @@ def write_rejects(path: Path, rejects: list[Reject]) -> None:
     os.replace(tmp, path)
 
 
-def _read_span(path: Path, sample_rate: int, start: int, n: Optional[int]) -> torch.Tensor:
-    """Samples [start, start+n) at ``sample_rate`` (whole file if n is None); partial read when rates agree."""
-    if n is not None:
-        with sf.SoundFile(str(path)) as f:  # one open: rate check, seek and read (training's hot path)
-            if f.samplerate == sample_rate:
-                f.seek(min(start, f.frames))
-                return torch.from_numpy(f.read(n, dtype="float32", always_2d=True).mean(axis=1))
-    x, _ = read_audio(path, sample_rate, allow_silent=True, quiet=True)
-    return x if n is None else x[start : start + n]
-
-
 class MixtureDataset(Dataset):
     """Mixtures with their sources.  ``segment`` samples: random crops (zero-padded when shorter); None: whole files.
 
@@ -179,12 +168,12 @@ class MixtureDataset(Dataset):
             start = int(torch.randint(0, max(length - n, 0) + 1, (1,)))
         if n is not None and self.speed > 0:
             factors = (1 + self.speed * (2 * torch.rand(len(rec.source_paths)) - 1)).tolist()
-            srcs = [torch.from_numpy(speed_change(_read_span(p, self.sample_rate, start, int(n * f) + 2).numpy(), f))
+            srcs = [torch.from_numpy(read_perturbed(p, self.sample_rate, start, n, f))
                     for p, f in zip(rec.source_paths, factors, strict=True)]  # fmt: skip
             srcs = [torch.nn.functional.pad(s[:n], (0, n - len(s[:n]))) for s in srcs]
             return {"mix": torch.stack(srcs).sum(0), "sources": torch.stack(srcs), "id": rec.mixture_id}
-        mix = _read_span(rec.mix_path, self.sample_rate, start, n)
-        srcs = [_read_span(p, self.sample_rate, start, n) for p in rec.source_paths]
+        mix = read_span(rec.mix_path, self.sample_rate, start, n)
+        srcs = [read_span(p, self.sample_rate, start, n) for p in rec.source_paths]
         t = n if n is not None else min([len(mix)] + [len(s) for s in srcs])
         mix = torch.nn.functional.pad(mix[:t], (0, t - len(mix[:t])))
         sources = torch.stack([torch.nn.functional.pad(s[:t], (0, t - len(s[:t]))) for s in srcs])

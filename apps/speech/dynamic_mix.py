@@ -27,7 +27,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from .audio import speed_change
+from .audio import read_perturbed
 from .data import MixtureRecord
 
 # linmix-speech synth speaker IDs: <accent>-<variant>-p<pitch>-r<rate>, followed by -<mixture index>
@@ -138,14 +138,11 @@ class DynamicMixDataset(Dataset):
     def _crop(self, path: Path, rng: np.random.Generator) -> np.ndarray:
         """A random crop of ``segment`` samples after speed perturbation; shorter files are placed at a random offset."""
         factor = rng.uniform(1 - self.speed, 1 + self.speed) if self.speed > 0 else 1.0
-        need = int(np.ceil(self.segment * factor)) + 1
-        with sf.SoundFile(str(path)) as f:
-            if f.samplerate != self.sample_rate:
-                raise ValueError(f"{path}: {f.samplerate} Hz, dynamic mixing expects {self.sample_rate} Hz files")
-            start = int(rng.integers(0, max(f.frames - need, 0) + 1))
-            f.seek(start)
-            x = f.read(need, dtype="float32", always_2d=True).mean(axis=1)
-        x = speed_change(x, factor)[: self.segment]  # read factor x more samples, play them in the same time
+        info = sf.info(str(path))
+        if info.samplerate != self.sample_rate:
+            raise ValueError(f"{path}: {info.samplerate} Hz, dynamic mixing expects {self.sample_rate} Hz files")
+        start = int(rng.integers(0, max(info.frames - int(np.ceil(self.segment * factor)) - 1, 0) + 1))
+        x = read_perturbed(path, self.sample_rate, start, self.segment, factor)
         if len(x) < self.segment:
             off = int(rng.integers(0, self.segment - len(x) + 1))
             x = np.pad(x, (off, self.segment - len(x) - off))
