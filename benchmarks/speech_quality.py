@@ -50,6 +50,15 @@ def curve(metrics_csv: Path) -> list[tuple[int, float]]:
     return [(int(r["step"]) + 1, float(r["val/si_snri"])) for r in rows if r.get("val/si_snri")]
 
 
+def _pairs(bd: dict | None) -> str:
+    """'same / different (n / n)' SI-SNRi of a test summary's breakdown (:func:`apps.speech.metrics.group_breakdown`)."""
+    if not bd:
+        return "-"
+    cells = [bd["same_group"], bd["different_groups"]]
+    means = " / ".join("-" if c["mean"] is None else f"{c['mean']:.2f}" for c in cells)
+    return f"{means} ({cells[0]['n']} / {cells[1]['n']})"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=["convtasnet_synth", "mamba_synth"])
@@ -96,6 +105,7 @@ def main(argv=None) -> int:
                      "s_per_step": fit_s / max(steps, 1), "load_avg_mean": sum(loads) / max(len(loads), 1),
                      "val_curve": val, "test_si_snri": summary["si_snri_mean"], "test_si_snri_median": summary["si_snri_median"],
                      "test_sdri": summary["sdri_mean"], "n_test": summary["n_utterances"], "test_s": test_s,
+                     "test_breakdown": summary.get("si_snri_breakdown"),
                      "threads": a.threads, "ckpt": str(ckpt.relative_to(ROOT))})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     if a.merge:  # rows of configs not re-run here come first, from the earlier run
@@ -105,11 +115,12 @@ def main(argv=None) -> int:
              f"CPU, {os.cpu_count()} cores shared with other jobs, 1 torch thread; "
              "load average sampled every 30 s during training (times inflated by that load).", "",
              "| config | params | steps | train (min, CPU) | s/step | load avg | test SI-SNRi (dB) | median | "
-             "test SDRi (dB) | n test |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "test SDRi (dB) | n test | same-variant / different-variant pairs (n) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['config']} | {r['params']:,} | {r['steps']} | {r['train_min']:.1f} | {r['s_per_step']:.2f} | "
                      f"{r['load_avg_mean']:.1f} | {r['test_si_snri']:.2f} | {r['test_si_snri_median']:.2f} | "
-                     f"{r['test_sdri']:.2f} | {r['n_test']} |")  # fmt: skip
+                     f"{r['test_sdri']:.2f} | {r['n_test']} | {_pairs(r.get('test_breakdown'))} |")  # fmt: skip
     lines += ["", "Learning curves (dev SI-SNRi in dB at optimiser step, first 50 dev mixtures):", ""]
     for r in rows:
         lines.append(f"- {r['config']}: " + ", ".join(f"{s}: {v:.2f}" for s, v in r["val_curve"]))

@@ -1,7 +1,8 @@
 """LightningModule for speech separation: Conv-TasNet trained with uPIT negative SI-SNR.
 
 Validation logs SI-SNRi on whole utterances; test also computes SDRi (BSS-eval, torchmetrics) and writes a
-per-utterance CSV (``test_results.csv``) and ``test_summary.json`` into the logger's folder
+per-utterance CSV (``test_results.csv``, with each mixture's source groups) and ``test_summary.json`` (means, medians
+and the SI-SNRi of same-group vs different-group mixtures and per group: :func:`metrics.group_breakdown`) into the logger's folder
 (``runs/speech/lightning_logs/version_*``).  Not a constructor argument on purpose: with ``--ckpt_path``
 LightningCLI restores the model's arguments from the checkpoint, overriding command-line values.
 Batches: ``{"mix": (B, T), "sources": (B, S, T), "id": list[str]}``.
@@ -16,8 +17,9 @@ import torch
 
 from shared.lightning import LinmixModule
 
+from .dynamic_mix import source_speakers
 from .losses import pit_si_snr_loss, si_snr
-from .metrics import separation_metrics
+from .metrics import group_breakdown, separation_metrics
 from .model import ConvTasNet, ConvTasNetConfig
 
 
@@ -78,7 +80,8 @@ class SpeechLitModule(LinmixModule):
         est = self.net(mix)
         for i in range(mix.shape[0]):
             m = separation_metrics(est[i], ref[i], mix[i], sdr=self.test_sdr)
-            self._rows.append({"mixture_ID": batch["id"][i], "samples": int(mix.shape[-1]), **m})
+            groups = "+".join(g for _, g in source_speakers(batch["id"][i], ref.shape[1]))
+            self._rows.append({"mixture_ID": batch["id"][i], "groups": groups, "samples": int(mix.shape[-1]), **m})
             self.log_stage("test", {k: v for k, v in m.items()}, batch_size=1, on_epoch=True)
 
     def _out_dir(self) -> Path:
@@ -98,12 +101,13 @@ class SpeechLitModule(LinmixModule):
             w.writeheader()
             w.writerows(self._rows)
         os.replace(tmp, out / "test_results.csv")
-        metric_keys = [k for k in keys if k not in ("mixture_ID", "samples")]
+        metric_keys = [k for k in keys if k not in ("mixture_ID", "groups", "samples")]
         summary = {"n_utterances": len(self._rows)}
         for k in metric_keys:
             vals = torch.tensor([float(r[k]) for r in self._rows], dtype=torch.float64)
             summary[f"{k}_mean"] = float(torch.nanmean(vals))
             summary[f"{k}_median"] = float(torch.nanmedian(vals))
+        summary["si_snri_breakdown"] = group_breakdown(self._rows, "si_snri")
         tmp = out / "test_summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, out / "test_summary.json")

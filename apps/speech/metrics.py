@@ -38,3 +38,23 @@ def separation_metrics(
         out["sdr"] = float(torch.nanmean(s_est))
         out["sdri"] = float(torch.nanmean(s_est - s_mix))
     return out
+
+
+def group_breakdown(rows: list[dict], key: str = "si_snri") -> dict:
+    """Where a test mean comes from: mean ``key`` over mixtures whose sources all share one group vs all-different
+    groups, and per group (over the mixtures holding it).  A group is a voice variant for the synthetic corpus
+    (speakers of one variant share a vocal-tract model) and the speaker for LibriSpeech IDs; ``rows[i]["groups"]`` is
+    the mixture's groups joined by ``+``.  Returns ``{"same_group": {"n", "mean"}, "different_groups": {...},
+    "by_group": {group: {"n", "mean"}}}`` (a mean is None when its n is 0)."""
+
+    def cell(vals: list[float]) -> dict:
+        return {"n": len(vals), "mean": sum(vals) / len(vals) if vals else None}
+
+    same, diff, by_group = [], [], {}
+    for r in rows:
+        v, groups = float(r[key]), str(r["groups"]).split("+")
+        (same if len(set(groups)) == 1 else diff).append(v)
+        for g in sorted(set(groups)):
+            by_group.setdefault(g, []).append(v)
+    return {"same_group": cell(same), "different_groups": cell(diff),
+            "by_group": {g: cell(by_group[g]) for g in sorted(by_group)}}  # fmt: skip

@@ -27,6 +27,9 @@ def test_fit_test_export_separate_through_cli(synth_root, tmp_path):
     summary = json.loads((res / "test_summary.json").read_text())
     assert summary["n_utterances"] == 2
     assert summary["si_snri_mean"] == pytest.approx(sum(float(r["si_snri"]) for r in rows) / 2, abs=1e-6)
+    bd = summary["si_snri_breakdown"]  # every mixture in exactly one pair cell, in a group cell per distinct group
+    assert bd["same_group"]["n"] + bd["different_groups"]["n"] == 2
+    assert sum(c["n"] for c in bd["by_group"].values()) == sum(len(set(r["groups"].split("+"))) for r in rows)
 
     exported = tmp_path / "model.pt"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(exported)]) == 0

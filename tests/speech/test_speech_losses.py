@@ -71,3 +71,15 @@ def test_separation_metrics_improvement_over_mixture():
     assert m["si_snr"] > 15
     assert m["si_snri"] == pytest.approx(m["si_snr"] - base, abs=1e-6)
     assert m["sdri"] > 10 and m["sdr"] > 15
+
+
+def test_group_breakdown_cells():
+    from apps.speech.metrics import group_breakdown
+
+    rows = [{"groups": "m2+m2", "si_snri": 2.0}, {"groups": "m2+paul", "si_snri": 8.0},
+            {"groups": "f4+paul", "si_snri": 12.0}]  # fmt: skip
+    bd = group_breakdown(rows)
+    assert bd["same_group"] == {"n": 1, "mean": 2.0}
+    assert bd["different_groups"] == {"n": 2, "mean": 10.0}
+    assert bd["by_group"] == {"f4": {"n": 1, "mean": 12.0}, "m2": {"n": 2, "mean": 5.0}, "paul": {"n": 2, "mean": 10.0}}
+    assert group_breakdown([])["same_group"] == {"n": 0, "mean": None}
