@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Speech GPU job (issue 5): espeak-ng corpus synthesised on NCPU cores, then convtasnet_synth_gpu (the default
-# recipe's model), convtasnet_synth_gpu_sp (the same + speed perturbation), mamba_synth_gpu and
-# convtasnet_paper_synth_gpu trained concurrently through linmix-speech fit,
+# recipe's model), convtasnet_synth_gpu_sp (the same + speed perturbation) and mamba_synth_gpu (SPEECH_CONFIGS to
+# change the list) trained concurrently through linmix-speech fit,
 # weights + metrics copied into APP_OUT every ~30 s, then a device test of each.  See benchmarks/gpu/speech_job.py.
 # Env: ACCEL (gpu|cpu), BUDGET_S, APP_OUT, WORK, NCPU.  Rehearsal: bash benchmarks/gpu/local_check.sh speech 240
 set -uo pipefail

@@ -7,9 +7,10 @@ that must come back is written, ``APP_OUT`` what comes back, ``WORK`` scratch, `
    speakers, dev/test voices unseen in training; 100 dev, 100 test, as many training mixtures as ``SYNTH_S`` seconds
    allow up to 20000) over ``NCPU`` processes.
 2. ``linmix-speech fit`` (LightningCLI, shipped YAMLs) for ``convtasnet_synth_gpu`` (the default recipe's model),
-   ``convtasnet_synth_gpu_sp`` (the same with speed-perturbed training sources), ``mamba_synth_gpu`` and
-   ``convtasnet_paper_synth_gpu`` at the same time, each with ``--trainer.max_time`` set so training ends inside
-   the budget (the YAMLs' ``TimeBudget`` callback turns it into a wall-time cosine schedule).
+   ``convtasnet_synth_gpu_sp`` (the same with speed-perturbed training sources) and ``mamba_synth_gpu`` at the same
+   time (``SPEECH_CONFIGS`` to change the list, e.g. adding ``convtasnet_paper_synth_gpu``: session 3's 1,339 steps
+   of it gave 5.47 dB, far from what one lease can train), each with ``--trainer.max_time`` set so training ends
+   inside the budget (the YAMLs' ``TimeBudget`` callback turns it into a wall-time cosine schedule).
 3. Every ~30 s the latest weights-only snapshot of each run is copied into ``APP_OUT/<config>/model.ckpt``
    (atomically; the paper model's weights as float16 to fit the 15 MiB limit) with its ``metrics.csv``, and a
    progress line (steps, steps/s, samples/s) goes to ``APP_OUT/speech_job.log``.
@@ -39,7 +40,7 @@ OUT = Path(os.environ.get("APP_OUT", "/tmp/speech_out"))
 WORK = Path(os.environ.get("WORK", "/tmp/speech_work"))
 NCPU = int(os.environ.get("NCPU", "2"))
 GPU = ACCEL == "gpu"
-CONFIGS = ("convtasnet_synth_gpu", "convtasnet_synth_gpu_sp", "mamba_synth_gpu", "convtasnet_paper_synth_gpu")
+CONFIGS = tuple(os.environ.get("SPEECH_CONFIGS", "convtasnet_synth_gpu convtasnet_synth_gpu_sp mamba_synth_gpu").split())
 HALF = {"convtasnet_paper_synth_gpu"}  # weights sent back as float16 (5M parameters: 20 MB in float32)
 PRELUDE = ("import torch, sys; torch.set_float32_matmul_precision('high'); "
            "from apps.speech.cli import main; sys.exit(main())")  # fmt: skip
