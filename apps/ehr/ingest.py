@@ -39,7 +39,7 @@ from apps.ehr.ingest_read import (
     split_ranges,
 )
 from apps.ehr.ingest_report import IngestReport, category, write_quarantine
-from apps.ehr.ingest_resolve import join_unique, resolve
+from apps.ehr.ingest_resolve import resolve
 from apps.ehr.meds import dataset_metadata, write_dataset
 
 log = logging.getLogger("apps.ehr.ingest")
@@ -162,7 +162,6 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
     counts = {t: {"read": read[t], "accepted": res.accepted.get(t, 0), "rejected": rejected[t],
                   "ignored": ignored[t]} for t in sorted(set(read) | set(rejected))}
     reasons = Counter(category(q["reason"]) for q in qrecs if q["resourceType"] != "(file)")
-    events = join_unique(res.events, res.subjects.select("patient_id", "subject_id", "split"), "patient_id")
     report = IngestReport(counts=counts, reasons=dict(sorted(reasons.items())), files=len(files), file_errors=ferrs,
                           codes=res.codes.height, stats=res.stats, validate=validate, out=str(out))
     report.reconcile()
@@ -173,7 +172,7 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
-        report.rows_written = write_dataset(tmp, events, res.codes, res.subjects, dataset_metadata())
+        report.rows_written = write_dataset(tmp, res.events, res.codes, res.subjects, dataset_metadata())
         report.subjects = {s: res.subjects.filter(pl.col("split") == s).height for s in report.rows_written}
         write_quarantine(tmp / "quarantine", qrecs)
         (tmp / "report.json").write_bytes(report.to_json())

@@ -112,8 +112,6 @@ STRUCTS: dict[str, type] = {
 }
 _HEAD = msgspec.json.Decoder(_Head)
 DECODERS = {t: msgspec.json.Decoder(c) for t, c in STRUCTS.items()}
-_SUBJECT_RE = r"^Patient/[^/?]+$"
-_ENC_RE = r"^Encounter/[^/?]+$"
 _first = itemgetter(0)
 
 
@@ -145,10 +143,19 @@ def _loc(src: int, first_line: int, n: int) -> list[pl.Expr]:
             pl.lit(-1, pl.Int32).alias("entry")]
 
 
+def _ref_ok(ref: str, rest: str, prefix: str) -> pl.Expr:
+    """``ref`` matches ``^<prefix>[^/?]+$``, where ``rest`` is ``ref`` without its first ``len(prefix)`` characters:
+    a literal prefix test and a literal two-byte search instead of a regex (a third of the cost)."""
+    return (pl.col(ref).str.starts_with(prefix) & (pl.col(rest).str.len_bytes() > 0)
+            & ~pl.col(rest).str.contains_any(["/", "?"]))
+
+
 def _refs_ok(df: pl.DataFrame, enc: bool = True) -> bool:
-    ok = pl.col("sref").str.contains(_SUBJECT_RE)
+    """Every ``sref`` is ``Patient/<id>`` (``subject`` = the id) and, with ``enc``, every ``eref`` is
+    ``Encounter/<id>`` (``enc`` = the id)."""
+    ok = _ref_ok("sref", "subject", "Patient/")
     if enc:
-        ok = ok & pl.col("eref").str.contains(_ENC_RE)
+        ok = ok & _ref_ok("eref", "enc", "Encounter/")
     return bool(df.select(ok.all()).item())
 
 
@@ -179,10 +186,10 @@ def _events(rtype: str, recs: list, src: int, first_line: int) -> pl.DataFrame |
                        "num": num, "unit": unit},
                       schema={"rid": pl.String, "sref": pl.String, "eref": pl.String, "time": pl.String,
                               "code": pl.String, "desc": pl.String, "num": pl.Float64, "unit": pl.String})
+    df = df.with_columns(subject=pl.col("sref").str.slice(8), enc=pl.col("eref").str.slice(10))
     if not _refs_ok(df):
         return None
-    return df.select(*_loc(src, first_line, df.height), pl.lit(rtype).alias("rtype"), "rid",
-                     pl.col("sref").str.slice(8).alias("subject"), pl.col("eref").str.slice(10).alias("enc"),
+    return df.select(*_loc(src, first_line, df.height), pl.lit(rtype).alias("rtype"), "rid", "subject", "enc",
                      "time", (pl.lit(f"{VOCAB[_PREFERRED[rtype]]}//") + pl.col("code")).alias("code"), "desc",
                      "num", pl.lit(None, pl.String).alias("text"), "unit")
 
@@ -208,10 +215,10 @@ def _encounters(recs: list, src: int, first_line: int) -> pl.DataFrame | None:
                        "cls_display": _get(recs, "cls.display"), "start": _get(recs, "period.start"),
                        "end": _get(recs, "period.end")}, schema=dict.fromkeys(
                           ("rid", "sref", "cls", "cls_display", "start", "end"), pl.String))
+    df = df.with_columns(subject=pl.col("sref").str.slice(8))
     if not _refs_ok(df, enc=False):
         return None
-    return df.select(*_loc(src, first_line, df.height), "rid", pl.col("sref").str.slice(8).alias("subject"),
-                     "cls", "cls_display", "start", "end")
+    return df.select(*_loc(src, first_line, df.height), "rid", "subject", "cls", "cls_display", "start", "end")
 
 
 def decode_block(block: bytes, rtype: str, src: int, first_line: int, n_lines: int) -> tuple[str, pl.DataFrame] | None:

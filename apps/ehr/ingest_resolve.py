@@ -72,7 +72,7 @@ def _bad_time(raw: str, parsed: str) -> pl.Expr:
 
 @dataclass
 class Resolved:
-    events: pl.DataFrame  # patient_id, time, code, numeric_value, text_value, encounter_id, unit
+    events: pl.DataFrame  # patient_id, time, code, numeric_value, text_value, encounter_id, unit, subject_id, split
     codes: pl.DataFrame  # code, description
     subjects: pl.DataFrame  # patient_id, subject_id, split
     rejects: pl.DataFrame  # src, line, entry, rtype, rid, reason
@@ -124,7 +124,10 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
                        .when(pl.col("death_t") < pl.col("birth_t"))
                        .then(pl.lit("inconsistent dates: deceasedDateTime before birthDate")))
     P_ok = P.filter(pl.col("reason").is_null())
-    pk = P_ok.select(subject="rid", death_t="death_t", _pat=pl.lit(True))
+    subjects = subject_table(P_ok["rid"].to_list())
+    # subject_id and split ride along the subject joins below (no separate join of all MEDS rows on patient_id)
+    P_ok = P_ok.hstack(subjects.select("subject_id", "split"))
+    pk = P_ok.select(subject="rid", death_t="death_t", _pat=pl.lit(True), subject_id="subject_id", split="split")
     prej = (P.filter(pl.col("reason").is_not_null()).select(subject="rid").unique()
             .join(pk, on="subject", how="anti").with_columns(_prej=pl.lit(True)))
 
@@ -196,7 +199,7 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
     def rows(df: pl.DataFrame, pid: str, time: pl.Expr, code: pl.Expr, num=null_f, text=null_s, enc=null_s,
              unit=null_s) -> pl.DataFrame:
         return df.select(patient_id=pl.col(pid), time=time, code=code, numeric_value=num.cast(pl.Float32),
-                         text_value=text, encounter_id=enc, unit=unit)
+                         text_value=text, encounter_id=enc, unit=unit, subject_id="subject_id", split="split")
 
     cls_code = pl.lit("ENCOUNTER//") + pl.col("cls")
     parts = [
@@ -210,12 +213,13 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
              enc=pl.col("enc"), unit=pl.col("unit")),
     ]
     events = pl.concat(parts)
-    subjects = subject_table(P_ok["rid"].to_list())
 
     # ---- code descriptions (first display seen in input order)
+    # one pass over the event rows: their distinct codes, each with its first non-null display (null if none)
+    v_codes = V_ok.group_by("code", maintain_order=True).agg(d=pl.col("desc").drop_nulls().first())
     enc_desc = E_ok.select(code=cls_code, d=pl.col("cls_display").fill_null(pl.col("cls")))
     described = pl.concat([
-        V_ok.select("code", d=pl.col("desc")),
+        v_codes,
         enc_desc.select(code=pl.col("code") + "//START", d="Encounter start: " + pl.col("d")),
         enc_desc.select(code=pl.col("code") + "//END", d="Encounter end: " + pl.col("d")),
         P_ok.select(code=pl.lit("GENDER//") + pl.col("gender"), d="Patient.gender: " + pl.col("gender")),
@@ -223,8 +227,8 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
                                                                  "Death (Patient.deceasedDateTime)"]}),
     ]).filter(pl.col("d").is_not_null() & pl.col("code").is_not_null())
     described = described.unique(subset="code", keep="first", maintain_order=True)
-    codes = (events.select("code").unique().join(described, on="code", how="left")
-             .select("code", description="d").sort("code"))
+    in_data = pl.concat([v_codes.select("code"), *(part.select("code") for part in parts[:-1])]).unique()
+    codes = in_data.join(described, on="code", how="left").select("code", description="d").sort("code")
 
     # ---- stats for the report
     lab = V_ok.filter(pl.col("num").is_not_null())
