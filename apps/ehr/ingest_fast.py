@@ -133,8 +133,9 @@ def _get(recs: list, path: str) -> list:
     return list(map(attrgetter(path), recs))
 
 
-def _has_empty(*cols: list) -> bool:
-    return any("" in c for c in cols)
+def _nonempty(*cols: str) -> list[pl.Expr]:
+    """Checks that string columns hold no ``""`` (a polars length test, not a Python scan of each list)."""
+    return [pl.col(c).str.len_bytes() > 0 for c in cols]
 
 
 def _loc(src: int, first_line: int, n: int) -> list[pl.Expr]:
@@ -150,13 +151,12 @@ def _ref_ok(ref: str, rest: str, prefix: str) -> pl.Expr:
             & ~pl.col(rest).str.contains_any(["/", "?"]))
 
 
-def _refs_ok(df: pl.DataFrame, enc: bool = True) -> bool:
-    """Every ``sref`` is ``Patient/<id>`` (``subject`` = the id) and, with ``enc``, every ``eref`` is
-    ``Encounter/<id>`` (``enc`` = the id)."""
-    ok = _ref_ok("sref", "subject", "Patient/")
-    if enc:
-        ok = ok & _ref_ok("eref", "enc", "Encounter/")
-    return bool(df.select(ok.all()).item())
+def _all(df: pl.DataFrame, checks: list[pl.Expr]) -> bool:
+    """Every check holds on every row (one polars pass; the checks see no nulls, or test them explicitly)."""
+    ok = checks[0]
+    for c in checks[1:]:
+        ok = ok & c
+    return bool(df.select(ok.all(ignore_nulls=False)).item())
 
 
 def _events(rtype: str, recs: list, src: int, first_line: int) -> pl.DataFrame | None:
@@ -167,8 +167,6 @@ def _events(rtype: str, recs: list, src: int, first_line: int) -> pl.DataFrame |
     if rtype == "Observation":
         time = _get(recs, "effectiveDateTime")
         num, unit = _get(recs, "valueQuantity.value"), _get(recs, "valueQuantity.unit")
-        if "" in unit:  # unit "" -> the general path (``unit or code``)
-            return None
     elif rtype == "MedicationRequest":
         time = _get(recs, "authoredOn")
     elif rtype == "Procedure":
@@ -179,15 +177,19 @@ def _events(rtype: str, recs: list, src: int, first_line: int) -> pl.DataFrame |
             return None  # onsetPeriod -> the general path
         onset, rec = _get(recs, "onsetDateTime"), _get(recs, "recordedDate")
         time = [a or b for a, b in zip(onset, rec, strict=True)]
-    if _has_empty(code, desc) or (rtype != "Condition" and (None in time or "" in time)):
-        return None
     df = pl.DataFrame({"rid": _get(recs, "id"), "sref": _get(recs, "subject.reference"),
                        "eref": _get(recs, "encounter.reference"), "time": time, "code": code, "desc": desc,
                        "num": num, "unit": unit},
                       schema={"rid": pl.String, "sref": pl.String, "eref": pl.String, "time": pl.String,
                               "code": pl.String, "desc": pl.String, "num": pl.Float64, "unit": pl.String})
     df = df.with_columns(subject=pl.col("sref").str.slice(8), enc=pl.col("eref").str.slice(10))
-    if not _refs_ok(df):
+    checks = [*_nonempty("code", "desc"), _ref_ok("sref", "subject", "Patient/"),
+              _ref_ok("eref", "enc", "Encounter/")]
+    if rtype != "Condition":  # Condition: null time allowed
+        checks += [pl.col("time").is_not_null(), *_nonempty("time")]
+    if rtype == "Observation":  # unit "" -> the general path (``unit or code``)
+        checks += _nonempty("unit")
+    if not _all(df, checks):
         return None
     return df.select(*_loc(src, first_line, df.height), pl.lit(rtype).alias("rtype"), "rid", "subject", "enc",
                      "time", (pl.lit(f"{VOCAB[_PREFERRED[rtype]]}//") + pl.col("code")).alias("code"), "desc",
@@ -195,28 +197,24 @@ def _events(rtype: str, recs: list, src: int, first_line: int) -> pl.DataFrame |
 
 
 def _patients(recs: list, src: int, first_line: int) -> pl.DataFrame | None:
-    rid = _get(recs, "id")
-    if "" in rid:
-        return None
-    df = pl.DataFrame({"rid": rid, "gender": _get(recs, "gender"), "birth": _get(recs, "birthDate"),
+    df = pl.DataFrame({"rid": _get(recs, "id"), "gender": _get(recs, "gender"), "birth": _get(recs, "birthDate"),
                        "death": _get(recs, "deceasedDateTime"), "flag": _get(recs, "deceasedBoolean")},
                       schema={"rid": pl.String, "gender": pl.String, "birth": pl.String, "death": pl.String,
                               "flag": pl.Boolean})
+    if not _all(df, _nonempty("rid")):
+        return None
     return df.select(*_loc(src, first_line, df.height), "rid",
                      pl.when(pl.col("gender") != "").then(pl.col("gender")).alias("gender"), "birth", "death",
                      pl.col("flag").fill_null(False).alias("deceased_flag"))
 
 
 def _encounters(recs: list, src: int, first_line: int) -> pl.DataFrame | None:
-    rid, cls = _get(recs, "id"), _get(recs, "cls.code")
-    if _has_empty(rid, cls):
-        return None
-    df = pl.DataFrame({"rid": rid, "sref": _get(recs, "subject.reference"), "cls": cls,
-                       "cls_display": _get(recs, "cls.display"), "start": _get(recs, "period.start"),
-                       "end": _get(recs, "period.end")}, schema=dict.fromkeys(
+    df = pl.DataFrame({"rid": _get(recs, "id"), "sref": _get(recs, "subject.reference"),
+                       "cls": _get(recs, "cls.code"), "cls_display": _get(recs, "cls.display"),
+                       "start": _get(recs, "period.start"), "end": _get(recs, "period.end")}, schema=dict.fromkeys(
                           ("rid", "sref", "cls", "cls_display", "start", "end"), pl.String))
     df = df.with_columns(subject=pl.col("sref").str.slice(8))
-    if not _refs_ok(df, enc=False):
+    if not _all(df, [*_nonempty("rid", "cls"), _ref_ok("sref", "subject", "Patient/")]):
         return None
     return df.select(*_loc(src, first_line, df.height), "rid", "subject", "cls", "cls_display", "start", "end")
 
