@@ -43,6 +43,8 @@ def parse_time(col: str) -> pl.Expr:
 
 #: the common layout: seconds precision with ``Z`` or a ``+hh:mm`` offset (hours 00-23, minutes 00-59)
 _FAST_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
+#: a plain date (``birthDate``): midnight UTC
+_DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def _offset_minutes(tail: str) -> int | None:
@@ -57,9 +59,9 @@ def _offset_minutes(tail: str) -> int | None:
 
 def parse_times(s: pl.Series) -> pl.Series:
     """:func:`parse_time` for a Series, fast: the common layout is parsed as a naive local time minus its offset
-    (no regex chain, no time-zone machinery; the offset is worked out once per distinct tail, there are few); the
-    rest (partial dates, fractions, other layouts, garbage) goes through the general parser. Same values as
-    ``parse_time`` (tested)."""
+    (no regex chain, no time-zone machinery; the offset is worked out once per distinct tail, there are few), a
+    plain date as midnight UTC; the rest (partial dates, fractions, other layouts, garbage) goes through the general
+    parser. Same values as ``parse_time`` (tested)."""
     x = pl.col("x")
     df = s.to_frame("x").with_columns(tail=x.str.slice(19))
     tails = df["tail"].drop_nulls().unique().to_list()
@@ -69,8 +71,14 @@ def parse_times(s: pl.Series) -> pl.Series:
             - pl.duration(minutes=off))
     out = df.select(pl.when(x.str.contains(_FAST_RE)).then(fast).alias(s.name)).to_series()
     miss = (out.is_null() & s.is_not_null()).arg_true()
-    if miss.len():
-        out = out.scatter(miss, df[miss].select(parse_time("x")).to_series())
+    if miss.len():  # the rest: plain dates, then the general parser
+        sub = df[miss]
+        date = x.str.strptime(pl.Datetime("us"), "%Y-%m-%d", strict=False)
+        got = sub.select(pl.when(x.str.contains(_DATE_RE)).then(date)).to_series()
+        left = got.is_null().arg_true()
+        if left.len():
+            got = got.scatter(left, sub[left].select(parse_time("x")).to_series())
+        out = out.scatter(miss, got)
     return out
 
 
@@ -98,10 +106,11 @@ def _rej(df: pl.DataFrame, rtype: str | pl.Expr) -> pl.DataFrame:
 
 
 def first_distinct(df: pl.DataFrame, cols: list[str]) -> pl.Series:
-    """``pl.struct(cols).is_first_distinct()`` without hashing strings twice over all rows: a u64 hash is sorted
-    once; only rows whose hash repeats (true repeats and hash collisions, usually few) get the exact check."""
+    """``pl.struct(cols).is_first_distinct()`` without hashing strings twice over all rows: a u64 hash of the last
+    column (the id: equal keys have equal ids; a struct hash costs 4x) is sorted once; only rows whose hash repeats
+    (true repeats, the same id under another key, hash collisions: usually few) get the exact check."""
     key = pl.struct(cols) if len(cols) > 1 else pl.col(cols[0])
-    h = df.select(key.hash(seed=0)).to_series()
+    h = df.select(pl.col(cols[-1]).hash(seed=0)).to_series()
     hs = h.sort()
     rep = hs.slice(1).filter(hs.slice(1) == hs.slice(0, max(0, hs.len() - 1)))  # (u64: no diff(), it overflows)
     out = pl.Series("first", [True], dtype=pl.Boolean).extend_constant(True, df.height - 1) if df.height else \
