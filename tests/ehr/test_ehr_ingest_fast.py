@@ -11,6 +11,7 @@ import orjson
 import polars as pl
 import pytest
 
+import apps.ehr.ingest_fast as ingest_fast
 import apps.ehr.ingest_read as ingest_read
 from apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, read_file
 from apps.ehr.ingest_resolve import first_distinct, parse_time, parse_times
@@ -66,12 +67,14 @@ def cohort(tmp_path_factory):
     return synthesize(40, tmp_path_factory.mktemp("fast") / "nd", fmt="ndjson", seed=11)
 
 
-@pytest.mark.parametrize("block", [None, 3000])
-def test_fast_blocks_equal_general_path_on_mutated_files(cohort, tmp_path, monkeypatch, block):
+@pytest.mark.parametrize("block,piece", [(None, None), (3000, None), (None, 1500)])
+def test_fast_blocks_equal_general_path_on_mutated_files(cohort, tmp_path, monkeypatch, block, piece):
     rng = random.Random(1)
     if block:
         monkeypatch.setattr(ingest_read, "BLOCK_BYTES", block)  # many blocks, lines longer than a block
         monkeypatch.setattr(ingest_read, "SUB_LINES", 3)
+    if piece:  # blocks decoded in many pieces of one or two lines (and lines longer than a piece)
+        monkeypatch.setattr(ingest_fast, "PIECE_BYTES", piece)
     for f in sorted(cohort.glob("*.ndjson")):
         lines = f.read_bytes().splitlines()
         n_fast = 0
@@ -100,12 +103,25 @@ def test_fast_blocks_equal_general_path_on_mutated_files(cohort, tmp_path, monke
         _assert_same(_frames(read_file(1, mixed)), _general(monkeypatch, 1, mixed))
 
 
-def test_fast_path_is_taken_and_counts_every_line(cohort):
+@pytest.mark.parametrize("piece", [None, 2000])
+def test_fast_path_is_taken_and_counts_every_line(cohort, monkeypatch, piece):
+    if piece:
+        monkeypatch.setattr(ingest_fast, "PIECE_BYTES", piece)
     f = cohort / "Observation.ndjson"
     n = len(f.read_bytes().splitlines())
+    calls = []
+    real = ingest_fast.DECODERS["Observation"]
+
+    class Counting:  # counts decode_lines calls (pieces)
+        def decode_lines(self, buf):
+            calls.append(len(buf))
+            return real.decode_lines(buf)
+
+    monkeypatch.setitem(ingest_fast.DECODERS, "Observation", Counting())
     res = read_file(0, f)
     assert res.read == {"Observation": n} and not res.rejects
     assert sum(fr.height for fr in res.v) == n and pl.concat(res.v)["line"].to_list() == list(range(1, n + 1))
+    assert sum(calls) == f.stat().st_size and (len(calls) > 10 if piece else len(calls) >= 1)
 
 
 def test_truncated_gzip_small_blocks_keep_every_whole_line(cohort, tmp_path, monkeypatch):
