@@ -108,6 +108,35 @@ def _write(df: pl.DataFrame, path: Path, options: dict | None = None) -> None:
     pq.write_table(tbl, path, compression="zstd", **(options or {}))
 
 
+def sort_rows(df: pl.DataFrame) -> pl.DataFrame:
+    """``df.sort(SORT_KEYS, nulls_last=False)``, faster when every time is a whole second (the usual FHIR
+    precision): one int64 key (dense rank of subject_id, then seconds; null time first) is arg-sorted, and only the
+    runs of rows sharing subject and time are sorted by all keys (polars' multi-column sort costs ~3x a one-column
+    one). Same rows in the same order (tested); otherwise the plain sort."""
+    full = list(SORT_KEYS)
+    if not df.height or df["subject_id"].null_count():
+        return df.sort(full, nulls_last=False)
+    t = df["time"].dt.epoch("us")
+    tv = t.drop_nulls()
+    if tv.len() and (tv % 1_000_000 != 0).any():
+        return df.sort(full, nulls_last=False)
+    sec = t // 1_000_000
+    lo = int(sec.min()) if tv.len() else 0
+    span = int(sec.max()) - lo + 2 if tv.len() else 1
+    rank = df["subject_id"].rank("dense").cast(pl.Int64) - 1
+    if (int(rank.max()) + 1) * span >= 1 << 62:
+        return df.sort(full, nulls_last=False)
+    key = rank * span + (sec - lo + 1).fill_null(0)
+    idx = key.arg_sort()
+    ks = key.gather(idx)
+    pos = ((ks == ks.shift(1)) | (ks == ks.shift(-1))).fill_null(False).arg_true()
+    if pos.len():  # runs of equal (subject, time): ordered by the remaining keys
+        rows = idx.gather(pos)
+        run = df[rows].with_columns(_k=ks.gather(pos), _r=rows).sort(["_k", *full[2:]], nulls_last=False)
+        idx = idx.scatter(pos, run["_r"])
+    return df[idx]
+
+
 def write_dataset(root: Path, events: pl.DataFrame, codes: pl.DataFrame, subjects: pl.DataFrame,
                   metadata: dict) -> dict[str, int]:
     """Write the MEDS dataset under ``root``; ``events`` has DATA_SCHEMA columns (and ``split``, else it is joined
@@ -119,7 +148,7 @@ def write_dataset(root: Path, events: pl.DataFrame, codes: pl.DataFrame, subject
     counts = {}
     for split in SPLITS:
         part = ev.filter(pl.col("split") == split).drop("split")
-        part = part.sort(list(SORT_KEYS), nulls_last=False)  # all columns are keys: ties are identical rows
+        part = sort_rows(part)  # all columns are keys: ties are identical rows
         _write(part, root / "data" / split / "0.parquet", DATA_PARQUET)
         counts[split] = part.height
     _write(codes.select([pl.col(c).cast(t) for c, t in CODES_SCHEMA.items()]).sort("code"),

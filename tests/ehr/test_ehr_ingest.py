@@ -249,3 +249,33 @@ def test_parallel_byte_ranges_match_serial(tmp_path, monkeypatch):
     assert _tree(tmp_path / "par") == _tree(tmp_path / "serial")
     q = orjson.loads((tmp_path / "par" / "quarantine" / "_malformed.ndjson").read_bytes())
     assert q["line"] == bad_at + 1
+
+
+@pytest.mark.parametrize("frac", [False, True])
+def test_sort_rows_equals_the_full_sort(frac):
+    """meds.sort_rows (one int64 key + runs of equal subject and time) orders rows exactly as the 7-key sort, with
+    null times, times before 1970, many ties and null/NaN values; fractional seconds take the plain sort."""
+    import random
+
+    from apps.ehr.meds import SORT_KEYS, sort_rows
+
+    rng = random.Random(3)
+    n = 4000
+    secs = [rng.choice([None, -86400 * 365 * 60, 0, 1_600_000_000, 1_600_000_060]) if rng.random() < 0.5
+            else rng.randint(-2_000_000_000, 2_000_000_000) for _ in range(n)]
+    us = [None if s is None else s * 1_000_000 + (rng.randint(1, 999_999) if frac and rng.random() < 0.1 else 0)
+          for s in secs]
+    df = pl.DataFrame({
+        "subject_id": [rng.choice([5, 2**62 - 7, 123456789, 0, 77]) for _ in range(n)],
+        "time": pl.Series(us, dtype=pl.Int64).cast(pl.Datetime("us")),
+        "code": [rng.choice(["A", "B", "LOINC//1", "ENCOUNTER//AMB//START"]) for _ in range(n)],
+        "numeric_value": pl.Series([rng.choice([None, 1.5, -2.0, float("nan"), 3.0]) for _ in range(n)],
+                                   dtype=pl.Float32),
+        "text_value": [rng.choice([None, "x", "y"]) for _ in range(n)],
+        "encounter_id": [rng.choice([None, "e1", "e2", "e3"]) for _ in range(n)],
+        "unit": [rng.choice([None, "mg", "g"]) for _ in range(n)],
+    }, schema=DATA_SCHEMA)
+    want = df.sort(list(SORT_KEYS), nulls_last=False)
+    assert sort_rows(df).equals(want)
+    assert sort_rows(df.head(0)).equals(want.head(0))
+    assert sort_rows(df.filter(pl.col("time").is_null())).equals(want.filter(pl.col("time").is_null()))
