@@ -119,8 +119,8 @@ def random_domain(rng: np.random.Generator, kind: str = "star", h: float = 0.1) 
         sx, sy = np.linspace(0, L, nx, endpoint=False), np.linspace(0, H, ny, endpoint=False)
         outline = np.concatenate([np.stack([sx, 0 * sx], 1), np.stack([L + 0 * sy, sy], 1),
                                   np.stack([L - sx, H + 0 * sx], 1), np.stack([0 * sy, H - sy], 1)])
-        r = float(rng.uniform(0.04, 0.06))
-        holes = [(float(rng.uniform(0.15, 0.25)), float(rng.uniform(0.16, 0.25)), r)]
+        r = float(rng.uniform(0.04, 0.06))  # centre off the mid-line (0.205) by up to ~0.06: asymmetric wakes
+        holes = [(float(rng.uniform(0.15, 0.35)), float(rng.uniform(0.15, 0.26)), r)]
     else:
         raise ValueError(f"unknown domain kind {kind!r}; expected star, plate or channel")
     pos, cells = mesh_polygon(outline, holes, h, hole_pts=32 if kind == "channel" else 20)

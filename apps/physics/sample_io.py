@@ -51,7 +51,7 @@ PROBLEMS: dict[str, ProblemSpec] = {
     "darcy": ProblemSpec("darcy", ("log_k", "f", "dist_dirichlet"), ("u",), ("flux",), False),
     "heat": ProblemSpec("heat", ("f",), ("u",), ("kappa",), True),
     "elasticity": ProblemSpec("elasticity", (), ("u_x", "u_y", "von_mises"), ("nu", "t_x", "t_y"), False, (1,)),
-    "flow": ProblemSpec("flow", (), ("u_x", "u_y", "p"), ("radius", "u_max"), True, (1, 3)),
+    "flow": ProblemSpec("flow", (), ("u_x", "u_y", "p"), ("cx", "cy", "radius", "u_max"), True, (1, 3)),
 }
 
 

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="darcy: a new random domain per sample (default: one domain per seed, all samples share it)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("skfem").setLevel(logging.WARNING)  # not one line per assembly / solve of every time step
     s = synthesize(a.problem, a.samples, a.out, a.seed, a.h, a.workers, a.steps, random_domains=a.random_domains)
     print(f"{s['problem']}: requested {s['requested']}, written {s['written']}, failed {s['failed']} "
           f"(mean {s['mean_nodes']:.0f} nodes, {s['seconds']:.1f} s) -> {a.out}")

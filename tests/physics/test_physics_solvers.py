@@ -100,18 +100,42 @@ def test_failing_solve_is_skipped_logged_and_counted(tmp_path, monkeypatch, capl
 
 
 def test_flow_taylor_hood_no_slip_and_inlet_profile():
-    from apps.physics.flow_solver import H_CHANNEL, solve_flow
+    from apps.physics.flow_solver import H_CHANNEL, inflow_ramp, solve_flow
 
-    d = solve_flow(np.random.default_rng(0), h=0.12, n_steps=2, spinup=1)
+    d = solve_flow(np.random.default_rng(0), h=0.12, n_steps=3, dt=0.2, start="rest", t_ramp=0.5, substeps=1)
     f, pos, nt = d["fields"], d["pos"], d["node_type"]
-    assert f.shape == (3, len(pos), 3) and np.isfinite(f).all()
+    assert f.shape == (4, len(pos), 3) and np.isfinite(f).all()
+    np.testing.assert_array_equal(f[0], 0.0)  # starts from rest
     walls = (nt == DIRICHLET) & ((pos[:, 1] < 1e-9) | (pos[:, 1] > H_CHANNEL - 1e-9))
     np.testing.assert_allclose(f[:, walls, :2], 0.0, atol=1e-10)
     np.testing.assert_allclose(f[:, nt == OBSTACLE, :2], 0.0, atol=1e-10)
     inlet = (pos[:, 0] < 1e-9) & ~walls
-    y, u_max = pos[inlet, 1], d["globals"][1]
-    np.testing.assert_allclose(f[-1, inlet, 0], 4 * u_max * y * (H_CHANNEL - y) / H_CHANNEL ** 2, atol=1e-10)
+    y, u_max = pos[inlet, 1], d["globals"][3]
+    for k in (1, 3):  # ramped inflow: 0.345 U_max at t = 0.2, U_max from t = 0.5 on
+        np.testing.assert_allclose(f[k, inlet, 0], inflow_ramp(0.2 * k, 0.5) * 4 * u_max * y * (H_CHANNEL - y)
+                                   / H_CHANNEL ** 2, atol=1e-10)
+    assert inflow_ramp(0.2, 0.5) == pytest.approx(0.5 * (1 - np.cos(0.4 * np.pi))) and inflow_ramp(0.6, 0.5) == 1.0
     assert f[-1, :, 0].max() > 0.5 * u_max  # flow goes through the channel
+    cx, cy, r = d["globals"][:3]
+    np.testing.assert_allclose(np.hypot(pos[nt == OBSTACLE, 0] - cx, pos[nt == OBSTACLE, 1] - cy), r, rtol=1e-3)
+
+
+def test_flow_trajectory_is_a_transient():
+    """The state must change from frame to frame (the session-4 data, after a spin-up, changed by 0.04-0.11 % of
+    the state std per step): std(u_{t+1} − u_t) > 2 % of the state std in every channel, from the default Stokes
+    start (full inflow from the first frame on) as from rest."""
+    from apps.physics.flow_solver import H_CHANNEL, solve_flow
+
+    for start in ("stokes", "rest"):
+        d = solve_flow(np.random.default_rng(2), h=0.15, n_steps=6, dt=0.05, start=start, substeps=1)
+        f, pos = d["fields"], d["pos"]
+        inc = np.diff(f, axis=0).reshape(-1, 3).std(0) / f.reshape(-1, 3).std(0)
+        assert (inc > 0.02).all(), (start, inc)
+        if start == "stokes":  # full parabolic inflow in every frame
+            inlet = (pos[:, 0] < 1e-9) & (pos[:, 1] > 1e-9) & (pos[:, 1] < H_CHANNEL - 1e-9)
+            y, u_max = pos[inlet, 1], d["globals"][3]
+            np.testing.assert_allclose(f[:, inlet, 0], np.broadcast_to(4 * u_max * y * (H_CHANNEL - y)
+                                                                        / H_CHANNEL ** 2, (7, inlet.sum())), atol=1e-10)
 
 
 def test_flow_sample_trains_through_the_lit_module(tmp_path):
@@ -123,12 +147,12 @@ def test_flow_sample_trains_through_the_lit_module(tmp_path):
     from apps.physics.lit_module import PhysicsLitModule
     from apps.physics.sample_io import save_sample
 
-    d = solve_flow(np.random.default_rng(1), h=0.15, n_steps=3, spinup=1)
+    d = solve_flow(np.random.default_rng(1), h=0.15, n_steps=3, dt=0.1, substeps=1)
     dt = d.pop("dt")
     sample = load_sample(save_sample(tmp_path / "flow.npz", d, "flow", dt=dt))
     assert sample["channels"] == ("u_x", "u_y", "p") and sample["dt"] == pytest.approx(dt)
     b = Batch.from_data_list([to_graph(sample)])
-    lit = PhysicsLitModule(problem="flow", n_in=0, n_out=3, n_globals=2, transient=True, d_model=16, n_layers=1,
+    lit = PhysicsLitModule(problem="flow", n_in=0, n_out=3, n_globals=4, transient=True, d_model=16, n_layers=1,
                            n_slots=4, d_hidden=16, n_freq=2)
     lit.net.fit_stats(b.inputs, b.globals, b.fields.reshape(-1, 3), 3 * dt)
     err = lit._unroll(b, 0, 2, noise=True)
