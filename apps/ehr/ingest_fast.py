@@ -1,11 +1,12 @@
 """Block decoder for bulk NDJSON: the vectorised fast path of ingestion (msgspec typed decoding + polars columns).
 
-A block (whole lines, about :data:`BLOCK_BYTES`) of a bulk NDJSON file is decoded in one call,
-``msgspec.json.Decoder(<Type>Fast).decode_lines(block)``, into typed Structs that hold only the fields ingestion
-needs (unknown fields are skipped without building Python objects). The Structs are turned into one polars frame
-per block, and the checks msgspec cannot express (reference shapes, preferred coding system first, non-empty code
-and time) run vectorised on the frame. The rows are exactly those :class:`apps.ehr.fhir.Flattener` gives for the
-same lines (tested).
+A block (whole lines, about :data:`BLOCK_BYTES`) of a bulk NDJSON file is decoded in pieces of about
+:data:`PIECE_BYTES` (whole lines), each with ``msgspec.json.Decoder(<Type>Fast).decode_lines(piece)``, into typed
+Structs that hold only the fields ingestion needs (unknown fields are skipped without building Python objects).
+Each piece's Structs become polars Series at once (while they are in the CPU cache) and are freed; the block's
+Series make one polars frame, and the checks msgspec cannot express (reference shapes, non-empty code, display,
+time and unit) run vectorised on it, in one pass. The rows are exactly those :class:`apps.ehr.fhir.Flattener` gives
+for the same lines (tested).
 
 A block takes the fast path only as a whole: every line non-blank, of the block's resource type, of the common
 bulk-export shape (``Patient/<id>`` subject and ``Encounter/<id>`` encounter references; exactly one coding, of the
