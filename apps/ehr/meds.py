@@ -101,10 +101,33 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 DATA_PARQUET = {"use_dictionary": ["code", "unit", "text_value"], "write_statistics": ["subject_id", "time"]}
 
 
+def _narrow(col: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """large_string -> string by rewriting the offsets (int64 -> int32) over the same data buffer; None when a chunk
+    is sliced or holds 2 GiB or more. (``Table.cast`` does the same but imports ``pyarrow.compute``: 0.1 s per
+    process, 15 % of ingesting 100k resources.)"""
+    chunks = []
+    for ch in col.chunks:
+        validity, offsets, data = ch.buffers()
+        if ch.offset or (data is not None and data.size >= 1 << 31):
+            return None
+        off = np.frombuffer(offsets, dtype=np.int64, count=len(ch) + 1).astype(np.int32)
+        chunks.append(pa.Array.from_buffers(pa.string(), len(ch), [validity, pa.py_buffer(off), data],
+                                            null_count=ch.null_count))
+    return pa.chunked_array(chunks, type=pa.string())
+
+
 def _write(df: pl.DataFrame, path: Path, options: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tbl = df.to_arrow()
-    tbl = tbl.cast(pa.schema([pa.field(c, _ARROW[c]) for c in df.columns]))
+    want = pa.schema([pa.field(c, _ARROW[c]) for c in df.columns])
+    if tbl.schema != want:
+        cols = []
+        for field, col in zip(want, tbl.columns, strict=True):
+            if col.type == pa.large_string() and field.type == pa.string():
+                col = _narrow(col)
+            cols.append(col)
+        ok = all(c is not None and c.type == f.type for c, f in zip(cols, want, strict=True))
+        tbl = pa.table(cols, schema=want) if ok else tbl.cast(want)
     pq.write_table(tbl, path, compression="zstd", **(options or {}))
 
 

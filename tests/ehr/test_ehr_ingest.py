@@ -279,3 +279,17 @@ def test_sort_rows_equals_the_full_sort(frac):
     assert sort_rows(df).equals(want)
     assert sort_rows(df.head(0)).equals(want.head(0))
     assert sort_rows(df.filter(pl.col("time").is_null())).equals(want.filter(pl.col("time").is_null()))
+
+
+def test_narrow_large_string_without_pyarrow_compute():
+    import pyarrow as pa
+
+    from apps.ehr.meds import _narrow
+
+    vals = [["x", None, "abcdefghijklmnopq", ""], ["é€", None], []]
+    col = pa.chunked_array([pa.array(v, type=pa.large_string()) for v in vals], type=pa.large_string())
+    got = _narrow(col)
+    assert got.type == pa.string() and got.num_chunks == 3 and got.to_pylist() == sum(vals, [])
+    for ch in got.chunks:
+        ch.validate(full=True)
+    assert _narrow(pa.chunked_array([pa.array(["a", "b", "c"], type=pa.large_string()).slice(1)])) is None
