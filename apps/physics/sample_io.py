@@ -113,7 +113,8 @@ def load_sample(path: str | Path, validate: bool = True) -> dict:
 
 
 def validate_sample(d: dict, where: str = "<sample>") -> None:
-    """Raise :class:`SampleError` for: bad shapes, field/inputs size not matching the node count, non-finite values,
+    """Raise :class:`SampleError` for: bad shapes, field/inputs size not matching the node count, a globals count
+    other than the problem's, non-finite values,
     node types out of range, cell indices out of range, degenerate (zero-area) or duplicate cells, isolated nodes."""
     pos, cells, fields = np.asarray(d["pos"]), np.asarray(d["cells"]), np.asarray(d["fields"])
     if pos.ndim != 2 or pos.shape[1] != 2:
@@ -128,6 +129,10 @@ def validate_sample(d: dict, where: str = "<sample>") -> None:
     spec = PROBLEMS.get(str(d.get("problem", "")))
     if spec is not None and fields.shape[2] != spec.n_out:
         raise SampleError(f"{where}: {spec.name} expects {spec.n_out} channels {spec.channels}, got {fields.shape[2]}")
+    n_glob = np.asarray(d["globals"]).reshape(-1).shape[0]
+    if spec is not None and n_glob != spec.n_globals:  # e.g. a flow file from before session 5 (radius, u_max)
+        raise SampleError(f"{where}: {spec.name} expects {spec.n_globals} globals {spec.globals}, got {n_glob} "
+                          f"(a sample from an older version of the {spec.name} solver? re-run synth)")
     inputs = np.asarray(d["inputs"])
     if inputs.shape[0] != n:
         raise SampleError(f"{where}: inputs have {inputs.shape[0]} rows but the mesh has {n} nodes")

@@ -45,11 +45,14 @@ def _bad(kind):
         d["fields"][0, 2, 0] = np.nan
     elif kind == "size":
         d["fields"] = np.ones((1, 3, 1))
+    elif kind == "globals":  # e.g. a flow sample from before session 5: (radius, u_max), not (cx, cy, radius, u_max)
+        d["globals"] = np.array([0.5, 0.1])
     return d
 
 
 CASES = {"degenerate": "degenerate \\(zero-area\\) cells", "duplicate": "duplicate cells",
-         "isolated": "isolated nodes", "nan": "NaN/inf values in fields", "size": "fields have 3 nodes but the mesh has 4"}
+         "isolated": "isolated nodes", "nan": "NaN/inf values in fields", "size": "fields have 3 nodes but the mesh has 4",
+         "globals": "darcy expects 1 globals \\('flux',\\), got 2"}
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -69,11 +72,11 @@ def test_bad_files_are_quarantined_and_counted(darcy_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     rejects = [json.loads(x) for x in (tmp_path / "rejects_scan.jsonl").read_text().splitlines()]
-    assert len(rejects) == 6
-    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 4  # found 10 = 4 accepted + 6 rejected
+    assert len(rejects) == len(CASES) + 1
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 4  # 4 accepted, every bad one rejected
     assert all(r["file"].endswith(".npz") and r["reason"] for r in rejects)
     assert "cannot read npz" in " ".join(r["reason"] for r in rejects)
-    assert len(list(tmp_path.glob("bad_*.npz"))) == 6  # nothing deleted
+    assert len(list(tmp_path.glob("bad_*.npz"))) == len(CASES) + 1  # nothing deleted
 
 
 def _lit(problem, **kw):
