@@ -24,6 +24,7 @@ Frames per block: ``(kind, frame)`` with kind ``"p"``, ``"e"`` or ``"v"`` and th
 
 from __future__ import annotations
 
+from functools import partial
 from operator import attrgetter, itemgetter
 from typing import Literal
 
@@ -158,10 +159,7 @@ def _ref_ok(ref: str, rest: str, prefix: str) -> pl.Expr:
 
 def _all(df: pl.DataFrame, checks: list[pl.Expr]) -> bool:
     """Every check holds on every row (one polars pass; the checks see no nulls, or test them explicitly)."""
-    ok = checks[0]
-    for c in checks[1:]:
-        ok = ok & c
-    return bool(df.select(ok.all(ignore_nulls=False)).item())
+    return bool(df.select(pl.all_horizontal(checks).all(ignore_nulls=False)).item())
 
 
 def _event_cols(rtype: str, recs: list) -> dict[str, list | None] | None:
@@ -269,14 +267,14 @@ def decode_block(block: bytes, rtype: str, src: int, first_line: int, n_lines: i
     elif rtype == "Encounter":
         extract, schema = _encounter_cols, _ENCOUNTER_SCHEMA
     else:
-        extract, schema = None, _EVENT_SCHEMA
+        extract, schema = partial(_event_cols, rtype), _EVENT_SCHEMA
     series: dict[str, list[pl.Series]] = {k: [] for k in schema}
     total = 0
     try:
         for piece in _pieces(block):
             recs = DECODERS[rtype].decode_lines(piece)
             total += len(recs)
-            got = extract(recs) if extract else _event_cols(rtype, recs)
+            got = extract(recs)
             del recs
             if got is None:
                 return None

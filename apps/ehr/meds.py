@@ -38,17 +38,9 @@ SORT_KEYS = ("subject_id", "time", "code", "numeric_value", "text_value", "encou
 MEDS_VERSION = "0.4.1"
 
 
-def subject_id_of(patient_id: str) -> int:
-    """Stable non-negative 63-bit integer id of a FHIR Patient.id (BLAKE2b)."""
-    h = hashlib.blake2b(patient_id.encode(), digest_size=8, person=b"linmix-subject").digest()
-    return int.from_bytes(h, "big") >> 1
-
-
-def split_of(patient_id: str) -> str:
-    """Deterministic 80/10/10 train/tuning/held_out split from a hash of Patient.id."""
-    h = hashlib.blake2b(patient_id.encode(), digest_size=8, person=b"linmix-split").digest()
-    b = int.from_bytes(h, "big") % 100
-    return "train" if b < 80 else ("tuning" if b < 90 else "held_out")
+_SUBJECT, _SPLIT = b"linmix-subject", b"linmix-split"  # BLAKE2b personalisations
+#: split of each hash bucket 0-99: 80/10/10 train/tuning/held_out
+_BUCKET_SPLIT = ("train",) * 80 + ("tuning",) * 10 + ("held_out",) * 10
 
 
 def _digests(ids: list[bytes], person: bytes) -> np.ndarray:
@@ -63,17 +55,26 @@ def _digests(ids: list[bytes], person: bytes) -> np.ndarray:
     return np.frombuffer(b"".join(out), dtype=">u8")
 
 
+def subject_id_of(patient_id: str) -> int:
+    """Stable non-negative 63-bit integer id of a FHIR Patient.id (BLAKE2b)."""
+    return int(_digests([patient_id.encode()], _SUBJECT)[0] >> np.uint64(1))
+
+
+def split_of(patient_id: str) -> str:
+    """Deterministic 80/10/10 train/tuning/held_out split from a hash of Patient.id."""
+    return _BUCKET_SPLIT[int(_digests([patient_id.encode()], _SPLIT)[0] % np.uint64(100))]
+
+
 def subject_table(patient_ids: list[str]) -> pl.DataFrame:
     """patient_id -> subject_id, split (the values of :func:`subject_id_of` and :func:`split_of`, computed in bulk);
     raises on a (astronomically unlikely) hash collision."""
     enc = [p.encode() for p in patient_ids]
-    sid = (_digests(enc, b"linmix-subject") >> np.uint64(1)).astype(np.int64)
-    bucket = (_digests(enc, b"linmix-split") % np.uint64(100)).astype(np.int64)
+    sid = (_digests(enc, _SUBJECT) >> np.uint64(1)).astype(np.int64)
+    bucket = (_digests(enc, _SPLIT) % np.uint64(100)).astype(np.int64)
     # (lists, not numpy arrays: polars' numpy path imports numpy.ma, 0.03 s per process)
-    df = pl.DataFrame({"patient_id": patient_ids, "subject_id": sid.tolist(), "b": bucket.tolist()},
-                      schema={"patient_id": pl.String, "subject_id": pl.Int64, "b": pl.Int64})
-    df = df.select("patient_id", "subject_id", split=pl.when(pl.col("b") < 80).then(pl.lit("train"))
-                   .when(pl.col("b") < 90).then(pl.lit("tuning")).otherwise(pl.lit("held_out")))
+    df = pl.DataFrame({"patient_id": patient_ids, "subject_id": sid.tolist(),
+                       "split": pl.Series(_BUCKET_SPLIT, dtype=pl.String).gather(bucket.tolist())},
+                      schema={"patient_id": pl.String, "subject_id": pl.Int64, "split": pl.String})
     if df["subject_id"].n_unique() != df.height:
         raise RuntimeError("subject_id hash collision between two Patient ids")
     return df
