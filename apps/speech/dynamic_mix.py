@@ -117,6 +117,7 @@ class DynamicMixDataset(Dataset):
         self.shared = [g for g, members in groups.items() if len(members) >= n_src]  # groups able to fill a mixture
         self.sample_rate, self.segment, self.n_src = sample_rate, segment, n_src
         self.epoch_size, self.same_group_p, self.speed, self.level_db = epoch_size, same_group_p, speed, level_db
+        self._n_frames: dict[Path, int] = {}
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -135,13 +136,21 @@ class DynamicMixDataset(Dataset):
         gs = rng.choice(len(names), size=n, replace=False)
         return [self.groups[names[g]][int(rng.integers(len(self.groups[names[g]])))] for g in gs]
 
+    def _frames(self, path: Path) -> int:
+        """Samples in a source file: its header is read (and its rate checked) once per file and worker, so a crop
+        opens its file once."""
+        n = self._n_frames.get(path)
+        if n is None:
+            info = sf.info(str(path))
+            if info.samplerate != self.sample_rate:
+                raise ValueError(f"{path}: {info.samplerate} Hz, dynamic mixing expects {self.sample_rate} Hz files")
+            n = self._n_frames[path] = info.frames
+        return n
+
     def _crop(self, path: Path, rng: np.random.Generator) -> np.ndarray:
         """A random crop of ``segment`` samples after speed perturbation; shorter files are placed at a random offset."""
         factor = rng.uniform(1 - self.speed, 1 + self.speed) if self.speed > 0 else 1.0
-        info = sf.info(str(path))
-        if info.samplerate != self.sample_rate:
-            raise ValueError(f"{path}: {info.samplerate} Hz, dynamic mixing expects {self.sample_rate} Hz files")
-        start = int(rng.integers(0, max(info.frames - int(np.ceil(self.segment * factor)) - 1, 0) + 1))
+        start = int(rng.integers(0, max(self._frames(path) - int(np.ceil(self.segment * factor)) - 1, 0) + 1))
         x = read_perturbed(path, self.sample_rate, start, self.segment, factor)
         if len(x) < self.segment:
             off = int(rng.integers(0, self.segment - len(x) + 1))
