@@ -34,8 +34,8 @@ ARCHS = {  # ~0.28 M parameters each on Darcy
 }
 # samples, mesh edge length h, time steps, epochs, batch size, learning rate; transient: start_prob, the probability
 # that a training window starts at frame 0 (heat relaxes from its initial state: most of the change is in the first
-# steps; flow starts from rest with a 0.5 s inflow ramp and the wake grows and sheds over the whole 1.5 s, so its
-# windows stay uniform, the field standard). Flow h = 0.05 (~720 nodes): at h = 0.07 the wake does not shed.
+# steps; flow starts from the Stokes flow at full inflow and the wake forms, lengthens and sheds over the whole 1 s, so
+# its windows stay uniform, the field standard). Flow h = 0.05 (~715 nodes): at h = 0.07 the wake does not shed.
 DATA = {
     "darcy": dict(samples=500, h=0.15, steps=None, epochs=15, batch=8, lr=1e-3),
     "elasticity": dict(samples=300, h=0.1, steps=None, epochs=12, batch=8, lr=1e-3),
