@@ -5,14 +5,19 @@
 Every model input is produced here by the app's own data path (``EHRDataModule`` -> ``FinetuneDataset.__getitem__`` /
 ``PretrainDataset.__getitem__``: cut at the prediction time, most-recent truncation, ``[CLS]`` in slot 0), so the GPU job
 trains on exactly the arrays the CLI would feed. Inputs shared by several datapoints (mortality and the condition tasks
-all read the whole sequence) are stored once. Output:
+all read the whole sequence) are stored once, and an input that is a prefix of another of the same patient (a cut
+history) is stored as (start, length) into it: training inputs point into the pretraining sequences, tuning and
+held-out ones into each patient's longest input (the 60k pack: 30 -> ~12 MiB). Output:
 
 - ``gpu_pack/ehr/ehr_pack.npz`` (``np.savez_compressed``): per part ``P`` in ``pre_train`` (pretraining sequences of the
   train split) and ``ft_train``, ``ft_tuning``, ``ft_held_out`` (finetuning datapoints):
   ``P/tokens`` uint8, ``P/token_type`` uint8, ``P/age`` float32 (years), ``P/time`` float32 (days), ``P/visit_order``
-  int16, ``P/visit_segment`` uint8 (all inputs concatenated), ``P/offsets`` int64 (n_inputs + 1), ``P/subject_id`` int64;
-  finetuning parts add per datapoint ``P/item`` int32 (index of its input), ``P/task`` uint8, ``P/label`` uint8,
-  ``P/dp_subject_id`` int64, ``P/prediction_time`` int64 (microseconds).
+  int16, ``P/visit_segment`` uint8 (sequences concatenated), ``P/offsets`` int64 (n_sequences + 1), ``P/subject_id``
+  int64 (per sequence); finetuning parts add per input ``P/start`` int64 and ``P/length`` int32 (its tokens are
+  ``B/<key>[start:start + length]`` with ``B`` = ``P/base``, a part name: ``pre_train``, or ``P`` itself, whose
+  arrays then hold the sequences the inputs point into) and ``P/input_subject_id`` int64, and per datapoint ``P/item``
+  int32 (index of its input), ``P/task`` uint8, ``P/label`` uint8, ``P/prediction_time`` int64 (microseconds); a
+  datapoint's subject is its input's.
 - ``gpu_pack/ehr/meta.json``: task names and task token ids, vocabulary JSON (lab bins), vocab_size, max_len, the MEDS
   input hash, counts.
 """
@@ -43,8 +48,54 @@ def _pack_items(items: list[dict], prefix: str, out: dict) -> None:
     out[f"{prefix}/subject_id"] = np.array([it["subject_id"] for it in items], dtype=np.int64)
 
 
-def pack_finetune(ds, prefix: str, out: dict) -> dict:
-    """Finetuning datapoints of one split: unique inputs + per-datapoint (item, task, label, subject, time)."""
+def _is_prefix(short: dict, arrays: dict, start: int, room: int) -> bool:
+    """Are ``short``'s arrays equal to ``arrays[k][start:start + len]`` (compared in ``short``'s own dtypes)?"""
+    n = len(short["tokens"])
+    return n <= room and all(np.array_equal(np.asarray(arrays[k][start:start + n]).astype(np.asarray(short[k]).dtype),
+                                            np.asarray(short[k])) for k, _ in KEYS)
+
+
+def _pack_prefixes(items: list[dict], prefix: str, out: dict, base: str | None = None) -> int:
+    """Store ``items`` as (start, length) into sequences: those of the packed part ``base`` (one per subject) when every
+    item is a prefix of its subject's sequence there, else into sequences of ``prefix`` itself (each subject's longest
+    item, plus any item that is not a prefix of one already kept). Returns the number of tokens stored for ``prefix``."""
+    subj = np.array([it["subject_id"] for it in items], dtype=np.int64)
+    if base is not None:
+        offsets = out[f"{base}/offsets"]
+        row_of = {int(s): r for r, s in enumerate(out[f"{base}/subject_id"])}
+        arrays = {k: out[f"{base}/{k}"] for k, _ in KEYS}
+        rows = [row_of.get(int(s)) for s in subj]
+        if all(r is not None and _is_prefix(it, arrays, offsets[r], offsets[r + 1] - offsets[r])
+               for it, r in zip(items, rows)):
+            out[f"{prefix}/base"] = np.array(base)
+            out[f"{prefix}/start"] = np.array([offsets[r] for r in rows], dtype=np.int64)
+            out[f"{prefix}/length"] = np.array([len(it["tokens"]) for it in items], dtype=np.int32)
+            out[f"{prefix}/input_subject_id"] = subj
+            return 0
+    kept: list[dict] = []  # sequences of this part
+    where = np.zeros(len(items), dtype=np.int64)  # index into kept
+    by_subject: dict[int, list[int]] = {}
+    for i in sorted(range(len(items)), key=lambda i: -len(items[i]["tokens"])):  # longest first
+        cands = by_subject.setdefault(int(subj[i]), [])
+        for c in cands:
+            if _is_prefix(items[i], kept[c], 0, len(kept[c]["tokens"])):
+                where[i] = c
+                break
+        else:
+            where[i] = len(kept)
+            cands.append(len(kept))
+            kept.append(items[i])
+    _pack_items(kept, prefix, out)
+    out[f"{prefix}/base"] = np.array(prefix)
+    out[f"{prefix}/start"] = out[f"{prefix}/offsets"][where]
+    out[f"{prefix}/length"] = np.array([len(it["tokens"]) for it in items], dtype=np.int32)
+    out[f"{prefix}/input_subject_id"] = subj
+    return int(out[f"{prefix}/offsets"][-1])
+
+
+def pack_finetune(ds, prefix: str, out: dict, base: str | None = None) -> dict:
+    """Finetuning datapoints of one split: unique inputs (as prefixes, ``_pack_prefixes``) + per-datapoint (item,
+    task, label, subject, time)."""
     items, index, item_of = [], {}, np.zeros(len(ds), dtype=np.int32)
     for i in range(len(ds)):
         it = ds[i]
@@ -58,16 +109,18 @@ def pack_finetune(ds, prefix: str, out: dict) -> dict:
             if not all(np.array_equal(np.asarray(ref[k]), np.asarray(it[k])) for k, _ in KEYS):
                 raise AssertionError(f"datapoint {i}: inputs with the same (patient, length) differ")
         item_of[i] = j
-    _pack_items(items, prefix, out)
+    stored = _pack_prefixes(items, prefix, out, base)
     out[f"{prefix}/item"] = item_of
     out[f"{prefix}/task"] = ds.task.astype(np.uint8)
     lab = ds.label
     if not np.isin(lab, (0.0, 1.0)).all():
         raise ValueError("labels must be 0/1")
     out[f"{prefix}/label"] = lab.astype(np.uint8)
-    out[f"{prefix}/dp_subject_id"] = ds.subject.astype(np.int64)
+    if not np.array_equal(out[f"{prefix}/input_subject_id"][item_of], ds.subject):
+        raise AssertionError(f"{prefix}: a datapoint's subject differs from its input's")
     out[f"{prefix}/prediction_time"] = ds.pred_us.astype(np.int64)
-    return {"datapoints": len(ds), "inputs": len(items), "tokens": int(out[f"{prefix}/offsets"][-1])}
+    return {"datapoints": len(ds), "inputs": len(items), "tokens": int(out[f"{prefix}/length"].sum()),
+            "tokens_stored": stored, "base": str(out[f"{prefix}/base"])}
 
 
 def main(argv=None) -> int:
@@ -95,7 +148,8 @@ def main(argv=None) -> int:
     _pack_items([pre_ds[i] for i in range(len(pre_ds))], "pre_train", out)
     counts["pre_train"] = {"inputs": len(pre_ds), "tokens": int(out["pre_train/offsets"][-1])}
     for split in ("train", "tuning", "held_out"):
-        counts[f"ft_{split}"] = pack_finetune(ft.datasets[split], f"ft_{split}", out)
+        counts[f"ft_{split}"] = pack_finetune(ft.datasets[split], f"ft_{split}", out,
+                                              base="pre_train" if split == "train" else None)
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / "ehr_pack.tmp.npz"

@@ -3,7 +3,7 @@
     python3 benchmarks/gpu/train_ehr.py --pack gpu_pack/ehr --out $APP_OUT --work $WORK --budget $BUDGET_S --accel gpu
 
 Runs where polars is absent: inputs come from ``gpu_pack/ehr`` (``benchmarks/gpu/pack_ehr.py``, made by the app's own
-data path) through ``apps.ehr.batches`` (the data module's collate and length-bucketed sampler) into the app's
+data path) through ``apps.ehr.batches`` (the data module's padding, vectorised, and length-bucketed sampler) into the app's
 ``EHRLitModule`` (same loss, AdamW, warmup + cosine schedule, ``load_pretrained``) on a plain ``pytorch_lightning.Trainer``.
 
 Time-based sizing: a short warm-up measures seconds per step; pretraining gets ``--pre-frac`` of the remaining time and
@@ -29,7 +29,7 @@ import torch
 from joblog import JobLog, write_json
 from torch.utils.data import DataLoader, Dataset
 
-from apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate
+from apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate_packed
 from apps.ehr.lit_module import EHRLitModule
 from apps.ehr.metrics import all_task_metrics
 from apps.ehr.model import EHRMambaConfig
@@ -39,16 +39,27 @@ INPUT_KEYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segme
 
 
 class Packed:
-    """One part of the pack: concatenated input arrays + offsets; ``inputs(j)`` -> the six arrays of input j."""
+    """One part of the pack: its inputs as (start, length) into concatenated arrays (``pack_ehr.py``: a finetuning
+    input points into the sequences of its ``base`` part; older packs and ``pre_train`` use ``offsets``);
+    ``inputs(j)`` -> the six arrays of input j."""
 
     def __init__(self, z, prefix: str) -> None:
-        self.arrays = {k: z[f"{prefix}/{k}"] for k in INPUT_KEYS}
-        self.offsets = z[f"{prefix}/offsets"]
-        self.subject = z[f"{prefix}/subject_id"]
+        if f"{prefix}/start" in z:
+            base = str(z[f"{prefix}/base"])
+            self.starts, self.lengths = z[f"{prefix}/start"], z[f"{prefix}/length"].astype(np.int64)
+            self.subject = z[f"{prefix}/input_subject_id"]
+        else:
+            base, off = prefix, z[f"{prefix}/offsets"]
+            self.starts, self.lengths, self.subject = off[:-1], np.diff(off), z[f"{prefix}/subject_id"]
+        self.arrays = {k: z[f"{base}/{k}"] for k in INPUT_KEYS}
 
     def inputs(self, j: int) -> dict[str, np.ndarray]:
-        a, b = self.offsets[j], self.offsets[j + 1]
-        return {k: v[a:b] for k, v in self.arrays.items()}
+        a = self.starts[j]
+        return {k: v[a:a + self.lengths[j]] for k, v in self.arrays.items()}
+
+    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Inputs ``rows`` (B,) right-padded: what ``collate`` makes of ``inputs(j)`` for j in rows, vectorised."""
+        return collate_packed(self.arrays, self.starts[rows], self.lengths[rows])
 
 
 class PackedPretrain(Dataset):
@@ -58,13 +69,18 @@ class PackedPretrain(Dataset):
         self.p = Packed(z, "pre_train")
 
     def __len__(self) -> int:
-        return len(self.p.offsets) - 1
+        return len(self.p.lengths)
 
     def lengths(self) -> np.ndarray:
-        return np.diff(self.p.offsets)
+        return self.p.lengths
 
     def __getitem__(self, i: int) -> dict:
         return {**self.p.inputs(i), "subject_id": int(self.p.subject[i])}
+
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (the DataLoader calls this with the sampler's batch; == collate of the items)."""
+        rows = np.asarray(idx, dtype=np.int64)
+        return {**self.p.batch(rows), "subject_id": torch.from_numpy(self.p.subject[rows].astype(np.int64))}
 
 
 class PackedFinetune(Dataset):
@@ -74,7 +90,8 @@ class PackedFinetune(Dataset):
         pre = f"ft_{split}"
         self.p = Packed(z, pre)
         self.item, self.task = z[f"{pre}/item"].astype(np.int64), z[f"{pre}/task"].astype(np.int64)
-        self.label, self.subject = z[f"{pre}/label"].astype(np.float32), z[f"{pre}/dp_subject_id"]
+        self.label = z[f"{pre}/label"].astype(np.float32)
+        self.subject = z[f"{pre}/dp_subject_id"] if f"{pre}/dp_subject_id" in z else self.p.subject[self.item]
         self.pred_us, self.task_ids = z[f"{pre}/prediction_time"], task_token_ids
         if keep is not None:
             self.item, self.task, self.label = self.item[keep], self.task[keep], self.label[keep]
@@ -84,7 +101,7 @@ class PackedFinetune(Dataset):
         return len(self.item)
 
     def lengths(self) -> np.ndarray:
-        return np.diff(self.p.offsets)[self.item]
+        return self.p.lengths[self.item]
 
     def __getitem__(self, i: int) -> dict:
         t = int(self.task[i])
@@ -92,15 +109,29 @@ class PackedFinetune(Dataset):
                 "label": float(self.label[i]), "subject_id": int(self.subject[i]),
                 "prediction_time": int(self.pred_us[i])}
 
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (== collate of the items)."""
+        i = np.asarray(idx, dtype=np.int64)
+        task = self.task[i]
+        return {**self.p.batch(self.item[i]), "subject_id": torch.from_numpy(self.subject[i].astype(np.int64)),
+                "prediction_time": torch.from_numpy(self.pred_us[i].astype(np.int64)),
+                "task": torch.from_numpy(task), "task_token": torch.as_tensor(np.asarray(self.task_ids)[task]),
+                "label": torch.from_numpy(self.label[i])}
+
+
+def batched(batch: dict) -> dict:
+    """collate_fn for datasets whose ``__getitems__`` already returns the padded batch."""
+    return batch
+
 
 def train_loader(ds, batch_size: int, workers: int, seed: int) -> DataLoader:
-    return DataLoader(ds, batch_sampler=BucketBatchSampler(ds.lengths(), batch_size, seed=seed), collate_fn=collate,
+    return DataLoader(ds, batch_sampler=BucketBatchSampler(ds.lengths(), batch_size, seed=seed), collate_fn=batched,
                       num_workers=workers, persistent_workers=workers > 0, timeout=120 if workers else 0)
 
 
 def eval_loader(ds, batch_size: int) -> DataLoader:
     """Batches of similar length (metrics do not depend on the order)."""
-    return DataLoader(ds, batch_sampler=SortedBatchSampler(ds.lengths(), batch_size), collate_fn=collate)
+    return DataLoader(ds, batch_sampler=SortedBatchSampler(ds.lengths(), batch_size), collate_fn=batched)
 
 
 class Monitor(pl.Callback):

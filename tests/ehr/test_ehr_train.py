@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from apps.ehr import sequences as S
+from apps.ehr.batches import collate, collate_packed
 from apps.ehr.data import BucketBatchSampler, EHRDataModule, SortedBatchSampler
 from apps.ehr.lit_module import EHRLitModule
 from apps.ehr.model import EHRMambaConfig
@@ -39,6 +40,21 @@ def test_sorted_eval_batches_cover_everything_once_in_fixed_length_order():
     padded = sum(len(b) * lengths[b].max() for b in batches)
     in_order = sum(len(b) * lengths[b].max() for b in np.array_split(np.arange(1000), 63))
     assert padded < 0.6 * in_order
+
+
+def test_collate_packed_equals_collate_of_the_items():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, 60)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    arrays = {k: rng.integers(1, 99, offsets[-1]).astype(np.int32) for k in
+              ("tokens", "token_type", "visit_order", "visit_segment")}
+    arrays |= {k: rng.random(offsets[-1]).astype(np.float32) * 90 for k in ("age", "time")}
+    for rows in (np.array([5]), rng.permutation(60)[:17], np.array([3, 3, 59, 0])):
+        items = [{**{k: v[offsets[j]:offsets[j + 1]] for k, v in arrays.items()}, "subject_id": 0} for j in rows]
+        want, got = collate(items), collate_packed(arrays, offsets[rows], lengths[rows])
+        assert set(got) == set(want) - {"subject_id"}
+        for k, v in got.items():
+            assert v.dtype == want[k].dtype and torch.equal(v, want[k]), k
 
 
 def test_datamodule_both_objectives_and_a_learning_step(tmp_path):
