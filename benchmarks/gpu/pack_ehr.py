@@ -16,8 +16,8 @@ held-out ones into each patient's longest input (the 60k pack: 30 -> ~12 MiB). O
   int64 (per sequence); finetuning parts add per input ``P/start`` int64 and ``P/length`` int32 (its tokens are
   ``B/<key>[start:start + length]`` with ``B`` = ``P/base``, a part name: ``pre_train``, or ``P`` itself, whose
   arrays then hold the sequences the inputs point into) and ``P/input_subject_id`` int64, and per datapoint ``P/item``
-  int32 (index of its input), ``P/task`` uint8, ``P/label`` uint8, ``P/prediction_time`` int64 (microseconds); a
-  datapoint's subject is its input's.
+  int32 (index of its input), ``P/task`` uint8, ``P/label`` uint8 and, in ``ft_held_out`` only (where predictions
+  are written), ``P/prediction_time`` int64 (microseconds); a datapoint's subject is its input's.
 - ``gpu_pack/ehr/meta.json``: task names and task token ids, vocabulary JSON (lab bins), vocab_size, max_len, the MEDS
   input hash, counts.
 """
@@ -93,9 +93,9 @@ def _pack_prefixes(items: list[dict], prefix: str, out: dict, base: str | None =
     return int(out[f"{prefix}/offsets"][-1])
 
 
-def pack_finetune(ds, prefix: str, out: dict, base: str | None = None) -> dict:
+def pack_finetune(ds, prefix: str, out: dict, base: str | None = None, keep_times: bool = True) -> dict:
     """Finetuning datapoints of one split: unique inputs (as prefixes, ``_pack_prefixes``) + per-datapoint (item,
-    task, label, subject, time)."""
+    task, label and, with ``keep_times``, prediction time)."""
     items, index, item_of = [], {}, np.zeros(len(ds), dtype=np.int32)
     for i in range(len(ds)):
         it = ds[i]
@@ -118,7 +118,8 @@ def pack_finetune(ds, prefix: str, out: dict, base: str | None = None) -> dict:
     out[f"{prefix}/label"] = lab.astype(np.uint8)
     if not np.array_equal(out[f"{prefix}/input_subject_id"][item_of], ds.subject):
         raise AssertionError(f"{prefix}: a datapoint's subject differs from its input's")
-    out[f"{prefix}/prediction_time"] = ds.pred_us.astype(np.int64)
+    if keep_times:  # read only where predictions are written (held-out); 2 MiB of the 60k pack's train part
+        out[f"{prefix}/prediction_time"] = ds.pred_us.astype(np.int64)
     return {"datapoints": len(ds), "inputs": len(items), "tokens": int(out[f"{prefix}/length"].sum()),
             "tokens_stored": stored, "base": str(out[f"{prefix}/base"])}
 
@@ -149,7 +150,8 @@ def main(argv=None) -> int:
     counts["pre_train"] = {"inputs": len(pre_ds), "tokens": int(out["pre_train/offsets"][-1])}
     for split in ("train", "tuning", "held_out"):
         counts[f"ft_{split}"] = pack_finetune(ft.datasets[split], f"ft_{split}", out,
-                                              base="pre_train" if split == "train" else None)
+                                              base="pre_train" if split == "train" else None,
+                                              keep_times=split == "held_out")
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / "ehr_pack.tmp.npz"

@@ -92,7 +92,9 @@ class PackedFinetune(Dataset):
         self.item, self.task = z[f"{pre}/item"].astype(np.int64), z[f"{pre}/task"].astype(np.int64)
         self.label = z[f"{pre}/label"].astype(np.float32)
         self.subject = z[f"{pre}/dp_subject_id"] if f"{pre}/dp_subject_id" in z else self.p.subject[self.item]
-        self.pred_us, self.task_ids = z[f"{pre}/prediction_time"], task_token_ids
+        # prediction times are packed for the held-out part only (what predictions report); elsewhere 0
+        self.pred_us = z[f"{pre}/prediction_time"] if f"{pre}/prediction_time" in z else np.zeros_like(self.item)
+        self.task_ids = task_token_ids
         if keep is not None:
             self.item, self.task, self.label = self.item[keep], self.task[keep], self.label[keep]
             self.subject, self.pred_us = self.subject[keep], self.pred_us[keep]
