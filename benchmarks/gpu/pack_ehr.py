@@ -7,7 +7,8 @@ Every model input is produced here by the app's own data path (``EHRDataModule``
 trains on exactly the arrays the CLI would feed. Inputs shared by several datapoints (mortality and the condition tasks
 all read the whole sequence) are stored once, and an input that is a prefix of another of the same patient (a cut
 history) is stored as (start, length) into it: training inputs point into the pretraining sequences, tuning and
-held-out ones into each patient's longest input (the 60k pack: 30 -> ~12 MiB). Output:
+held-out ones into each patient's longest input (the 60k pack: 30 -> 10.7 MiB, with prediction times kept for
+the held-out part only). Output:
 
 - ``gpu_pack/ehr/ehr_pack.npz`` (``np.savez_compressed``): per part ``P`` in ``pre_train`` (pretraining sequences of the
   train split) and ``ft_train``, ``ft_tuning``, ``ft_held_out`` (finetuning datapoints):

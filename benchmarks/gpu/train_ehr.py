@@ -3,8 +3,9 @@
     python3 benchmarks/gpu/train_ehr.py --pack gpu_pack/ehr --out $APP_OUT --work $WORK --budget $BUDGET_S --accel gpu
 
 Runs where polars is absent: inputs come from ``gpu_pack/ehr`` (``benchmarks/gpu/pack_ehr.py``, made by the app's own
-data path) through ``apps.ehr.batches`` (the data module's padding, vectorised, and length-bucketed sampler) into the app's
-``EHRLitModule`` (same loss, AdamW, warmup + cosine schedule, ``load_pretrained``) on a plain ``pytorch_lightning.Trainer``.
+data path) through ``apps.ehr.batches`` (``collate_packed``: the data module's padding, vectorised; the
+length-bucketed sampler) into the app's ``EHRLitModule`` (same loss, AdamW, warmup + cosine schedule,
+``load_pretrained``) on a plain ``pytorch_lightning.Trainer``.
 
 Time-based sizing: a short warm-up measures seconds per step; pretraining gets ``--pre-frac`` of the remaining time and
 finetuning the rest, each phase's ``max_steps`` chosen so its cosine schedule ends inside its time (a deadline callback
