@@ -43,6 +43,7 @@ class EHRMambaConfig:
     n_segments: int = 3
     tie_embeddings: bool = True
     n_tasks: int = 0  # 0: one task logit shared by all prompts (Odyssey MPF); k: one linear readout per task
+    activation_checkpointing: bool = False  # recompute blocks in backward: less training memory, more time
 
 
 class Sinusoid(nn.Module):
@@ -104,7 +105,8 @@ class EHRMamba(nn.Module):
         self.pad_id = PAD_ID
         self.embed = EHRMambaEmbedding(cfg)
         self.backbone = MixerStack(d_model=cfg.d_model, n_layers=cfg.n_layers, mixer="mamba2", n_heads=cfg.n_heads,
-                                   d_state=cfg.d_state, dropout=cfg.dropout)
+                                   d_state=cfg.d_state, dropout=cfg.dropout,
+                                   activation_checkpointing=cfg.activation_checkpointing)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.concept.weight
