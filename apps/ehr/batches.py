@@ -1,10 +1,10 @@
 """Batching shared by the data module and plain-tensor training (numpy + torch only, no polars).
 
 ``collate`` right-pads per-sequence arrays into the batch dict the LightningModule reads (``collate_packed`` does the
-same for sequences stored concatenated, given starts and lengths, vectorised); ``BucketBatchSampler`` makes shuffled length-bucketed
-batches for training, ``SortedBatchSampler`` fixed length-sorted batches for evaluation. ``apps.ehr.data`` uses
-``collate`` and both samplers; ``benchmarks/gpu/train_ehr.py`` feeds packed numpy arrays through ``collate_packed`` and
-the same samplers (the GPU machine has no polars).
+same, vectorised, for sequences stored concatenated and given by starts and lengths); ``BucketBatchSampler`` makes
+shuffled length-bucketed batches for training, ``SortedBatchSampler`` fixed length-sorted batches for evaluation.
+``apps.ehr.data`` uses ``collate`` and both samplers; ``benchmarks/gpu/train_ehr.py`` feeds packed numpy arrays through
+``collate_packed`` and the same samplers (the GPU machine has no polars).
 """
 
 from __future__ import annotations
