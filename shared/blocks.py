@@ -163,7 +163,7 @@ class MixerStack(nn.Module):
         if not torch.jit.is_scripting():
             recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, blk in enumerate(self.blocks):
-            if recompute and not torch.jit.is_scripting():
+            if recompute and not torch.jit.is_scripting():  # (the guard keeps TorchScript from compiling the call)
                 x = self._block_recomputed(i, x, mask)
             else:
                 x = blk(x, mask)

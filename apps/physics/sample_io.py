@@ -114,8 +114,8 @@ def load_sample(path: str | Path, validate: bool = True) -> dict:
 
 def validate_sample(d: dict, where: str = "<sample>") -> None:
     """Raise :class:`SampleError` for: bad shapes, field/inputs size not matching the node count, a globals count
-    other than the problem's, non-finite values,
-    node types out of range, cell indices out of range, degenerate (zero-area) or duplicate cells, isolated nodes."""
+    other than the problem's, non-finite values, node types out of range, cell indices out of range, degenerate
+    (zero-area) or duplicate cells, isolated nodes."""
     pos, cells, fields = np.asarray(d["pos"]), np.asarray(d["cells"]), np.asarray(d["fields"])
     if pos.ndim != 2 or pos.shape[1] != 2:
         raise SampleError(f"{where}: pos must be (N, 2), got {pos.shape}")

@@ -56,42 +56,48 @@ def _is_prefix(short: dict, arrays: dict, start: int, room: int) -> bool:
                                             np.asarray(short[k])) for k, _ in KEYS)
 
 
+def _starts_in_base(items: list[dict], subj: np.ndarray, out: dict, base: str) -> np.ndarray | None:
+    """Start of each item in the packed part ``base`` (one sequence per subject), or None unless every item is a prefix
+    of its subject's sequence there."""
+    offsets = out[f"{base}/offsets"]
+    row_of = {int(s): r for r, s in enumerate(out[f"{base}/subject_id"])}
+    arrays = {k: out[f"{base}/{k}"] for k, _ in KEYS}
+    rows = [row_of.get(int(s)) for s in subj]
+    if all(r is not None and _is_prefix(it, arrays, offsets[r], offsets[r + 1] - offsets[r])
+           for it, r in zip(items, rows)):
+        return np.array([offsets[r] for r in rows], dtype=np.int64)
+    return None
+
+
 def _pack_prefixes(items: list[dict], prefix: str, out: dict, base: str | None = None) -> int:
     """Store ``items`` as (start, length) into sequences: those of the packed part ``base`` (one per subject) when every
     item is a prefix of its subject's sequence there, else into sequences of ``prefix`` itself (each subject's longest
     item, plus any item that is not a prefix of one already kept). Returns the number of tokens stored for ``prefix``."""
     subj = np.array([it["subject_id"] for it in items], dtype=np.int64)
-    if base is not None:
-        offsets = out[f"{base}/offsets"]
-        row_of = {int(s): r for r, s in enumerate(out[f"{base}/subject_id"])}
-        arrays = {k: out[f"{base}/{k}"] for k, _ in KEYS}
-        rows = [row_of.get(int(s)) for s in subj]
-        if all(r is not None and _is_prefix(it, arrays, offsets[r], offsets[r + 1] - offsets[r])
-               for it, r in zip(items, rows)):
-            out[f"{prefix}/base"] = np.array(base)
-            out[f"{prefix}/start"] = np.array([offsets[r] for r in rows], dtype=np.int64)
-            out[f"{prefix}/length"] = np.array([len(it["tokens"]) for it in items], dtype=np.int32)
-            out[f"{prefix}/input_subject_id"] = subj
-            return 0
-    kept: list[dict] = []  # sequences of this part
-    where = np.zeros(len(items), dtype=np.int64)  # index into kept
-    by_subject: dict[int, list[int]] = {}
-    for i in sorted(range(len(items)), key=lambda i: -len(items[i]["tokens"])):  # longest first
-        cands = by_subject.setdefault(int(subj[i]), [])
-        for c in cands:
-            if _is_prefix(items[i], kept[c], 0, len(kept[c]["tokens"])):
-                where[i] = c
-                break
-        else:
-            where[i] = len(kept)
-            cands.append(len(kept))
-            kept.append(items[i])
-    _pack_items(kept, prefix, out)
-    out[f"{prefix}/base"] = np.array(prefix)
-    out[f"{prefix}/start"] = out[f"{prefix}/offsets"][where]
+    starts = _starts_in_base(items, subj, out, base) if base is not None else None
+    stored = 0
+    if starts is None:
+        base = prefix
+        kept: list[dict] = []  # sequences of this part
+        where = np.zeros(len(items), dtype=np.int64)  # index into kept
+        by_subject: dict[int, list[int]] = {}
+        for i in sorted(range(len(items)), key=lambda i: -len(items[i]["tokens"])):  # longest first
+            cands = by_subject.setdefault(int(subj[i]), [])
+            for c in cands:
+                if _is_prefix(items[i], kept[c], 0, len(kept[c]["tokens"])):
+                    where[i] = c
+                    break
+            else:
+                where[i] = len(kept)
+                cands.append(len(kept))
+                kept.append(items[i])
+        _pack_items(kept, prefix, out)
+        starts, stored = out[f"{prefix}/offsets"][where], int(out[f"{prefix}/offsets"][-1])
+    out[f"{prefix}/base"] = np.array(base)
+    out[f"{prefix}/start"] = starts
     out[f"{prefix}/length"] = np.array([len(it["tokens"]) for it in items], dtype=np.int32)
     out[f"{prefix}/input_subject_id"] = subj
-    return int(out[f"{prefix}/offsets"][-1])
+    return stored
 
 
 def pack_finetune(ds, prefix: str, out: dict, base: str | None = None, keep_times: bool = True) -> dict:

@@ -92,7 +92,7 @@ class PackedFinetune(Dataset):
         self.p = Packed(z, pre)
         self.item, self.task = z[f"{pre}/item"].astype(np.int64), z[f"{pre}/task"].astype(np.int64)
         self.label = z[f"{pre}/label"].astype(np.float32)
-        self.subject = z[f"{pre}/dp_subject_id"] if f"{pre}/dp_subject_id" in z else self.p.subject[self.item]
+        self.subject = self.p.subject[self.item]  # a datapoint's subject is its input's (checked when packing)
         # prediction times are packed for the held-out part only (what predictions report); elsewhere 0
         self.pred_us = z[f"{pre}/prediction_time"] if f"{pre}/prediction_time" in z else np.zeros_like(self.item)
         self.task_ids = task_token_ids
