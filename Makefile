@@ -10,6 +10,9 @@ DEMO   := runs/demo
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# torch's CUDA build makes the venv ~6.4 GB: say so before pip fails half-way with ENOSPC
+	@test -x $(BIN)/python || $(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 2**30; \
+	sys.exit(0 if free >= 7 else f'make setup: {free:.1f} GiB free here; installing .venv needs about 7 GiB (torch is a CUDA build). Free some disk and re-run.')"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
