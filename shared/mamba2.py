@@ -32,7 +32,8 @@ def causal_conv(xbc: Tensor, weight: Tensor, bias: Optional[Tensor], ctx: Tensor
     k = weight.size(-1)
     xin = torch.cat([ctx, xbc.transpose(1, 2)], dim=-1)  # (B, C, K - 1 + L)
     out = F.conv1d(xin, weight, bias, groups=weight.size(0))
-    new_ctx = xin[:, :, xin.size(-1) - (k - 1):]
+    # a copy, not a view: a view would keep the whole (B, C, K - 1 + L) input alive in every carried state
+    new_ctx = xin[:, :, xin.size(-1) - (k - 1):].contiguous()
     return out.transpose(1, 2), new_ctx
 
 

@@ -118,7 +118,7 @@ def ssd_segment(
     states = torch.cat([state.unsqueeze(2), states], dim=2)  # (B, H, C + 1, N, P)
     decay_chunk = torch.exp(segsum(F.pad(A_cum[..., -1], (1, 0))))  # (B, H, C + 1, C + 1)
     new_states = (decay_chunk @ states.reshape(b, h, c + 1, n * p)).reshape(b, h, c + 1, n, p)
-    final = new_states[:, :, -1]
+    final = new_states[:, :, -1].contiguous()  # a copy: a view would keep all C + 1 chunk states of the segment alive
 
     # 4. output contributed by the state entering each chunk
     y_off = (Cc @ new_states[:, :, :-1].reshape(b, g, r, c, n, p)).reshape(b, h, c, q, p)
