@@ -2,10 +2,15 @@
 
 Every linmix mixer and softmax SDPA, next to the implementation a CPU user would otherwise pick: Hugging Face
 transformers' ``Mamba2Mixer`` (its torch path, same config: d_model 256, expand 2, head dim 64, state 64, 1 group;
-its default chunk 256). Batch 1. Each (mixer, threads) runs in a fresh process; lengths ascend; time = min over
-repeats of wall time; peak memory = max RSS after the forward+backward minus RSS before the first run (so it is the
-largest training working set so far, which grows with L). Workers run with ``MALLOC_MMAP_THRESHOLD_=131072`` so
-that freed tensors leave the RSS at once (glibc's dynamic threshold otherwise keeps them cached).
+its default chunk 256). Batch 1. Each (mixer, threads) runs in two fresh processes, lengths ascending:
+
+* time, with the default allocator (what a user runs): min over repeated runs of wall time; every cell is timed at
+  least twice (the first call pays one-off set-up) unless one run takes over ``budget / 4`` s (marked ``*``: one run).
+* memory, with ``MALLOC_MMAP_THRESHOLD_=131072`` so that freed tensors leave the RSS at once (glibc's dynamic
+  threshold otherwise keeps them cached): max RSS after one forward+backward minus RSS before the first run (the
+  largest training working set so far, which grows with L). Session 7 split the two: with the fixed threshold every
+  large temporary is a fresh mmap whose pages fault in on first touch, which doubled linmix Mamba2's forward time at
+  16k (0.79 -> 1.68 s, 1 thread) and left transformers' nearly unchanged (2.55 -> 2.58 s).
 
     python benchmarks/mixers.py --out runs/bench            # full: L = 256 ... 65536, 1 thread and all threads
     python benchmarks/mixers.py --quick --out runs/demo/bench  # L = 256 ... 4096, all threads (the demo)
@@ -56,42 +61,55 @@ def _build(kind: str):
     return build_mixer(kind, D_MODEL, n_heads=heads, d_state=D_STATE, chunk_size=64, backend="torch")
 
 
-def worker(kind: str, lengths: list[int], threads: int, budget_s: float) -> list[dict]:
-    """Measure one mixer at ascending lengths in this process; stop a mode once it exceeds ``budget_s``."""
+def _time(fn, budget_s: float) -> tuple[float, int]:
+    """Best wall seconds of ``fn`` over 2-3 runs (1 if the first exceeds ``budget_s / 4``), and the number of runs."""
+    best, runs = float("inf"), 0
+    while runs < 3:
+        t = time.perf_counter()
+        fn()
+        best, runs = min(best, time.perf_counter() - t), runs + 1
+        if best > budget_s / 4 or (runs >= 2 and best > 1.0):
+            break
+    return best, runs
+
+
+def worker(kind: str, lengths: list[int], threads: int, budget_s: float, what: str) -> list[dict]:
+    """Measure one mixer at ascending lengths in this process (``what``: "time" or "memory"); stop a mode once one
+    run exceeds ``budget_s / 4``."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     m = _build(kind)
     base = _rss_mb()
-    rows, fwd_ok, bwd_ok = [], True, True
+    rows, fwd_ok, bwd_ok = [], what == "time", True
     for L in lengths:
         row = {"mixer": kind, "L": L, "threads": threads}
         x = torch.randn(1, L, D_MODEL)
+        xg = x.clone().requires_grad_()
+
+        def fwd(x=x):
+            with torch.no_grad():
+                m(x)
+
+        def fwdbwd(xg=xg):
+            m(xg).sum().backward()
+            m.zero_grad(set_to_none=True)
+            xg.grad = None
+
         if fwd_ok:
-            best = float("inf")
-            for _ in range(3):
-                t = time.perf_counter()
-                with torch.no_grad():
-                    m(x)
-                best = min(best, time.perf_counter() - t)
-                if best > 1.0:
-                    break
+            best, row["fwd_runs"] = _time(fwd, budget_s)
             row["fwd_ms"] = best * 1e3
             fwd_ok = best < budget_s / 4
-        if bwd_ok:
-            xg = x.clone().requires_grad_()
-            best = float("inf")
-            for _ in range(2):
-                t = time.perf_counter()
-                m(xg).sum().backward()
-                best = min(best, time.perf_counter() - t)
-                if best > 1.0:
-                    break
+        if bwd_ok and what == "time":
+            best, row["fwdbwd_runs"] = _time(fwdbwd, budget_s)
             row["fwdbwd_ms"] = best * 1e3
-            row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
             bwd_ok = best < budget_s / 4
-            m.zero_grad(set_to_none=True)
+        elif bwd_ok:
+            t = time.perf_counter()
+            fwdbwd()
+            row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+            bwd_ok = time.perf_counter() - t < budget_s / 4
         rows.append(row)
         print(json.dumps(row), flush=True)
         if not (fwd_ok or bwd_ok):
@@ -102,29 +120,33 @@ def worker(kind: str, lengths: list[int], threads: int, budget_s: float) -> list
 def run_all(lengths: list[int], threads_list: list[int], budget_s: float, mixers: list[str]) -> list[dict]:
     from rich.progress import Progress
 
-    rows = []
+    merged: dict[tuple, dict] = {}
     with Progress() as prog:
-        task = prog.add_task("mixers", total=len(mixers) * len(threads_list))
+        task = prog.add_task("mixers", total=2 * len(mixers) * len(threads_list))
         for threads in threads_list:
             for kind in mixers:
-                prog.update(task, description=f"{kind} ({threads} thr)")
-                cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--budget", str(budget_s),
-                       "--lengths", ",".join(map(str, lengths))]
-                # a fixed mmap threshold makes glibc return large freed blocks at once, so max RSS tracks live
-                # tensors rather than allocator caching (same setting for every mixer)
-                env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch", MALLOC_MMAP_THRESHOLD_="131072",
-                           PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-                try:
-                    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=budget_s * 12)
-                    text = out.stdout
-                    if out.returncode != 0:
-                        prog.console.print(f"[red]{kind}: exit {out.returncode}: {out.stderr[-300:]}")
-                except subprocess.TimeoutExpired as err:
-                    text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-                    prog.console.print(f"[yellow]{kind} ({threads} thr): time limit, kept what finished")
-                rows += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-                prog.advance(task)
-    return rows
+                for what in ("time", "memory"):
+                    prog.update(task, description=f"{kind} ({threads} thr, {what})")
+                    cmd = [sys.executable, __file__, "--worker", kind, "--what", what, "--threads", str(threads),
+                           "--budget", str(budget_s), "--lengths", ",".join(map(str, lengths))]
+                    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch",
+                               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+                    if what == "memory":  # RSS tracks live tensors, not allocator caching (same for every mixer)
+                        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+                    try:
+                        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=budget_s * 12)
+                        text = out.stdout
+                        if out.returncode != 0:
+                            prog.console.print(f"[red]{kind} ({what}): exit {out.returncode}: {out.stderr[-300:]}")
+                    except subprocess.TimeoutExpired as err:
+                        text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+                        prog.console.print(f"[yellow]{kind} ({threads} thr, {what}): time limit, kept what finished")
+                    for line in text.splitlines():
+                        if line.startswith("{"):
+                            r = json.loads(line)
+                            merged.setdefault((r["mixer"], r["threads"], r["L"]), {}).update(r)
+                    prog.advance(task)
+    return list(merged.values())
 
 
 def _get(rows, kind, L, threads, key):
@@ -168,8 +190,9 @@ def write_report(rows: list[dict], out: Path, cmd: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "mixers.json").write_text(json.dumps(rows, indent=1))
     lengths = sorted({r["L"] for r in rows})
-    md = [f"Measured with `{cmd}` (batch 1, d_model {D_MODEL}, fp32, CPU; time = best wall ms; memory = peak extra "
-          f"RSS MB of forward+backward).", ""]
+    md = [f"Measured with `{cmd}` (batch 1, d_model {D_MODEL}, fp32, CPU; time = best wall ms of 2-3 runs with the "
+          f"default allocator, `*` = one run, first-call set-up included; memory = peak extra RSS MB of one "
+          f"forward+backward, in a separate process with a fixed mmap threshold).", ""]
     for threads in sorted({r["threads"] for r in rows}):
         for key, title in (("fwd_ms", "forward ms"), ("fwdbwd_ms", "forward+backward ms"),
                            ("peak_mb", "fwd+bwd peak MB")):
@@ -178,9 +201,11 @@ def write_report(rows: list[dict], out: Path, cmd: str) -> None:
                    "|---|" + "---|" * len(lengths)]
             for kind in MIXERS:
                 vals = [_get(rows, kind, L, threads, key) for L in lengths]
+                runs = [_get(rows, kind, L, threads, key.replace("_ms", "_runs")) for L in lengths]
                 if any(v is not None for v in vals):
-                    md.append(f"| {LABELS[kind]} | " + " | ".join("–" if v is None else f"{v:.0f}" if v >= 10 else
-                                                                   f"{v:.1f}" for v in vals) + " |")
+                    md.append(f"| {LABELS[kind]} | " + " | ".join(
+                        "–" if v is None else (f"{v:.0f}" if v >= 10 else f"{v:.1f}") + ("*" if n == 1 else "")
+                        for v, n in zip(vals, runs)) + " |")
             md.append("")
         md += [f"**Bars ({threads} thread(s))**", "", "| bar | measured | verdict |", "|---|---|---|"]
         md += [f"| {a} | {b} | {c} |" for a, b, c in bars(rows, threads) if b != "n/a"] + [""]
@@ -227,11 +252,12 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per measurement before larger L are skipped")
     ap.add_argument("--mixers", default=",".join(MIXERS))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--what", default="time", choices=("time", "memory"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     default = "256,1024,4096" if a.quick else "256,1024,4096,16384,65536"
     lengths = [int(v) for v in (a.lengths or default).split(",")]
     if a.worker:
-        worker(a.worker, lengths, a.threads or 1, a.budget)
+        worker(a.worker, lengths, a.threads or 1, a.budget, a.what)
         return 0
     threads = [a.threads] if a.threads else ([os.cpu_count() or 1] if a.quick else sorted({1, os.cpu_count() or 1}))
     rows = run_all(lengths, threads, a.budget if not a.quick else 20.0, a.mixers.split(","))
