@@ -117,7 +117,27 @@ def worker(kind: str, lengths: list[int], threads: int, budget_s: float, what: s
     return rows
 
 
+def _worker_rows(kind: str, what: str, threads: int, lengths: list[int], budget_s: float, console) -> list[dict]:
+    """Run one ``worker`` in a fresh process and return its rows (what finished, if it hits the time limit)."""
+    cmd = [sys.executable, __file__, "--worker", kind, "--what", what, "--threads", str(threads),
+           "--budget", str(budget_s), "--lengths", ",".join(map(str, lengths))]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    if what == "memory":  # RSS tracks live tensors, not allocator caching (same for every mixer)
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=budget_s * 12)
+        text = out.stdout
+        if out.returncode != 0:
+            console.print(f"[red]{kind} ({what}): exit {out.returncode}: {out.stderr[-300:]}")
+    except subprocess.TimeoutExpired as err:
+        text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        console.print(f"[yellow]{kind} ({threads} thr, {what}): time limit, kept what finished")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
 def run_all(lengths: list[int], threads_list: list[int], budget_s: float, mixers: list[str]) -> list[dict]:
+    """Every (threads, mixer) timed and measured in two processes; one row per (mixer, threads, L) with both."""
     from rich.progress import Progress
 
     merged: dict[tuple, dict] = {}
@@ -127,24 +147,8 @@ def run_all(lengths: list[int], threads_list: list[int], budget_s: float, mixers
             for kind in mixers:
                 for what in ("time", "memory"):
                     prog.update(task, description=f"{kind} ({threads} thr, {what})")
-                    cmd = [sys.executable, __file__, "--worker", kind, "--what", what, "--threads", str(threads),
-                           "--budget", str(budget_s), "--lengths", ",".join(map(str, lengths))]
-                    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch",
-                               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-                    if what == "memory":  # RSS tracks live tensors, not allocator caching (same for every mixer)
-                        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-                    try:
-                        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=budget_s * 12)
-                        text = out.stdout
-                        if out.returncode != 0:
-                            prog.console.print(f"[red]{kind} ({what}): exit {out.returncode}: {out.stderr[-300:]}")
-                    except subprocess.TimeoutExpired as err:
-                        text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-                        prog.console.print(f"[yellow]{kind} ({threads} thr, {what}): time limit, kept what finished")
-                    for line in text.splitlines():
-                        if line.startswith("{"):
-                            r = json.loads(line)
-                            merged.setdefault((r["mixer"], r["threads"], r["L"]), {}).update(r)
+                    for r in _worker_rows(kind, what, threads, lengths, budget_s, prog.console):
+                        merged.setdefault((r["mixer"], r["threads"], r["L"]), {}).update(r)
                     prog.advance(task)
     return list(merged.values())
 
