@@ -93,7 +93,7 @@ def test_bootstrap(runs: list[dict], dm, n: int, seed: int = 0) -> dict:
     y, q = t["label"].numpy(), t["p_true"].double().numpy()
     preds = {}
     for r in runs:
-        net = CTRLitModule.load_from_checkpoint(r["ckpt"], map_location="cpu", weights_only=False).net.eval()
+        net = CTRLitModule.load_from_checkpoint(r["ckpt"], map_location="cpu", weights_only=True).net.eval()
         with torch.inference_mode():
             preds[(r["model"], r["seed"])] = torch.sigmoid(torch.cat([
                 net(t["idx"][s:s + 16384], t["val"][s:s + 16384]) for s in range(0, len(y), 16384)])).double().numpy()

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         shutil.copyfile(tdir / "test_results.csv", out / f"speech_quality_{cfg}_test.csv")
         import torch
 
-        params = sum(v.numel() for k, v in torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"].items()
+        params = sum(v.numel() for k, v in torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"].items()
                      if k.startswith("net."))  # fmt: skip
         rows.append({"config": cfg, "params": params, "train_min": fit_s / 60, "steps": steps,
                      "s_per_step": fit_s / max(steps, 1), "load_avg_mean": sum(loads) / max(len(loads), 1),

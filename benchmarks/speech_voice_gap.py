@@ -76,7 +76,7 @@ def traits(mid: str, srcs: np.ndarray, sr: int) -> dict:
 
 
 def load_net(path: str) -> ConvTasNet:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     cfg = ck["hyper_parameters"]["net"]
     net = ConvTasNet(cfg if isinstance(cfg, ConvTasNetConfig) else ConvTasNetConfig(**cfg))
     net.load_state_dict({k[4:]: v for k, v in ck["state_dict"].items() if k.startswith("net.")})

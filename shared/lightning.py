@@ -51,6 +51,9 @@ class LinmixModule(pl.LightningModule):
         betas: AdamW betas.
     """
 
+    app: str = "linmix"  #: the console script's app name (``linmix-<app>``); stamped into every checkpoint
+    checkpoint_globals: tuple = ()  #: classes (config dataclasses) weights-only loading may rebuild
+
     def __init__(
         self, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100, min_lr_ratio: float = 0.1,
         betas: Tuple[float, float] = (0.9, 0.95),
@@ -66,6 +69,10 @@ class LinmixModule(pl.LightningModule):
         warm, floor = self.warmup_steps, self.min_lr_ratio
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total, floor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Stamp the checkpoint with its app, so that another app's loader can name it (``shared.checkpoint``)."""
+        checkpoint["linmix"] = {"app": self.app}
 
     def log_stage(self, stage: str, metrics: Dict[str, Tensor | float], **kwargs) -> None:
         """Log ``{stage}/{name}`` for every metric (``sync_dist`` on by default for epoch-level values)."""

@@ -16,6 +16,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from shared.checkpoint import load_lit
+
 
 def run_demo(out: str | Path, rows: int = 30_000, epochs: int = 5) -> list[dict]:
     import pytorch_lightning as pl_
@@ -72,7 +74,7 @@ def run_demo(out: str | Path, rows: int = 30_000, epochs: int = 5) -> list[dict]
     raw = pl.read_parquet(out / "data" / "test.parquet").head(64)
     a = enc.encode_serving(raw)
     model, _ = load_torchscript(out / "export" / "model.ts")
-    lit = CTRLitModule.load_from_checkpoint(best["fcn"], map_location="cpu").eval()
+    lit = load_lit(CTRLitModule, best["fcn"], app="ctr").eval()
     with torch.no_grad():
         p_ts = model(torch.from_numpy(a["idx"]), torch.from_numpy(a["val"]), None).numpy()
         p_eager = torch.sigmoid(lit.net(torch.from_numpy(a["idx"]), torch.from_numpy(a["val"]))).numpy()

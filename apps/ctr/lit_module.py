@@ -55,6 +55,8 @@ class CTRLitModule(LinmixModule):
             (the cross/MLP layers already have their final shapes) and rebuilt with the real sizes at setup.
     """
 
+    app = "ctr"
+
     def __init__(self, net: CTRNetConfig = CTRNetConfig(), loss: TriBCEMode = "official", embedding_l2: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.1,
                  early_stopping_patience: int = 2, out_dir: Optional[str] = None,

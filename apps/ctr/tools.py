@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
+from shared.checkpoint import load_lit
 
 
 def _schema(fmt: str, schema_path: Optional[str], libfm_fields: int, min_count: Optional[int]) -> DataSchema:
@@ -69,7 +70,7 @@ def export_model(ckpt: str | Path, out: str | Path, vocab: Optional[str] = None,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lit = CTRLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    lit = load_lit(CTRLitModule, ckpt, app="ctr")
     net = lit.exportable().eval()
     serving = CTRServing(net).eval()
     cfg = net.cfg

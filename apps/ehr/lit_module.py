@@ -37,6 +37,9 @@ class EHRLitModule(LinmixModule):
         lr, weight_decay, warmup_steps, min_lr_ratio: optimiser (see ``LinmixModule``).
     """
 
+    app = "ehr"
+    checkpoint_globals = (EHRMambaConfig,)
+
     def __init__(self, net: EHRMambaConfig = EHRMambaConfig(), objective: Literal["pretrain", "finetune"] = "finetune",
                  pretrained: Optional[str] = None, lr: float = 1e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 100, min_lr_ratio: float = 0.1) -> None:
@@ -66,6 +69,7 @@ class EHRLitModule(LinmixModule):
             self.load_pretrained(self.pretrained)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["ehr_tasks"] = {"names": self.task_names, "token_ids": self.task_token_ids,
                                    "vocab": self.vocab_json}
 
@@ -77,16 +81,18 @@ class EHRLitModule(LinmixModule):
     @classmethod
     def load(cls, path: str | Path) -> EHRLitModule:
         """``load_from_checkpoint`` on CPU with weights-only unpickling, allowing the net config dataclass."""
-        with torch.serialization.safe_globals([EHRMambaConfig]):
-            return cls.load_from_checkpoint(str(path), map_location="cpu")
+        from shared.checkpoint import load_lit
+
+        return load_lit(cls, path, app="ehr")
 
     def load_pretrained(self, path: str) -> None:
         """Copy every pretrained tensor except the classification head; shapes must match (same vocab/sizes)."""
         if not Path(path).exists():
             raise FileNotFoundError(f"pretrained checkpoint {path!r} not found (run `linmix-ehr fit -c "
                                     "configs/ehr/pretrain.yaml` first)")
-        with torch.serialization.safe_globals([EHRMambaConfig]):
-            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        from shared.checkpoint import read_checkpoint
+
+        state = read_checkpoint(path, app="ehr", safe_globals=self.checkpoint_globals)["state_dict"]
         own = self.net.state_dict()
         loaded = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.") and "cls_head" not in k}
         bad = [k for k, v in loaded.items() if k not in own or own[k].shape != v.shape]

@@ -15,6 +15,9 @@ __all__ = ["LMLitModule"]
 class LMLitModule(LinmixModule):
     """Trains :class:`MixerLM`. ``net`` is the network config; the rest is the optimiser (see ``LinmixModule``)."""
 
+    app = "lm"
+    checkpoint_globals = (MixerLMConfig,)
+
     def __init__(self, net: MixerLMConfig = MixerLMConfig(), lr: float = 3e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 20) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)

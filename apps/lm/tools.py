@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from apps.lm.lit_module import LMLitModule
+from shared.checkpoint import load_lit
 
 __all__ = ["export_main", "demo_main", "export_checkpoint"]
 
@@ -20,7 +21,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> float:
     """Export the net of ``ckpt`` to ``out`` and round-trip check it at two lengths; returns the max abs diff."""
     from shared.export import check_roundtrip, export_torchscript
 
-    lit = LMLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    lit = load_lit(LMLitModule, ckpt, app="lm")
     net = lit.exportable().eval()
     path = export_torchscript(net, out, {"app": "lm", "net": asdict(lit.hparams.net)})
     vocab = net.vocab_size
@@ -54,7 +55,7 @@ def demo_main(argv: Sequence[str]) -> int:
           "--trainer.max_epochs", "100", "--trainer.val_check_interval", "1.0", *common])
     ckpt = sorted(out.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
     train_s = time.time() - t0
-    lit = LMLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    lit = load_lit(LMLitModule, ckpt, app="lm")
     from apps.lm.data import LMDataModule
 
     dm = LMDataModule(seq_len=128, n_val=128)

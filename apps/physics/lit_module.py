@@ -53,6 +53,8 @@ class PhysicsLitModule(LinmixModule):
     test stage writes ``rollout_rel_l2.csv`` (default: the logger's log folder; with neither, the curve is only logged
     and kept in ``self.rollout_curve``, never written to the working directory)."""
 
+    app = "physics"
+
     def __init__(self, arch: str = "physgto", problem: str = "darcy", n_in: int = 3, n_out: int = 1,
                  n_globals: int = 1, transient: bool = False, d_model: int = 64, n_layers: int = 4, n_heads: int = 4,
                  n_slots: int = 32, d_hidden: int = 128, n_freq: int = 7, dropout: float = 0.0,

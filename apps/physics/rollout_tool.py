@@ -29,8 +29,9 @@ log = logging.getLogger("linmix.physics.rollout")
 
 def load_checkpoint(path: str | Path):
     from apps.physics.lit_module import PhysicsLitModule
+    from shared.checkpoint import load_lit
 
-    lit = PhysicsLitModule.load_from_checkpoint(str(path), map_location="cpu")
+    lit = load_lit(PhysicsLitModule, path, app="physics")
     lit.eval()
     return lit
 

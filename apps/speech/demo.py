@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from shared.checkpoint import load_lit
+
 TINY = Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml"
 
 
@@ -78,7 +80,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     dm = SpeechDataModule(root=str(data_root), synth_n_train=a.n_train, synth_n_valid=6, synth_n_test=8,
                           rejects_dir=None)  # fmt: skip
     mix_path = dm.records("test")[0].mix_path
-    lit = SpeechLitModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    lit = load_lit(SpeechLitModule, ckpt, app="speech")
     net = lit.net.eval()
     t0 = time.time()
     separate_file(net, mix_path, out / "separated", 8000, net.n_src, chunk_s=1.0, overlap_s=0.25, plot=True)

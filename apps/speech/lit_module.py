@@ -33,6 +33,9 @@ class SpeechLitModule(LinmixModule):
         test_sdr: also compute BSS-eval SDRi at test (about 0.2-0.5 s per utterance on CPU).
     """
 
+    app = "speech"
+    checkpoint_globals = (ConvTasNetConfig,)
+
     def __init__(
         self,
         net: ConvTasNetConfig = ConvTasNetConfig(),  # noqa: B008 (dataclass default read by LightningCLI)

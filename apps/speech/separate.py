@@ -34,11 +34,13 @@ def load_separator(path: str) -> tuple[Net, int, int]:
     """A Lightning checkpoint (.ckpt) or an exported TorchScript file -> (net (B, T) -> (B, S, T), sample rate, S)."""
     path = str(path)
     if path.endswith(".ckpt"):
+        from shared.checkpoint import load_lit, read_checkpoint
+
         from .lit_module import SpeechLitModule
 
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path, app="speech", safe_globals=SpeechLitModule.checkpoint_globals)
         sr = int(ckpt.get("datamodule_hyper_parameters", {}).get("sample_rate", 8000))
-        lit = SpeechLitModule.load_from_checkpoint(path, map_location="cpu")
+        lit = load_lit(SpeechLitModule, path, app="speech")
         net = lit.net.eval()
         return net, sr, net.n_src
     from shared.export import load_torchscript

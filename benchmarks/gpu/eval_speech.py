@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     for cfg in cfgs:
         import torch
 
-        ck = torch.load(src / cfg / "model.ckpt", map_location="cpu", weights_only=False)
+        ck = torch.load(src / cfg / "model.ckpt", map_location="cpu", weights_only=True)
         params = sum(v.numel() for k, v in ck["state_dict"].items() if k.startswith("net."))
         dtype = str(next(iter(ck["state_dict"].values())).dtype).replace("torch.", "")
         summ, res_csv, test_s = cpu_test(cfg, src / cfg / "model.ckpt", a.data_root, a.limit, a.threads, work / cfg)

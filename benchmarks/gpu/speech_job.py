@@ -141,7 +141,7 @@ def export(cfg: str) -> dict:
     info = {"version_dir": str(vdir)}
     if snap.is_file() and snap.stat().st_mtime > getattr(export, "seen", {}).get(cfg, 0):
         try:
-            ck = torch.load(snap, map_location="cpu", weights_only=False)
+            ck = torch.load(snap, map_location="cpu", weights_only=True)
         except Exception as err:  # written while we read: next round
             say(f"{cfg}: snapshot not readable yet ({err})")
             return info

@@ -49,12 +49,12 @@ def test_fit_killed_mid_epoch_resumes_from_last_checkpoint(tmp_path):
     cfg = _yaml(tmp_path, "kill.yaml", 12, [CKPT, "{class_path: fault.KillAtStep, init_args: {step: 7}}"])
     out = _run(["fit", "-c", cfg], tmp_path)
     assert out.returncode == 137, out.stderr[-2000:]
-    last = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert 6 <= last["global_step"] <= 7
     cfg = _yaml(tmp_path, "resume.yaml", 12, [CKPT])
     out = _run(["fit", "-c", cfg, "--ckpt_path", "last"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    final = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    final = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == 12
 
 
@@ -65,5 +65,5 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
     assert "gloo" in log or "MEMBER: 2/2" in log, log[-2000:]
-    final = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    final = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == 4

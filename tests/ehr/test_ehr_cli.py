@@ -32,12 +32,12 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch):
     assert main(["fit", "-c", *common, "--data.objective", "pretrain", "--trainer.max_steps", "1"]) == 0
     ckpts = sorted((tmp_path / "runs" / "ehr").rglob("last.ckpt"))
     assert len(ckpts) == 1
-    pre = torch.load(ckpts[0], map_location="cpu", weights_only=False)
+    pre = torch.load(ckpts[0], map_location="cpu", weights_only=True)
     assert pre["hyper_parameters"]["objective"] == "pretrain"
     assert main(["fit", "-c", *common, "--model.pretrained", str(ckpts[0]), "--trainer.max_steps", "2"]) == 0
     fine = sorted((tmp_path / "runs" / "ehr").rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
     assert fine != ckpts[0]
-    state = torch.load(fine, map_location="cpu", weights_only=False)
+    state = torch.load(fine, map_location="cpu", weights_only=True)
     assert state["ehr_tasks"]["names"][:3] == ["mortality", "los", "readmission"] and state["ehr_tasks"]["vocab"]
     assert main(["test", "-c", *common, "--ckpt_path", str(fine)]) == 0
     results = sorted((tmp_path / "runs" / "ehr").rglob("test_metrics.json"))

@@ -95,7 +95,7 @@ def test_checkpoint_of_another_problem_is_refused(darcy_dir, heat_dir, tmp_path)
                 "pytorch-lightning_version": pl.__version__}, ckpt)
     heat = _lit("heat")
     with pytest.raises(ValueError, match="trained on 'darcy'.*'heat'"):
-        heat.on_load_checkpoint(torch.load(ckpt, weights_only=False))
+        heat.on_load_checkpoint(torch.load(ckpt, weights_only=True))
     heat_sample = load_sample(sorted(heat_dir.glob("*.npz"))[0])
     with pytest.raises(ValueError, match="trained on 'darcy' \\(channels \\('u',\\)\\) but the sample is 'heat'"):
         predict_sample(PhysicsLitModule.load_from_checkpoint(str(ckpt)), heat_sample)

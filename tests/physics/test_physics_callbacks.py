@@ -35,7 +35,7 @@ def test_fit_stops_by_deadline_and_checkpoint_tests(darcy_dir, tmp_path):
     lrs = [r["lr"] for r in recs]  # the lr the optimizer used: the wall-clock cosine, not the module's own scheduler
     assert len(lrs) == 1 or lrs[-1] < 0.5 * max(lrs)
     assert "train end" in log.read_text() and not ckpt.with_name("last.ckpt.tmp").exists()
-    state = torch.load(ckpt, weights_only=False, map_location="cpu")
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
     assert "optimizer_states" not in state and bool(state["state_dict"]["net.fitted"])
     args = [f"--model.{k}={v}" for k, v in SMALL.items()]
     rc = main(["test", "-c", str(ROOT / "configs/physics/tiny.yaml"), "--data.data_dir", str(darcy_dir),

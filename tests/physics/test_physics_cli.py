@@ -32,7 +32,7 @@ def fitted(darcy_dir, tmp_path_factory):
 
 
 def test_fit_writes_checkpoint_with_fitted_normalisers(fitted):
-    ckpt = torch.load(fitted[0], weights_only=False, map_location="cpu")
+    ckpt = torch.load(fitted[0], weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["problem"] == "darcy"
     assert bool(ckpt["state_dict"]["net.fitted"])
     assert (ckpt["state_dict"]["net.out_std"] > 0).all()

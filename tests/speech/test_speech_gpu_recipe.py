@@ -25,7 +25,7 @@ def test_time_budget_stops_at_the_deadline_and_leaves_a_snapshot(synth_root, tmp
                  "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1"]) == 0  # fmt: skip
     assert time.time() - t < 60  # stopped by the deadline, not by 10000 epochs
     snap = next(tmp_path.glob("lightning_logs/version_*/checkpoints/snapshot.ckpt"))
-    ck = torch.load(snap, map_location="cpu", weights_only=False)
+    ck = torch.load(snap, map_location="cpu", weights_only=True)
     assert "optimizer_states" not in ck and ck["global_step"] > 0 and "hyper_parameters" in ck
     rows = list(csv.DictReader(open(next(tmp_path.glob("lightning_logs/version_*/metrics.csv")))))
     lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
