@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/linmix-ctr demo --out $(DEMO)/ctr
 	$(BIN)/linmix-speech demo --out $(DEMO)/speech
 	$(BIN)/linmix-physics demo --out $(DEMO)/physics
-	$(BIN)/python -m shared.summary $(DEMO)
+	$(BIN)/python -m linmix.shared.summary $(DEMO)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mixers.py --out runs/bench

@@ -46,12 +46,11 @@ def mean_row(rs: list[dict]) -> dict:
 
 
 def int8_change(net, dm) -> dict:
-    """Test AUC/logloss of the trained FCN eager vs dynamic int8 Linear layers (``apps.ctr.serving``)."""
+    """Test AUC/logloss of the trained FCN eager vs dynamic int8 Linear layers (``linmix.apps.ctr.serving``)."""
     import numpy as np
     import torch
+    from linmix.apps.ctr.serving import serving_module
     from sklearn.metrics import log_loss, roc_auc_score
-
-    from apps.ctr.serving import serving_module
 
     t = dm.datasets["test"].t
     y = t["label"].numpy()
@@ -85,9 +84,8 @@ def test_bootstrap(runs: list[dict], dm, n: int, seed: int = 0) -> dict:
     and returns {"A - B": {diff, std, p2.5, p97.5, n}}. Seed-to-seed training noise is not in it."""
     import numpy as np
     import torch
+    from linmix.apps.ctr.lit_module import CTRLitModule
     from sklearn.metrics import roc_auc_score
-
-    from apps.ctr.lit_module import CTRLitModule
 
     t = dm.datasets["test"].t
     y, q = t["label"].numpy(), t["p_true"].double().numpy()
@@ -214,11 +212,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import pytorch_lightning as pl_
     import torch
-
-    from apps.ctr.data import CTRDataModule
-    from apps.ctr.lit_module import CTRLitModule
-    from apps.ctr.model import CTRNetConfig
-    from apps.ctr.synth import SynthConfig
+    from linmix.apps.ctr.data import CTRDataModule
+    from linmix.apps.ctr.lit_module import CTRLitModule
+    from linmix.apps.ctr.model import CTRNetConfig
+    from linmix.apps.ctr.synth import SynthConfig
 
     a.rows = a.rows or SynthConfig.n_rows
     torch.set_num_threads(a.threads)

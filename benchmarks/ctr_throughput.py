@@ -10,7 +10,7 @@ official Tri-BCE):
 * ``train_fast``: ``TensorBatches`` + ``BatchSampler`` (whole batches gathered from tensors) -> train steps;
 * ``train_naive``: the same steps fed by a per-row ``Dataset`` and the default ``DataLoader`` collate;
 * ``infer_eager`` / ``infer_script`` / ``infer_int8``: forward under ``torch.inference_mode`` in eval mode,
-  eager, TorchScript frozen + ``optimize_for_inference``, dynamic int8 Linear layers (``apps.ctr.serving``);
+  eager, TorchScript frozen + ``optimize_for_inference``, dynamic int8 Linear layers (``linmix.apps.ctr.serving``);
 * ``encode``: ``encode_dataset`` on an ``--encode-rows`` Criteo-format TSV (chunked parse, fit vocab, encode,
   rejects), peak RSS of that process alone.
 
@@ -47,8 +47,7 @@ def _data(n: int, fields: int = F_NUM + F_CAT, seed: int = 0) -> tuple[dict, lis
 
 def _model(sizes, threads):
     import torch
-
-    from apps.ctr.model import CTRNet, CTRNetConfig
+    from linmix.apps.ctr.model import CTRNet, CTRNetConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -57,9 +56,8 @@ def _model(sizes, threads):
 
 def _loader(kind: str, arrays: dict, batch: int):
     import torch
+    from linmix.apps.ctr.data import TensorBatches, batch_loader
     from torch.utils.data import DataLoader, Dataset
-
-    from apps.ctr.data import TensorBatches, batch_loader
 
     if kind == "fast":
         return batch_loader(TensorBatches(arrays), batch, shuffle=True)
@@ -78,7 +76,7 @@ def _loader(kind: str, arrays: dict, batch: int):
 
 
 def _train_step(net, opt, b):
-    from apps.ctr.losses import tri_bce
+    from linmix.apps.ctr.losses import tri_bce
 
     z, ze, zl = net.branch_logits(b["idx"], b["val"])
     loss = tri_bce(z, ze, zl, b["label"])
@@ -94,8 +92,8 @@ def _measure(task: dict) -> dict:
     torch.set_num_threads(threads)
     rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731
     if kind == "encode":
-        from apps.ctr.pipeline import encode_dataset
-        from apps.ctr.schema import criteo_schema
+        from linmix.apps.ctr.pipeline import encode_dataset
+        from linmix.apps.ctr.schema import criteo_schema
 
         t = time.perf_counter()
         rep = encode_dataset({"train": task["file"]}, criteo_schema(min_count=10), task["enc_out"], force=True)
@@ -139,7 +137,7 @@ def _measure(task: dict) -> dict:
             rows += batch
         dt = time.perf_counter() - t0
     elif kind.startswith("infer_"):
-        from apps.ctr.serving import serving_module
+        from linmix.apps.ctr.serving import serving_module
 
         net = serving_module(_model(sizes, threads), kind.split("_")[1])
         idx, val = torch.from_numpy(arrays["idx"]), torch.from_numpy(arrays["val"])
@@ -219,7 +217,7 @@ def main(argv=None) -> int:
         res[r["kind"]] = r
         print(f"{r['kind']:<12} {r['rows_per_s']:>12,.0f} rows/s  peak RSS {r['peak_rss_mb']:8.0f} MB", flush=True)
     sizes = _data(1, a.fields)[1]
-    from apps.ctr.serving import flops_per_row
+    from linmix.apps.ctr.serving import flops_per_row
 
     fwd = flops_per_row(_model(sizes, 1))
     gf = res["gemm"]["gflops"]

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from apps.ehr import sequences as S
-from apps.ehr.model import EHRMamba, EHRMambaConfig
-from apps.ehr.predict import IncrementalScorer
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig
+from linmix.apps.ehr.predict import IncrementalScorer
 
 
 def fake_history(n: int, seed: int = 0) -> dict[str, np.ndarray]:

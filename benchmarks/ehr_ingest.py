@@ -1,6 +1,6 @@
 """Benchmark: FHIR bulk NDJSON -> MEDS ingestion (fast path) vs a per-resource ``fhir.resources.R4B`` validation pass.
 
-For each size (resources), a synthetic cohort is written (``apps.ehr.synth``, NDJSON), then
+For each size (resources), a synthetic cohort is written (``linmix.apps.ehr.synth``, NDJSON), then
 
 * ``ingest``: ``linmix-ehr ingest`` in a fresh subprocess, single core (``POLARS_MAX_THREADS=1``,
   ``OMP_NUM_THREADS=1``, no worker processes); we record wall time, CPU time (user+sys, from ``wait4``), the CPU
@@ -41,7 +41,7 @@ def run_ingest(src: Path, out: Path, workers: int) -> dict:
                OMP_NUM_THREADS="1")
     env = {k: v for k, v in env.items() if v != ""}
     # CPU of the call = this process + its reaped worker processes (os.times children fields)
-    code = ("import json, os, time; from apps.ehr.ingest import ingest; c = sum(os.times()[:4]); "
+    code = ("import json, os, time; from linmix.apps.ehr.ingest import ingest; c = sum(os.times()[:4]); "
             "t = time.perf_counter(); "
             f"r = ingest([{str(src)!r}], {str(out)!r}, overwrite=True, workers={workers}); "
             "print(json.dumps([r.total['read'], sum(os.times()[:4]) - c, time.perf_counter() - t, r.cpu_s]))")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--workdir", type=Path, default=None, help="where to write the cohorts (default: a temp dir)")
     a = ap.parse_args(argv)
-    from apps.ehr.synth import synthesize
+    from linmix.apps.ehr.synth import synthesize
 
     a.out.mkdir(parents=True, exist_ok=True)
     work = Path(a.workdir or tempfile.mkdtemp(prefix="ehr_ingest_bench_"))

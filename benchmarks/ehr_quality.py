@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ehr_quality.py --patients 20000   # the issue's bar (>= 20k patients)
     .venv/bin/python benchmarks/ehr_quality.py --patients 2000 --finetune-epochs 3   # what fits a loaded 2-core CPU
 
-Runs ``apps.ehr.demo.run_pipeline`` (synth -> ingest -> pretrain -> MPF finetune -> test -> baseline -> oracle ->
+Runs ``linmix.apps.ehr.demo.run_pipeline`` (synth -> ingest -> pretrain -> MPF finetune -> test -> baseline -> oracle ->
 export) and writes ``runs/bench/ehr_quality.md`` (+ ``.json``, ``.png``; ROC/PR plots under the run folder). The bar:
 EHRMamba AUROC >= baseline on every task and within 0.03 of the oracle.
 """
@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from apps.ehr.demo import PipelineSettings, evaluate_checkpoint, run_pipeline
-from apps.ehr.model import EHRMambaConfig
+from linmix.apps.ehr.demo import PipelineSettings, evaluate_checkpoint, run_pipeline
+from linmix.apps.ehr.model import EHRMambaConfig
 
 
 def plot(result: dict, path: Path, title: str) -> Path:

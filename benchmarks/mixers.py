@@ -55,7 +55,7 @@ def _build(kind: str):
         cfg = Mamba2Config(hidden_size=D_MODEL, state_size=D_STATE, expand=2, head_dim=HEADDIM,
                            num_heads=2 * D_MODEL // HEADDIM, n_groups=1, chunk_size=256, num_hidden_layers=1)
         return Mamba2Mixer(cfg, layer_idx=0)
-    from shared import build_mixer
+    from linmix.shared import build_mixer
 
     heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "bimamba2") else 4
     return build_mixer(kind, D_MODEL, n_heads=heads, d_state=D_STATE, chunk_size=64, backend="torch")

@@ -49,8 +49,8 @@ DATA = {
 def one_step_errors(model, loader) -> tuple:
     """Teacher-forced one-step relative L2 over every step of every trajectory in ``loader`` (boundary values
     imposed): (model, holding u_t as u_{t+1}), each the mean over steps, graphs and channels."""
-    from apps.physics.graph_ops import num_graphs
-    from apps.physics.losses import node_mask, rel_l2
+    from linmix.apps.physics.graph_ops import num_graphs
+    from linmix.apps.physics.losses import node_mask, rel_l2
 
     model.eval()
     errs, holds = [], []
@@ -69,8 +69,8 @@ def one_step_errors(model, loader) -> tuple:
 def hold_initial(loader) -> tuple:
     """Holding the initial state over the rollout: (mean relative L2 over steps 1..T-1, step-1 relative L2, the
     per-step curve as a list)."""
-    from apps.physics.graph_ops import num_graphs
-    from apps.physics.losses import rel_l2
+    from linmix.apps.physics.graph_ops import num_graphs
+    from linmix.apps.physics.losses import rel_l2
 
     per_step = []
     for b in loader:
@@ -83,9 +83,8 @@ def hold_initial(loader) -> tuple:
 
 def run(problem: str, arch: str, cfg: dict, data_dir: Path, rollout_dir: Path) -> dict:
     import pytorch_lightning as pl
-
-    from apps.physics.data import PhysicsDataModule
-    from apps.physics.lit_module import PhysicsLitModule
+    from linmix.apps.physics.data import PhysicsDataModule
+    from linmix.apps.physics.lit_module import PhysicsLitModule
 
     pl.seed_everything(cfg.get("seed", 0), verbose=False)
     dm = PhysicsDataModule(problem=problem, data_dir=str(data_dir), batch_size=cfg["batch"],
@@ -213,7 +212,7 @@ def main(argv=None) -> int:
     p.add_argument("--report-only", action="store_true", help="re-render the md/png from the json, train nothing")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from apps.physics.synth import synthesize
+    from linmix.apps.physics.synth import synthesize
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

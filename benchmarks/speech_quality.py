@@ -51,7 +51,7 @@ def curve(metrics_csv: Path) -> list[tuple[int, float]]:
 
 
 def _pairs(bd: dict | None) -> str:
-    """'same / different (n / n)' SI-SNRi of a test summary's breakdown (:func:`apps.speech.metrics.group_breakdown`)."""
+    """'same / different (n / n)' SI-SNRi of a test summary's breakdown (:func:`linmix.apps.speech.metrics.group_breakdown`)."""
     if not bd:
         return "-"
     cells = [bd["same_group"], bd["different_groups"]]

@@ -1,7 +1,7 @@
 """Speech speed/memory bar: real-time factor and peak memory of the paper Conv-TasNet vs torchaudio's, side by side.
 
 Time: both models in one process with interleaved calls (background load hits both alike), min over repeats.
-Memory: each model's forward alone in its own process (peak RSS).  Models: ours (``apps.speech.model.ConvTasNet``,
+Memory: each model's forward alone in its own process (peak RSS).  Models: ours (``linmix.apps.speech.model.ConvTasNet``,
 paper defaults N=512 L=16 B=128 H=512 Sc=128 P=3 X=8 R=3, sigmoid mask) and ``torchaudio.models.ConvTasNet`` of the
 same size (4,984,881 parameters each), same random 8 kHz input, batch 1, ``inference_mode``, 1 thread and all
 threads.  Then ``separate`` on a long 8 kHz file (default 10 minutes) with the paper model,
@@ -31,7 +31,7 @@ def _build(kind: str):
     """(net, prep) for "ours" (paper defaults) or "torchaudio" (same sizes); prep maps (B, T) to the model's input."""
     if kind == "ours":
         sys.path.insert(0, str(ROOT))
-        from apps.speech.model import ConvTasNet, ConvTasNetConfig
+        from linmix.apps.speech.model import ConvTasNet, ConvTasNetConfig
 
         return ConvTasNet(ConvTasNetConfig()).eval(), lambda x: x
     import torchaudio
@@ -80,9 +80,9 @@ def child_long(minutes: float, threads: int, chunk_s: float) -> dict:
 
     torch.set_num_threads(threads)
     sys.path.insert(0, str(ROOT))
-    from apps.speech.audio import write_audio
-    from apps.speech.model import ConvTasNet, ConvTasNetConfig
-    from apps.speech.separate import separate_file
+    from linmix.apps.speech.audio import write_audio
+    from linmix.apps.speech.model import ConvTasNet, ConvTasNetConfig
+    from linmix.apps.speech.separate import separate_file
 
     tmp = ROOT / "runs" / "bench" / "speech_long"
     n = int(minutes * 60 * 8000)

@@ -10,7 +10,7 @@ source files: the two espeak-ng variants and accents, same-variant / same-accent
 each source (median of voiced 40 ms frames, autocorrelation 60-400 Hz) and their distance in semitones, level
 difference (RMS, dB), overlap (fraction of 20 ms frames where both sources are within 35 dB of their loudest
 frame), length (s).  ``heldout`` is a split of fresh mixtures of TRAINING voices (new pairs, sentences, levels),
-generated once by ``apps.speech.synth.generate`` with subset name "heldout" (its own RNG stream, same speaker
+generated once by ``linmix.apps.speech.synth.generate`` with subset name "heldout" (its own RNG stream, same speaker
 pools): the seen-voice reference.  Writes ``<prefix>.md`` (tables; default prefix
 ``speech_voice_gap``) and per-utterance ``<prefix>_<name>_<split>.csv``.  Nothing is tuned here; it only reads.
 """
@@ -28,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from apps.speech.data import read_librimix_csv  # noqa: E402
-from apps.speech.losses import pairwise_si_snr, si_snr  # noqa: E402
-from apps.speech.model import ConvTasNet, ConvTasNetConfig  # noqa: E402
+from linmix.apps.speech.data import read_librimix_csv  # noqa: E402
+from linmix.apps.speech.losses import pairwise_si_snr, si_snr  # noqa: E402
+from linmix.apps.speech.model import ConvTasNet, ConvTasNetConfig  # noqa: E402
 
 SPK = re.compile(r"^(?P<acc>.+)-(?P<var>[^-]+)-p(?P<p>\d+)-r(?P<r>\d+)-(?P<i>\d{5})$")
 # espeak-ng voices/!v files that declare "gender female" (the rest are male or undeclared, male-sounding)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         root = Path(a.heldout_root if split == "heldout" else a.data_root)
         csv_path = root / "Libri2Mix/wav8k/min/metadata" / f"mixture_{split}_mix_clean.csv"
         if split == "heldout" and not csv_path.is_file():
-            from apps.speech.synth import generate
+            from linmix.apps.speech.synth import generate
 
             t = time.time()
             generate(str(root), 2, {"heldout": a.n_heldout}, n_speakers=160, seed=0, progress=False)

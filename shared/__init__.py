@@ -1,18 +1,18 @@
 """linmix shared core: linear-complexity sequence mixers, residual blocks, Lightning base, TorchScript export.
 
-Dependencies point one way: ``apps/* -> shared -> torch``. Lightning is imported only by ``shared.lightning`` (with
-``shared.time_budget``) and ``shared.cli``; the mixers import torch alone and script with TorchScript.
+Dependencies point one way: ``apps/* -> shared -> torch``. Lightning is imported only by ``linmix.shared.lightning`` (with
+``linmix.shared.time_budget``) and ``linmix.shared.cli``; the mixers import torch alone and script with TorchScript.
 """
 
-from shared.bimamba import BiMamba2
-from shared.blocks import MIXERS, GatedMLP, MixerStack, ResidualBlock, build_mixer
-from shared.kernels import kernel_available
-from shared.linear_attention import LinearAttention
-from shared.mamba2 import Mamba2
-from shared.norms import RMSNorm, RMSNormGated
-from shared.projection_attention import ProjectionAttention
-from shared.softmax_attention import SoftmaxAttention
-from shared.ssd import ssd_chunked, ssd_scan, ssd_scan_ref
+from linmix.shared.bimamba import BiMamba2
+from linmix.shared.blocks import MIXERS, GatedMLP, MixerStack, ResidualBlock, build_mixer
+from linmix.shared.kernels import kernel_available
+from linmix.shared.linear_attention import LinearAttention
+from linmix.shared.mamba2 import Mamba2
+from linmix.shared.norms import RMSNorm, RMSNormGated
+from linmix.shared.projection_attention import ProjectionAttention
+from linmix.shared.softmax_attention import SoftmaxAttention
+from linmix.shared.ssd import ssd_chunked, ssd_scan, ssd_scan_ref
 
 __all__ = [
     "BiMamba2", "GatedMLP", "LinearAttention", "MIXERS", "Mamba2", "MixerStack", "ProjectionAttention", "RMSNorm",

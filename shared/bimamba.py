@@ -11,11 +11,10 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from linmix.shared.mamba2 import causal_conv, init_ssm_params, ssm_dims
+from linmix.shared.norms import RMSNormGated, check_input
+from linmix.shared.ssd import ssd_scan
 from torch import Tensor, nn
-
-from shared.mamba2 import causal_conv, init_ssm_params, ssm_dims
-from shared.norms import RMSNormGated, check_input
-from shared.ssd import ssd_scan
 
 __all__ = ["BiMamba2"]
 
@@ -23,7 +22,7 @@ __all__ = ["BiMamba2"]
 class BiMamba2(nn.Module):
     """Non-causal Mamba2. ``forward(x (B, L, D), mask (B, L) bool, True = token) -> (B, L, D)``.
 
-    Arguments as :class:`shared.mamba2.Mamba2`. Padding is exact at any position (also left padding), because padded
+    Arguments as :class:`linmix.shared.mamba2.Mamba2`. Padding is exact at any position (also left padding), because padded
     positions are zeroed before each direction's convolution and carry dt = 0 through the scan.
     """
 

@@ -11,14 +11,13 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from linmix.shared.bimamba import BiMamba2
+from linmix.shared.linear_attention import LinearAttention
+from linmix.shared.mamba2 import Mamba2
+from linmix.shared.norms import RMSNorm, check_input
+from linmix.shared.projection_attention import ProjectionAttention
+from linmix.shared.softmax_attention import SoftmaxAttention
 from torch import Tensor, nn
-
-from shared.bimamba import BiMamba2
-from shared.linear_attention import LinearAttention
-from shared.mamba2 import Mamba2
-from shared.norms import RMSNorm, check_input
-from shared.projection_attention import ProjectionAttention
-from shared.softmax_attention import SoftmaxAttention
 
 __all__ = ["GatedMLP", "ResidualBlock", "MixerStack", "build_mixer", "MIXERS"]
 

@@ -4,10 +4,10 @@ Every loader in linmix goes through :func:`read_checkpoint` or :func:`load_lit`:
 (PyTorch's restricted unpickler: tensors, containers and primitive types, plus the few classes an app lists in its
 ``checkpoint_globals``), never plain unpickling. A file that is not what the command needs (a TorchScript export, a
 checkpoint of another app, a file that is no checkpoint at all, one holding arbitrary Python objects) raises
-:class:`shared.errors.UserError` with one line that says what it is and what the command needs.
+:class:`linmix.shared.errors.UserError` with one line that says what it is and what the command needs.
 
 Each linmix LightningModule stamps its checkpoints with ``checkpoint["linmix"] = {"app": ...}``
-(:meth:`shared.lightning.LinmixModule.on_save_checkpoint`), which is how a checkpoint of another app is recognised.
+(:meth:`linmix.shared.lightning.LinmixModule.on_save_checkpoint`), which is how a checkpoint of another app is recognised.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Sequence
 
 import torch
-
-from shared.errors import UserError
+from linmix.shared.errors import UserError
 
 __all__ = ["read_checkpoint", "load_lit", "is_torchscript", "checkpoint_app"]
 

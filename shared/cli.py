@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
+from linmix.shared.checkpoint import read_checkpoint
+from linmix.shared.errors import UserError, debug_enabled
 from pytorch_lightning.cli import LightningCLI
-
-from shared.checkpoint import read_checkpoint
-from shared.errors import UserError, debug_enabled
 
 __all__ = ["LinmixCLI", "run_app", "LIGHTNING_SUBCOMMANDS"]
 

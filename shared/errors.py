@@ -1,7 +1,7 @@
 """One error contract for every console script.
 
 A :class:`UserError` is a mistake the user can fix (a missing file, a bad flag value, the wrong checkpoint): the
-dispatcher (:func:`shared.cli.run_app`) prints its message in one or two lines and exits with status 2, without a
+dispatcher (:func:`linmix.shared.cli.run_app`) prints its message in one or two lines and exits with status 2, without a
 traceback. Anything else is a bug and keeps its traceback. ``--debug`` on any command (or ``LINMIX_DEBUG=1``) shows
 the traceback of user errors too. This module imports nothing beyond the standard library.
 """

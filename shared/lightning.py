@@ -13,9 +13,8 @@ from typing import Dict, Tuple
 
 import pytorch_lightning as pl
 import torch
+from linmix.shared.time_budget import TimeBudget
 from torch import Tensor, nn
-
-from shared.time_budget import TimeBudget
 
 __all__ = ["LinmixModule", "TimeBudget", "warmup_cosine", "param_groups"]
 
@@ -71,7 +70,7 @@ class LinmixModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Stamp the checkpoint with its app, so that another app's loader can name it (``shared.checkpoint``)."""
+        """Stamp the checkpoint with its app, so that another app's loader can name it (``linmix.shared.checkpoint``)."""
         checkpoint["linmix"] = {"app": self.app}
 
     def log_stage(self, stage: str, metrics: Dict[str, Tensor | float], **kwargs) -> None:

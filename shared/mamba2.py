@@ -12,11 +12,10 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from linmix.shared.kernels import mamba_chunk_scan
+from linmix.shared.norms import RMSNormGated, check_input
+from linmix.shared.ssd import ssd_scan
 from torch import Tensor, nn
-
-from shared.kernels import mamba_chunk_scan
-from shared.norms import RMSNormGated, check_input
-from shared.ssd import ssd_scan
 
 __all__ = ["Mamba2", "causal_conv", "init_ssm_params", "ssm_dims"]
 

@@ -15,9 +15,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from linmix.shared.norms import check_input
 from torch import Tensor, nn
-
-from shared.norms import check_input
 
 __all__ = ["ProjectionAttention"]
 

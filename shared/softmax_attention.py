@@ -6,9 +6,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from linmix.shared.norms import check_input
 from torch import Tensor, nn
-
-from shared.norms import check_input
 
 __all__ = ["SoftmaxAttention"]
 

@@ -1,4 +1,4 @@
-"""Print one table of every ``summary.json`` under a demo folder: ``python -m shared.summary runs/demo``.
+"""Print one table of every ``summary.json`` under a demo folder: ``python -m linmix.shared.summary runs/demo``.
 
 Each app's demo writes a flat list of ``{"stage", "metric", "value", "note"}`` rows; this joins them.
 """

@@ -1,4 +1,4 @@
-"""``TimeBudget``: the warmup + cosine schedule of :class:`shared.lightning.LinmixModule` sized by wall time, for runs
+"""``TimeBudget``: the warmup + cosine schedule of :class:`linmix.shared.lightning.LinmixModule` sized by wall time, for runs
 that must end by a deadline on a device of unknown speed or share (the GPU jobs in ``benchmarks/gpu/``).
 
 A step-sized schedule needs the step rate in advance; on a shared GPU it is unknown, so such a run either stops before
@@ -15,7 +15,7 @@ checkpoint is written atomically (temp file, then ``os.replace``) every ``ckpt_e
 exception or Ctrl-C, so a job killed from outside still leaves a loadable model.
 
     linmix-physics fit -c configs/physics/gto_darcy_gpu.yaml \\
-      --trainer.callbacks+=shared.lightning.TimeBudget --trainer.callbacks.deadline=$(($(date +%s) + 300))
+      --trainer.callbacks+=linmix.shared.lightning.TimeBudget --trainer.callbacks.deadline=$(($(date +%s) + 300))
 """
 
 from __future__ import annotations

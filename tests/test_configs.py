@@ -12,9 +12,9 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_config_instantiates(path, tmp_path, monkeypatch):
     app = path.parent.name
-    cli_mod = importlib.import_module(f"apps.{app}.cli")
+    cli_mod = importlib.import_module(f"linmix.apps.{app}.cli")
     cli_cls = next(v for k, v in vars(cli_mod).items() if isinstance(v, type) and k.endswith("CLI") and k != "LinmixCLI")
-    from shared.cli import LinmixCLI
+    from linmix.shared.cli import LinmixCLI
 
     assert issubclass(cli_cls, LinmixCLI)
     monkeypatch.chdir(ROOT)

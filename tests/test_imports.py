@@ -13,7 +13,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split('.')[0] in ('mamba_ssm', 'causal_conv1d'):
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
-import apps, shared
+import linmix.apps as apps, linmix.shared as shared
 mods = []
 for pkg in (apps, shared):
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):

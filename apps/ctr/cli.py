@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from apps.ctr.data import CTRDataModule
-from apps.ctr.lit_module import CTRLitModule
-from apps.ctr.synth import synth_main
-from apps.ctr.tools import demo_main, encode_main, export_main
-from shared.cli import LinmixCLI, run_app
+from linmix.apps.ctr.data import CTRDataModule
+from linmix.apps.ctr.lit_module import CTRLitModule
+from linmix.apps.ctr.synth import synth_main
+from linmix.apps.ctr.tools import demo_main, encode_main, export_main
+from linmix.shared.cli import LinmixCLI, run_app
 
 
 class CTRCLI(LinmixCLI):

@@ -1,8 +1,8 @@
 """CTRDataModule: click logs -> encoded cache -> batches sliced from tensors.
 
-Default data is the synthetic log of ``apps.ctr.synth`` (generated in ``prepare_data`` when missing). Other
+Default data is the synthetic log of ``linmix.apps.ctr.synth`` (generated in ``prepare_data`` when missing). Other
 formats: ``criteo`` (TSV), ``avazu`` (CSV), ``libfm`` and ``schema`` (CSV/Parquet + a YAML schema). Encoding
-(``apps.ctr.pipeline``) is cached under ``cache_dir`` and reused while the sources and schema are unchanged.
+(``linmix.apps.ctr.pipeline``) is cached under ``cache_dir`` and reused while the sources and schema are unchanged.
 A batch is a dict ``idx`` (B, F) int64, ``val`` (B, F) float32, ``seq`` (B, S, L) int64, ``label`` (B,) float32,
 plus ``group`` (B,) int64 and ``p_true`` (B,) float32 when the data has them.
 """
@@ -18,12 +18,11 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as pl_
 import torch
+from linmix.apps.ctr.encoder import FeatureEncoder
+from linmix.apps.ctr.pipeline import encode_dataset
+from linmix.apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
+from linmix.apps.ctr.synth import SynthConfig, synth_schema_dict, write_synth
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
-
-from apps.ctr.encoder import FeatureEncoder
-from apps.ctr.pipeline import encode_dataset
-from apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
-from apps.ctr.synth import SynthConfig, synth_schema_dict, write_synth
 
 
 class TensorBatches(Dataset):

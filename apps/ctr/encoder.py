@@ -21,9 +21,8 @@ from typing import Optional
 
 import numpy as np
 import polars as pl
-
-from apps.ctr.readers import categorical_expr
-from apps.ctr.schema import DataSchema, FieldSpec
+from linmix.apps.ctr.readers import categorical_expr
+from linmix.apps.ctr.schema import DataSchema, FieldSpec
 
 PAD, OOV, MISSING, FIRST = 0, 1, 2, 3
 

@@ -19,15 +19,14 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
+from linmix.apps.ctr.encoder import FIRST
+from linmix.apps.ctr.evaluation import calibration_table, group_auc, plot_calibration
+from linmix.apps.ctr.losses import TriBCEMode, tri_bce
+from linmix.apps.ctr.model import CTRNet, CTRNetConfig
+from linmix.shared.lightning import LinmixModule
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
-
-from apps.ctr.encoder import FIRST
-from apps.ctr.evaluation import calibration_table, group_auc, plot_calibration
-from apps.ctr.losses import TriBCEMode, tri_bce
-from apps.ctr.model import CTRNet, CTRNetConfig
-from shared.lightning import LinmixModule
 
 
 def as_net_config(net) -> CTRNetConfig:
@@ -46,7 +45,7 @@ class CTRLitModule(LinmixModule):
         net: network config; ``field_sizes``/``seq_sizes`` are filled from the datamodule at setup.
         loss: Tri-BCE ``official`` (non-detached weights), ``detach``, or plain ``bce``.
         embedding_l2: lambda of (lambda / 2) * ||E||^2 on the embedding table (FuxiCTR ``embedding_regularizer``).
-        lr, weight_decay, warmup_steps, min_lr_ratio: optimiser / schedule (``shared.lightning``).
+        lr, weight_decay, warmup_steps, min_lr_ratio: optimiser / schedule (``linmix.shared.lightning``).
         early_stopping_patience: epochs without val AUC gain before stopping (0 = off).
         out_dir: where test plots/metrics and predictions go (default: the trainer's log dir).
         vocab_path: encoder vocabulary (filled from the datamodule; exported beside the model).
@@ -151,7 +150,7 @@ class CTRLitModule(LinmixModule):
             m["ece"] = calibration_table(p, y)["ece"]
             m["mean_pred"], m["ctr"] = float(p.mean()), float(y.mean())
             if "p_true" in cat:
-                from apps.ctr.synth import bayes_metrics
+                from linmix.apps.ctr.synth import bayes_metrics
 
                 b = bayes_metrics(cat["p_true"].astype(np.float64), y)
                 m["bayes_auc"], m["bayes_logloss"] = b["auc"], b["logloss"]

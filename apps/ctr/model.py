@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
+from linmix.apps.ctr.baselines import DCNv2Body, DNNBody, LRBody
+from linmix.apps.ctr.embedding import FieldEmbedding
+from linmix.apps.ctr.fcn import FCNBody
 from torch import Tensor, nn
-
-from apps.ctr.baselines import DCNv2Body, DNNBody, LRBody
-from apps.ctr.embedding import FieldEmbedding
-from apps.ctr.fcn import FCNBody
 
 
 @dataclass

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Optional
 
 import polars as pl
+from linmix.apps.ctr.encoder import MISSING, OOV, FeatureEncoder
+from linmix.apps.ctr.readers import EmptyFileError, iter_source_chunks
+from linmix.apps.ctr.schema import DataSchema
 from rich.console import Console
-
-from apps.ctr.encoder import MISSING, OOV, FeatureEncoder
-from apps.ctr.readers import EmptyFileError, iter_source_chunks
-from apps.ctr.schema import DataSchema
 
 SPLITS = ("train", "val", "test")
 

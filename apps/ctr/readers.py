@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import polars as pl
-
-from apps.ctr.schema import DataSchema, FieldSpec, SchemaError
+from linmix.apps.ctr.schema import DataSchema, FieldSpec, SchemaError
 
 _LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
 _LIBFM_LABELS = {"-1": 0, "+1": 1, "-1.0": 0, "+1.0": 1}

@@ -16,9 +16,8 @@ import copy
 import warnings
 
 import torch
+from linmix.apps.ctr.model import CTRNet
 from torch import nn
-
-from apps.ctr.model import CTRNet
 
 MODES = ("eager", "script", "int8")
 

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-
-from apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
-from shared.checkpoint import load_lit
+from linmix.apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
+from linmix.shared.checkpoint import load_lit
 
 
 def _schema(fmt: str, schema_path: Optional[str], libfm_fields: int, min_count: Optional[int]) -> DataSchema:
@@ -45,9 +44,8 @@ def encode_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--force", action="store_true", help="re-encode even if the cache is current")
     a = ap.parse_args(argv)
+    from linmix.apps.ctr.pipeline import encode_dataset
     from rich.console import Console
-
-    from apps.ctr.pipeline import encode_dataset
 
     src = {k: v for k, v in (("train", a.train), ("val", a.val), ("test", a.test)) if v}
     rep = encode_dataset(src, _schema(a.format, a.schema, a.libfm_fields, a.min_count), a.out, force=a.force,
@@ -64,9 +62,9 @@ def encode_main(argv: list[str] | None = None) -> int:
 def export_model(ckpt: str | Path, out: str | Path, vocab: Optional[str] = None,
                  batch_sizes: tuple[int, int] = (3, 257)) -> dict:
     """Export a checkpoint as ``model.ts`` (CTRServing: idx, val[, seq] -> probability) + ``vocab.json``."""
-    from apps.ctr.lit_module import CTRLitModule
-    from apps.ctr.model import CTRServing
-    from shared.export import check_roundtrip, export_torchscript
+    from linmix.apps.ctr.lit_module import CTRLitModule
+    from linmix.apps.ctr.model import CTRServing
+    from linmix.shared.export import check_roundtrip, export_torchscript
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +116,7 @@ def export_main(argv: list[str] | None = None) -> int:
 
 def demo_main(argv: list[str] | None = None) -> int:
     """End-to-end demo on small synthetic data: synth -> fit FCN and DCNv2 -> test -> export -> summary.json."""
-    from apps.ctr.demo import run_demo
+    from linmix.apps.ctr.demo import run_demo
 
     ap = argparse.ArgumentParser(prog="linmix-ctr demo", description=demo_main.__doc__)
     ap.add_argument("--out", default="runs/demo/ctr")

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.data import EHRDataModule, FinetuneDataset
+from linmix.apps.ehr.metrics import task_metrics
 from sklearn.ensemble import HistGradientBoostingClassifier
-
-from apps.ehr import sequences as S
-from apps.ehr.data import EHRDataModule, FinetuneDataset
-from apps.ehr.metrics import task_metrics
 
 STRUCTURE = (S.PAD, S.CLS, S.VS, S.VE, S.REG, S.MASK)
 

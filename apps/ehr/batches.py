@@ -3,7 +3,7 @@
 ``collate`` right-pads per-sequence arrays into the batch dict the LightningModule reads (``collate_packed`` does the
 same, vectorised, for sequences stored concatenated and given by starts and lengths); ``BucketBatchSampler`` makes
 shuffled length-bucketed batches for training, ``SortedBatchSampler`` fixed length-sorted batches for evaluation.
-``apps.ehr.data`` uses ``collate`` and both samplers; ``benchmarks/gpu/train_ehr.py`` feeds packed numpy arrays through
+``linmix.apps.ehr.data`` uses ``collate`` and both samplers; ``benchmarks/gpu/train_ehr.py`` feeds packed numpy arrays through
 ``collate_packed`` and the same samplers (the GPU machine has no polars).
 """
 

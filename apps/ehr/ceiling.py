@@ -1,6 +1,6 @@
 """Diagnostic: how much of the oracle AUROC is recoverable from the model's (binned) input?
 
-    .venv/bin/python -m apps.ehr.ceiling runs/bench/ehr_quality_20000     # a finished benchmarks/ehr_quality.py run
+    .venv/bin/python -m linmix.apps.ehr.ceiling runs/bench/ehr_quality_20000     # a finished benchmarks/ehr_quality.py run
 
 Per task, a logistic regression on hand-made features of each datapoint's cut input (recency-weighted mean lab bin per
 lab code, weights 0.5^(visits after), as the generator's risk; token counts; age, visits and days at the cut) is fitted
@@ -42,11 +42,10 @@ def features(ds, lab_ids: dict[int, str], labs: list[str], vocab_size: int) -> n
 
 def main(argv=None) -> int:
     import torch
+    from linmix.apps.ehr.data import EHRDataModule
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
-
-    from apps.ehr.data import EHRDataModule
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="run folder with fhir/ (oracle.parquet), meds/ and cache/")

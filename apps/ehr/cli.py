@@ -3,10 +3,10 @@ demo and score tools."""
 
 from __future__ import annotations
 
-from apps.ehr.data import EHRDataModule
-from apps.ehr.lit_module import EHRLitModule
-from apps.ehr.predict_writer import ParquetPredictionWriter
-from shared.cli import LinmixCLI, run_app
+from linmix.apps.ehr.data import EHRDataModule
+from linmix.apps.ehr.lit_module import EHRLitModule
+from linmix.apps.ehr.predict_writer import ParquetPredictionWriter
+from linmix.shared.cli import LinmixCLI, run_app
 
 
 class EHRCLI(LinmixCLI):
@@ -19,31 +19,31 @@ class EHRCLI(LinmixCLI):
 
 def synth_tool(argv):
     """write a synthetic FHIR R4 cohort (bundle or bulk NDJSON) with oracle.parquet"""
-    from apps.ehr.synth import synth_main
+    from linmix.apps.ehr.synth import synth_main
     return synth_main(argv)
 
 
 def ingest_tool(argv):
     """FHIR R4 Bundles / NDJSON -> MEDS dataset"""
-    from apps.ehr.ingest import ingest_main
+    from linmix.apps.ehr.ingest import ingest_main
     return ingest_main(argv)
 
 
 def export_tool(argv):
     """TorchScript export of a finetuned checkpoint (tokens + side arrays + task -> probability)"""
-    from apps.ehr.export import export_main
+    from linmix.apps.ehr.export import export_main
     return export_main(argv)
 
 
 def demo_tool(argv):
     """synth -> ingest -> pretrain -> finetune -> test -> baseline -> export on a small cohort"""
-    from apps.ehr.demo import demo_main
+    from linmix.apps.ehr.demo import demo_main
     return demo_main(argv)
 
 
 def score_tool(argv):
     """incremental scoring of appended events, reusing the Mamba recurrent state"""
-    from apps.ehr.predict import score_main
+    from linmix.apps.ehr.predict import score_main
     return score_main(argv)
 
 

@@ -1,7 +1,7 @@
 """One LightningDataModule for EHRMamba pretraining (next token) and multitask prompted finetuning (MPF).
 
 Input: a MEDS folder (``meds_dir``) or, by default, a synthetic cohort made in ``prepare_data`` with
-``apps.ehr.synth.synthesize`` + ``apps.ehr.ingest.ingest`` under ``cache_dir``. Sequences, the vocabulary and the labels are
+``linmix.apps.ehr.synth.synthesize`` + ``linmix.apps.ehr.ingest.ingest`` under ``cache_dir``. Sequences, the vocabulary and the labels are
 cached under ``<cache_dir>/<hash of the MEDS files + settings>/``. Splits by subject from
 ``metadata/subject_splits.parquet``: train -> fit, tuning -> validate, held_out -> test/predict.
 
@@ -21,12 +21,11 @@ from typing import Literal, Optional
 import numpy as np
 import polars as pl
 import pytorch_lightning as pl_
+from linmix.apps.ehr import labels as L
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
+from linmix.apps.ehr.meds import atomic_write
 from torch.utils.data import DataLoader, Dataset
-
-from apps.ehr import labels as L
-from apps.ehr import sequences as S
-from apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
-from apps.ehr.meds import atomic_write
 
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
 
@@ -50,7 +49,7 @@ class PretrainDataset(Dataset):
 
 class FinetuneDataset(Dataset):
     """(patient, task, prediction_time, label) datapoints; input cut at prediction_time, then the most recent
-    ``max_len - 1`` tokens (the model's :func:`~apps.ehr.model.prompt` adds the task token in slot 0 and at the end)."""
+    ``max_len - 1`` tokens (the model's :func:`~linmix.apps.ehr.model.prompt` adds the task token in slot 0 and at the end)."""
 
     def __init__(self, seqs: pl.DataFrame, points: pl.DataFrame, task_ids: list[int], max_len: int) -> None:
         self.seqs, self.max_len, self.task_ids = seqs, max_len, task_ids
@@ -121,8 +120,8 @@ class EHRDataModule(pl_.LightningDataModule):
     def prepare_data(self) -> None:
         root = self.meds_root()
         if self.meds_dir is None and not (root / "metadata" / "subject_splits.parquet").exists():
-            from apps.ehr.ingest import ingest
-            from apps.ehr.synth import synthesize
+            from linmix.apps.ehr.ingest import ingest
+            from linmix.apps.ehr.synth import synthesize
             fhir = synthesize(self.hparams.synth_patients, root.parent / "fhir", fmt="ndjson",
                               seed=self.hparams.synth_seed)
             ingest([fhir], root, overwrite=True)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import torch
-
-from apps.ehr.model import EHRMambaConfig
+from linmix.apps.ehr.model import EHRMambaConfig
 
 
 @dataclass
@@ -53,7 +52,7 @@ def _trainer(out: Path, name: str, epochs: float, n_batches: int):
 def oracle_metrics(fhir_dir: Path, meds_dir: Path, dm) -> dict[str, dict]:
     """Oracle AUROC on the held-out datapoints: the generator's true probability vs the sampled label, plus how often
     the oracle label agrees with ours (same task definitions, so 1.0 is expected)."""
-    from apps.ehr.metrics import task_metrics
+    from linmix.apps.ehr.metrics import task_metrics
 
     oracle = pl.read_parquet(fhir_dir / "oracle.parquet")
     smap = pl.read_parquet(meds_dir / "metadata" / "subject_map.parquet")
@@ -76,10 +75,10 @@ def oracle_metrics(fhir_dir: Path, meds_dir: Path, dm) -> dict[str, dict]:
 
 def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
     """Run every stage; returns {"model", "baseline", "oracle": per-task metrics, "rows": summary rows, ...}."""
-    from apps.ehr.data import EHRDataModule
-    from apps.ehr.ingest import ingest
-    from apps.ehr.lit_module import EHRLitModule
-    from apps.ehr.synth import synthesize
+    from linmix.apps.ehr.data import EHRDataModule
+    from linmix.apps.ehr.ingest import ingest
+    from linmix.apps.ehr.lit_module import EHRLitModule
+    from linmix.apps.ehr.synth import synthesize
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,8 +136,8 @@ def run_pipeline(out: Path, s: PipelineSettings, log=print) -> dict:
 
 def evaluate(out: Path, s: PipelineSettings, dm, fine, fhir: Path, times: dict, log=print) -> list[dict]:
     """Test ``fine`` on held_out, fit/score the baseline, read the oracle, write ``quality.md``, export."""
-    from apps.ehr.baseline import run_baseline
-    from apps.ehr.export import export_checkpoint
+    from linmix.apps.ehr.baseline import run_baseline
+    from linmix.apps.ehr.export import export_checkpoint
 
     rows = []
     tr = _trainer(out, "test", 1, 1)
@@ -178,8 +177,8 @@ def evaluate(out: Path, s: PipelineSettings, dm, fine, fhir: Path, times: dict, 
 
 def evaluate_checkpoint(out: Path, s: PipelineSettings, log=print) -> dict:
     """Re-run ``evaluate`` for a finished ``run_pipeline`` folder from its ``finetuned.ckpt`` (no training)."""
-    from apps.ehr.data import EHRDataModule
-    from apps.ehr.lit_module import EHRLitModule
+    from linmix.apps.ehr.data import EHRDataModule
+    from linmix.apps.ehr.lit_module import EHRLitModule
 
     out = Path(out)
     dm = EHRDataModule(objective="finetune", meds_dir=str(out / "meds"), cache_dir=str(out / "cache"),

@@ -1,6 +1,6 @@
 """``linmix-ehr export``: TorchScript of a finetuned EHRMamba (tokens + side arrays + task -> probability).
 
-The exported module is :class:`apps.ehr.model.EHRMambaScorer` (pure torch, pure-torch Mamba2 path); its embedded
+The exported module is :class:`linmix.apps.ehr.model.EHRMambaScorer` (pure torch, pure-torch Mamba2 path); its embedded
 ``config.json`` holds the net sizes, the task names and their prompt-token ids, the input order and the vocabulary, so a
 consumer needs nothing else. The round trip is checked at two sequence lengths before the command reports success.
 """
@@ -13,9 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
-from apps.ehr.lit_module import INPUTS, EHRLitModule
-from shared.export import check_roundtrip, export_torchscript
+from linmix.apps.ehr.lit_module import INPUTS, EHRLitModule
+from linmix.shared.export import check_roundtrip, export_torchscript
 
 
 def example_inputs(vocab_size: int, n_tasks: int, batch: int, length: int, seed: int = 0) -> tuple:

@@ -1,7 +1,7 @@
 """Code catalogue of the synthetic FHIR cohort (LOINC labs, RxNorm drugs, SNOMED CT procedures, ICD-10-CM conditions).
 
 Each lab, drug and procedure is tied to a *driver*: one of the five chronic condition groups (3-character ICD-10-CM
-prefixes) or ``"sev"`` (overall severity). The generator in :mod:`apps.ehr.synth` uses the drivers to plant a
+prefixes) or ``"sev"`` (overall severity). The generator in :mod:`linmix.apps.ehr.synth` uses the drivers to plant a
 learnable risk: outcomes depend on what is *observed* in the history (lab values, drugs, procedures, visit gaps).
 Codes and display texts follow the public terminologies; the numbers (means, SDs) are made up but plausible.
 """

@@ -13,8 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
-
-from apps.ehr.fhir_catalog import (
+from linmix.apps.ehr.fhir_catalog import (
     ACT_CODE,
     COND_CLINICAL,
     COND_VERIFICATION,
@@ -29,7 +28,7 @@ from apps.ehr.fhir_catalog import (
     SNOMED,
     UCUM,
 )
-from apps.ehr.synth import PatientRecord
+from linmix.apps.ehr.synth import PatientRecord
 
 RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "MedicationRequest", "Observation")
 

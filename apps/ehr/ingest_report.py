@@ -19,7 +19,7 @@ from rich.table import Table
 
 @dataclass
 class IngestReport:
-    """Result of :func:`apps.ehr.ingest.ingest` (``seconds``, ``cpu_s`` and ``out`` are not written to report.json:
+    """Result of :func:`linmix.apps.ehr.ingest.ingest` (``seconds``, ``cpu_s`` and ``out`` are not written to report.json:
     reruns stay byte-identical)."""
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> read/accepted/rejected/ignored

@@ -21,8 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-
-from apps.ehr.meds import atomic_write
+from linmix.apps.ehr.meds import atomic_write
 
 BASE_TASKS = ("mortality", "los", "readmission")
 TASK_TOKEN = {"mortality": "[MOR_1M]", "los": "[LOS_1W]", "readmission": "[REA_1M]"}

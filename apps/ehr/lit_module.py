@@ -19,10 +19,9 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
-
-from apps.ehr.metrics import all_task_metrics, plot_curves
-from apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
-from shared.lightning import LinmixModule
+from linmix.apps.ehr.metrics import all_task_metrics, plot_curves
+from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
+from linmix.shared.lightning import LinmixModule
 
 INPUTS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
 
@@ -81,7 +80,7 @@ class EHRLitModule(LinmixModule):
     @classmethod
     def load(cls, path: str | Path) -> EHRLitModule:
         """``load_from_checkpoint`` on CPU with weights-only unpickling, allowing the net config dataclass."""
-        from shared.checkpoint import load_lit
+        from linmix.shared.checkpoint import load_lit
 
         return load_lit(cls, path, app="ehr")
 
@@ -90,7 +89,7 @@ class EHRLitModule(LinmixModule):
         if not Path(path).exists():
             raise FileNotFoundError(f"pretrained checkpoint {path!r} not found (run `linmix-ehr fit -c "
                                     "configs/ehr/pretrain.yaml` first)")
-        from shared.checkpoint import read_checkpoint
+        from linmix.shared.checkpoint import read_checkpoint
 
         state = read_checkpoint(path, app="ehr", safe_globals=self.checkpoint_globals)["state_dict"]
         own = self.net.state_dict()

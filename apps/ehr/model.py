@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from linmix.shared import MixerStack
 from torch import Tensor, nn
-
-from shared import MixerStack
 
 PAD_ID = 0  # == sequences.PAD
 TYPE_TASK = 9  # == sequences.TYPE_TASK

@@ -17,10 +17,9 @@ import argparse
 import numpy as np
 import polars as pl
 import torch
-
-from apps.ehr import sequences as S
-from apps.ehr.meds import atomic_write
-from apps.ehr.model import EHRMamba, prompt
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.model import EHRMamba, prompt
 
 KEYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
 
@@ -99,7 +98,7 @@ def visit_ends(arrays: dict[str, np.ndarray]) -> list[int]:
 
 def score_main(argv=None) -> int:
     """incremental scoring of appended events, reusing the Mamba recurrent state"""
-    from apps.ehr.lit_module import EHRLitModule
+    from linmix.apps.ehr.lit_module import EHRLitModule
 
     p = argparse.ArgumentParser(prog="linmix-ehr score", description=score_main.__doc__)
     p.add_argument("--ckpt", required=True, help="finetuned checkpoint (.ckpt)")

@@ -23,7 +23,7 @@ Layout per patient (EHRMamba, arXiv 2405.14567; Odyssey ``seq/generator.py`` log
   and ``abs_time`` (int64 microseconds since the epoch, for cutting at a prediction time). Times never decrease along
   a sequence (interval tokens carry the next visit's start), so a cut at ``prediction_time`` keeps a prefix.
 
-Vocabulary ids (:mod:`apps.ehr.vocab`): ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), task
+Vocabulary ids (:mod:`linmix.apps.ehr.vocab`): ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), task
 tokens ``[MOR_1M] [LOS_1W] [REA_1M] [C0..C{k-1}]``, then concept tokens by train frequency up to ``vocab_size``.
 """
 
@@ -36,9 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-from apps.ehr.meds import atomic_write
-from apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
+from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
     BASE_TASK_TOKENS,
     SPECIALS,
     TIME_TOKENS,

@@ -16,9 +16,9 @@ readmission. Task definitions (timestamps, UTC):
   ``los_oracle`` = P(>= 7 d | > 24 h, history) from the duration distributions below (rows only for open stays);
 * ``readmission`` (>= 2 encounters): last encounter starts within 30 days of the end of the second-to-last one
   (positives 1-29 d, negatives >= 31 d); risk uses history up to that discharge (visit gaps, ED visits, drugs, labs);
-* ``cond_<ICD3>`` for the groups in :data:`apps.ehr.fhir_catalog.GROUPS`: the patient has a Condition in the group.
+* ``cond_<ICD3>`` for the groups in :data:`linmix.apps.ehr.fhir_catalog.GROUPS`: the patient has a Condition in the group.
 
-Resources are plain dicts dumped with orjson (see :mod:`apps.ehr.fhir_writer`); no fhir.resources objects are built.
+Resources are plain dicts dumped with orjson (see :mod:`linmix.apps.ehr.fhir_writer`); no fhir.resources objects are built.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-
-from apps.ehr.fhir_catalog import (
+from linmix.apps.ehr.fhir_catalog import (
     CONDITIONS,
     DRUGS,
     FAMILY_NAMES,
@@ -297,7 +296,7 @@ def synthesize(n_patients: int, out: Path, fmt: str = "ndjson", seed: int = 0, g
     ``fmt="ndjson"``: bulk export, one ``<Type>.ndjson[.gz]`` per resource type, ``Patient/<id>`` references;
     ``fmt="bundle"``: one transaction Bundle per patient (``bundle-000000.json[.gz]``), ``urn:uuid:`` references.
     """
-    from apps.ehr.fhir_writer import BundleWriter, NdjsonWriter
+    from linmix.apps.ehr.fhir_writer import BundleWriter, NdjsonWriter
 
     if fmt not in ("ndjson", "bundle"):
         raise ValueError(f"fmt must be 'ndjson' or 'bundle', got {fmt!r}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from apps.lm.data import LMDataModule
-from apps.lm.lit_module import LMLitModule
-from apps.lm.tools import demo_main, export_main
-from shared.cli import LinmixCLI, run_app
+from linmix.apps.lm.data import LMDataModule
+from linmix.apps.lm.lit_module import LMLitModule
+from linmix.apps.lm.tools import demo_main, export_main
+from linmix.shared.cli import LinmixCLI, run_app
 
 
 class LMCLI(LinmixCLI):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from apps.lm.data import STOI
-from apps.lm.model import MixerLM, MixerLMConfig
-from shared.lightning import LinmixModule
+from linmix.apps.lm.data import STOI
+from linmix.apps.lm.model import MixerLM, MixerLMConfig
+from linmix.shared.lightning import LinmixModule
 
 __all__ = ["LMLitModule"]
 

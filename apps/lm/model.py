@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from linmix.shared.blocks import MixerStack
 from torch import Tensor, nn
-
-from shared.blocks import MixerStack
 
 __all__ = ["MixerLMConfig", "MixerLM"]
 

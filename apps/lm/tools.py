@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-
-from apps.lm.lit_module import LMLitModule
-from shared.checkpoint import load_lit
+from linmix.apps.lm.lit_module import LMLitModule
+from linmix.shared.checkpoint import load_lit
 
 __all__ = ["export_main", "demo_main", "export_checkpoint"]
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> float:
     """Export the net of ``ckpt`` to ``out`` and round-trip check it at two lengths; returns the max abs diff."""
-    from shared.export import check_roundtrip, export_torchscript
+    from linmix.shared.export import check_roundtrip, export_torchscript
 
     lit = load_lit(LMLitModule, ckpt, app="lm")
     net = lit.exportable().eval()
@@ -41,7 +40,7 @@ def export_main(argv: Sequence[str]) -> int:
 
 def demo_main(argv: Sequence[str]) -> int:
     """Train the tiny Mamba2 LM on the built-in additions corpus for about a minute, then test and export."""
-    from apps.lm.cli import main
+    from linmix.apps.lm.cli import main
 
     ap = argparse.ArgumentParser(prog="linmix-lm demo", description=demo_main.__doc__)
     ap.add_argument("--out", default="runs/demo/lm")
@@ -56,7 +55,7 @@ def demo_main(argv: Sequence[str]) -> int:
     ckpt = sorted(out.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
     train_s = time.time() - t0
     lit = load_lit(LMLitModule, ckpt, app="lm")
-    from apps.lm.data import LMDataModule
+    from linmix.apps.lm.data import LMDataModule
 
     dm = LMDataModule(seq_len=128, n_val=128)
     dm.setup()

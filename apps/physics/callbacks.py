@@ -1,13 +1,13 @@
 """Per-epoch progress of a time-boxed physics run (the GPU job): throughput and learning-curve records.
 
-The schedule, the deadline stop and the atomic checkpoints are the shared :class:`shared.lightning.TimeBudget`
+The schedule, the deadline stop and the atomic checkpoints are the shared :class:`linmix.shared.lightning.TimeBudget`
 (``stop_at: epoch``); :class:`EpochLog` beside it appends one plain-text line to ``log_path`` and one JSON record to
 ``curve_path`` per epoch: epoch, optimizer steps, elapsed s, epoch wall s, steps/s, graphs/s, nodes/s, mean train loss,
 val metrics when validation ran, and the lr the last optimizer step used.
 
     linmix-physics fit -c configs/physics/gto_darcy_gpu.yaml \\
-      --trainer.callbacks+=shared.lightning.TimeBudget --trainer.callbacks.deadline=$(($(date +%s) + 300)) \\
-      --trainer.callbacks.stop_at=epoch --trainer.callbacks+=apps.physics.callbacks.EpochLog
+      --trainer.callbacks+=linmix.shared.lightning.TimeBudget --trainer.callbacks.deadline=$(($(date +%s) + 300)) \\
+      --trainer.callbacks.stop_at=epoch --trainer.callbacks+=linmix.apps.physics.callbacks.EpochLog
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from apps.physics.data import PhysicsDataModule
-from apps.physics.lit_module import PhysicsLitModule
-from shared.cli import LinmixCLI, run_app
+from linmix.apps.physics.data import PhysicsDataModule
+from linmix.apps.physics.lit_module import PhysicsLitModule
+from linmix.shared.cli import LinmixCLI, run_app
 
 
 class PhysicsCLI(LinmixCLI):
@@ -13,10 +13,10 @@ class PhysicsCLI(LinmixCLI):
 
 
 def main(argv=None) -> int:
-    from apps.physics.demo import main as demo_main
-    from apps.physics.export import main as export_main
-    from apps.physics.rollout_tool import main as rollout_main
-    from apps.physics.synth import main as synth_main
+    from linmix.apps.physics.demo import main as demo_main
+    from linmix.apps.physics.export import main as export_main
+    from linmix.apps.physics.rollout_tool import main as rollout_main
+    from linmix.apps.physics.synth import main as synth_main
 
     tools = {"synth": synth_main, "rollout": rollout_main, "export": export_main, "demo": demo_main}
     return run_app("linmix-physics", PhysicsCLI, PhysicsLitModule, PhysicsDataModule, tools=tools, argv=argv)

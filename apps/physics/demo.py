@@ -23,15 +23,14 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "physics"
 
 def _run_problem(problem: str, out: Path, n_samples: int, h: float, epochs: int, rows: list, n_steps=None) -> None:
     import pytorch_lightning as pl
+    from linmix.apps.physics.data import PhysicsDataModule
+    from linmix.apps.physics.export import export_operator
+    from linmix.apps.physics.lit_module import PhysicsLitModule
+    from linmix.apps.physics.rollout_tool import load_checkpoint, predict_sample, write_outputs
+    from linmix.apps.physics.sample_io import load_sample
+    from linmix.apps.physics.synth import synthesize
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
-
-    from apps.physics.data import PhysicsDataModule
-    from apps.physics.export import export_operator
-    from apps.physics.lit_module import PhysicsLitModule
-    from apps.physics.rollout_tool import load_checkpoint, predict_sample, write_outputs
-    from apps.physics.sample_io import load_sample
-    from apps.physics.synth import synthesize
 
     t0 = time.perf_counter()
     data_dir = out / f"data_{problem}"

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from apps.physics.dataset import build_edges
-from apps.physics.sample_io import load_sample
-from shared.export import check_roundtrip, export_torchscript
+from linmix.apps.physics.dataset import build_edges
+from linmix.apps.physics.sample_io import load_sample
+from linmix.shared.export import check_roundtrip, export_torchscript
 
 log = logging.getLogger("linmix.physics.export")
 
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="sample .npz for the round-trip check (give two of different sizes; default: synthesise two)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from apps.physics.rollout_tool import load_checkpoint
+    from linmix.apps.physics.rollout_tool import load_checkpoint
 
     lit = load_checkpoint(a.ckpt)
     if a.sample:
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def synth_pair(problem: str) -> list[dict]:
     """Two in-memory samples of ``problem`` on meshes of different resolution (for the round-trip check)."""
-    from apps.physics.synth import DEFAULT_H, _solver
+    from linmix.apps.physics.synth import DEFAULT_H, _solver
 
     out = []
     for i, scale in enumerate((2.0, 1.4)):

@@ -24,6 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from linmix.apps.physics.geometry import (
+    DIRICHLET,
+    INTERIOR,
+    NEUMANN,
+    OBSTACLE,
+    boundary_edges,
+    on_hole,
+    random_domain,
+)
+from linmix.apps.physics.solvers import SolverError
 from skfem import (
     Basis,
     BilinearForm,
@@ -36,17 +46,6 @@ from skfem import (
     solve,
 )
 from skfem.helpers import ddot, div, dot, grad, mul
-
-from apps.physics.geometry import (
-    DIRICHLET,
-    INTERIOR,
-    NEUMANN,
-    OBSTACLE,
-    boundary_edges,
-    on_hole,
-    random_domain,
-)
-from apps.physics.solvers import SolverError
 
 L_CHANNEL, H_CHANNEL = 2.2, 0.41
 U_MAX_RANGE = (1.0, 2.0)

@@ -1,6 +1,6 @@
 """LightningModule for the physics app: PhysGTO / MeshGraphNets / Transolver-style operators on mesh fields.
 
-Loss: relative L2 per channel on de-normalised fields (:mod:`apps.physics.losses`). Transient problems train on
+Loss: relative L2 per channel on de-normalised fields (:mod:`linmix.apps.physics.losses`). Transient problems train on
 windows of ``horizon`` steps, each step fed the previous prediction ``.detach()``-ed (no BPTT); a window starts at the
 first frame (where every test rollout starts) with probability ``start_prob``, else at a uniform random frame,
 Gaussian noise (``noise_std`` x field std) on interior nodes of the initial state, and Dirichlet / obstacle nodes
@@ -15,17 +15,16 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from linmix.apps.physics.graph_ops import num_graphs
+from linmix.apps.physics.losses import node_mask, rel_l2
+from linmix.apps.physics.mgn import MeshGraphNet
+from linmix.apps.physics.model import PhysGTO
+from linmix.apps.physics.operator import FieldOperator
+from linmix.apps.physics.rollout import node_features, rollout
+from linmix.apps.physics.sample_io import get_problem
+from linmix.apps.physics.transolver import TransolverNet
+from linmix.shared.lightning import LinmixModule
 from torch import nn
-
-from apps.physics.graph_ops import num_graphs
-from apps.physics.losses import node_mask, rel_l2
-from apps.physics.mgn import MeshGraphNet
-from apps.physics.model import PhysGTO
-from apps.physics.operator import FieldOperator
-from apps.physics.rollout import node_features, rollout
-from apps.physics.sample_io import get_problem
-from apps.physics.transolver import TransolverNet
-from shared.lightning import LinmixModule
 
 log = logging.getLogger("linmix.physics")
 ARCHS = ("physgto", "mgn", "transolver")

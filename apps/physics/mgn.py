@@ -1,6 +1,6 @@
 """MeshGraphNets baseline (Pfaff et al., ICLR 2021): encode-process-decode with message passing only.
 
-Same interface as :class:`apps.physics.model.PhysGTO`: ``forward(pos (N, 2), feats (N, F), node_type (N,),
+Same interface as :class:`linmix.apps.physics.model.PhysGTO`: ``forward(pos (N, 2), feats (N, F), node_type (N,),
 edge_index (2, E), batch (N,)) -> (N, n_out)``. Mesh edges are used two-way (the stored undirected edges plus their
 reversal); edge features [x_s - x_r, |x_s - x_r|] on per-graph scaled positions; node features [feats, one-hot type];
 processor blocks e' = MLP_e([v_s, v_r, e]), v' = MLP_v([v, Σ_{j→i} e']) with residuals on both (sum aggregation);
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from linmix.apps.physics.graph_ops import MLP, EdgeMLP, normalised_positions, num_graphs, scatter_sum
+from linmix.apps.physics.model import N_NODE_TYPES, feature_layout
 from torch import Tensor, nn
-
-from apps.physics.graph_ops import MLP, EdgeMLP, normalised_positions, num_graphs, scatter_sum
-from apps.physics.model import N_NODE_TYPES, feature_layout
 
 
 class MGNBlock(nn.Module):

@@ -23,9 +23,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from apps.physics.graph_ops import (
+from linmix.apps.physics.graph_ops import (
     MLP,
     EdgeMLP,
     dense_index,
@@ -37,9 +35,10 @@ from apps.physics.graph_ops import (
     num_graphs,
     scatter_dense,
 )
-from shared.norms import RMSNorm
-from shared.projection_attention import ProjectionAttention
-from shared.softmax_attention import SoftmaxAttention
+from linmix.shared.norms import RMSNorm
+from linmix.shared.projection_attention import ProjectionAttention
+from linmix.shared.softmax_attention import SoftmaxAttention
+from torch import Tensor, nn
 
 N_NODE_TYPES = 4
 

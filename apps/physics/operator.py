@@ -18,9 +18,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from linmix.apps.physics.model import feature_layout
 from torch import Tensor, nn
-
-from apps.physics.model import feature_layout
 
 
 def _safe_std(x: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Autoregressive rollout of a transient :class:`~apps.physics.operator.FieldOperator` on a batch of graphs.
+"""Autoregressive rollout of a transient :class:`~linmix.apps.physics.operator.FieldOperator` on a batch of graphs.
 
 u_{t+1} = op(u_t, inputs, globals, t); nodes of the problem's imposed types (Dirichlet / obstacle) are overwritten with
 the ground truth while it exists, and keep their last value beyond it (Dirichlet data are constant in time).
@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 
 import torch
+from linmix.apps.physics.losses import node_mask
 from torch import Tensor
-
-from apps.physics.losses import node_mask
 
 log = logging.getLogger("linmix.physics.rollout")
 

@@ -17,19 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from apps.physics.dataset import to_graph
-from apps.physics.graph_ops import num_graphs
-from apps.physics.losses import rel_l2
-from apps.physics.rollout import node_features, rollout
-from apps.physics.sample_io import load_sample
+from linmix.apps.physics.dataset import to_graph
+from linmix.apps.physics.graph_ops import num_graphs
+from linmix.apps.physics.losses import rel_l2
+from linmix.apps.physics.rollout import node_features, rollout
+from linmix.apps.physics.sample_io import load_sample
 
 log = logging.getLogger("linmix.physics.rollout")
 
 
 def load_checkpoint(path: str | Path):
-    from apps.physics.lit_module import PhysicsLitModule
-    from shared.checkpoint import load_lit
+    from linmix.apps.physics.lit_module import PhysicsLitModule
+    from linmix.shared.checkpoint import load_lit
 
     lit = load_lit(PhysicsLitModule, path, app="physics")
     lit.eval()

@@ -1,6 +1,6 @@
 """scikit-fem solvers that produce one training sample each (steady Darcy, transient heat, linear elasticity).
 
-Every ``solve_*(rng, h)`` returns a sample dict (see :mod:`apps.physics.sample_io`): ``pos`` (N, 2), ``cells`` (K, 3),
+Every ``solve_*(rng, h)`` returns a sample dict (see :mod:`linmix.apps.physics.sample_io`): ``pos`` (N, 2), ``cells`` (K, 3),
 ``node_type`` (N,), ``inputs`` (N, F_in) static node inputs, ``globals`` (G,), ``fields`` (T, N, C) with T = 1 for
 steady problems. All quantities are dimensionless. A solve that produces a non-finite solution raises
 :class:`SolverError` so the synthesis driver can skip and count it.
@@ -18,6 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from linmix.apps.physics.geometry import (
+    DIRICHLET,
+    INTERIOR,
+    NEUMANN,
+    OBSTACLE,
+    boundary_edges,
+    dirichlet_distance,
+    on_hole,
+    random_domain,
+)
 from scipy.sparse.linalg import factorized
 from skfem import (
     Basis,
@@ -33,17 +43,6 @@ from skfem import (
 )
 from skfem.helpers import dot, grad
 from skfem.models.elasticity import lame_parameters, linear_elasticity
-
-from apps.physics.geometry import (
-    DIRICHLET,
-    INTERIOR,
-    NEUMANN,
-    OBSTACLE,
-    boundary_edges,
-    dirichlet_distance,
-    on_hole,
-    random_domain,
-)
 
 
 class SolverError(RuntimeError):

@@ -1,6 +1,6 @@
 """Transolver-style baseline (Wu et al., ICML 2024): Physics-Attention over learned slices, no message passing.
 
-Same interface as :class:`apps.physics.model.PhysGTO`. Per head (C_h = C / H, M slices):
+Same interface as :class:`linmix.apps.physics.model.PhysGTO`. Per head (C_h = C / H, M slices):
 w = softmax_M(Linear(x_mid) / τ) (N, H, M); z_j = Σ_i w_ij fx_i / (Σ_i w_ij + 1e-5) per graph (padded nodes get
 w = 0, so mixed-size batches are exact); z' = softmax attention among the M slices; x'_i = Σ_j w_ij z'_j.
 Block: x + Attn(LN(x)), x + MLP(LN(x)); input MLP([scaled pos, feats, one-hot type]) plus a learnable placeholder;
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from linmix.apps.physics.graph_ops import MLP, normalised_positions, num_graphs, to_dense
+from linmix.apps.physics.model import N_NODE_TYPES, feature_layout
 from torch import Tensor, nn
-
-from apps.physics.graph_ops import MLP, normalised_positions, num_graphs, to_dense
-from apps.physics.model import N_NODE_TYPES, feature_layout
 
 
 class PhysicsAttention(nn.Module):

@@ -1,6 +1,6 @@
 """``linmix-speech``: LightningCLI fit/validate/test/predict plus the synth, separate, export and demo tools."""
 
-from shared.cli import LinmixCLI, run_app
+from linmix.shared.cli import LinmixCLI, run_app
 
 from .data import SpeechDataModule
 from .lit_module import SpeechLitModule

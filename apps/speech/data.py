@@ -204,7 +204,7 @@ class SpeechDataModule(pl.LightningDataModule):
         synthesize: generate the espeak-ng corpus under ``root`` in ``prepare_data`` when its metadata is absent.
         synth_n_*: mixtures per subset for that corpus.  rejects_dir: where rejected records are listed.
         dynamic_mixing: train on fresh mixtures of the training list's sources drawn every item
-            (``apps.speech.dynamic_mix``; as many items per epoch as the list has mixtures) instead of its fixed pairs.
+            (``linmix.apps.speech.dynamic_mix``; as many items per epoch as the list has mixtures) instead of its fixed pairs.
         dm_same_group_p: with dynamic mixing, probability that both speakers share a group (synth corpus: the voice
             variant); None: uniform speakers.  dm_speed: speed perturbation half-width (0.1: factors 0.9-1.1; 0: off).
         speed_perturb: the same for the fixed pairs (without dynamic mixing): each source of a training crop gets

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-
-from shared.checkpoint import load_lit
+from linmix.shared.checkpoint import load_lit
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml"
 

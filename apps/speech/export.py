@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-
-from shared.export import check_roundtrip, export_torchscript
+from linmix.shared.export import check_roundtrip, export_torchscript
 
 from .model import ConvTasNet
 
@@ -32,7 +31,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint from `linmix-speech fit`")
     p.add_argument("--out", required=True, help="output file, e.g. runs/speech/convtasnet.pt")
     a = p.parse_args(argv)
-    from shared.checkpoint import load_lit, read_checkpoint
+    from linmix.shared.checkpoint import load_lit, read_checkpoint
 
     from .lit_module import SpeechLitModule
 

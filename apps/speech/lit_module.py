@@ -14,8 +14,7 @@ import os
 from pathlib import Path
 
 import torch
-
-from shared.lightning import LinmixModule
+from linmix.shared.lightning import LinmixModule
 
 from .dynamic_mix import source_speakers
 from .losses import pit_si_snr_loss, si_snr

@@ -14,9 +14,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from linmix.shared import MixerStack
 from torch import nn
-
-from shared import MixerStack
 
 from .tcn import TCNSeparator, make_norm
 

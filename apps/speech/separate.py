@@ -34,7 +34,7 @@ def load_separator(path: str) -> tuple[Net, int, int]:
     """A Lightning checkpoint (.ckpt) or an exported TorchScript file -> (net (B, T) -> (B, S, T), sample rate, S)."""
     path = str(path)
     if path.endswith(".ckpt"):
-        from shared.checkpoint import load_lit, read_checkpoint
+        from linmix.shared.checkpoint import load_lit, read_checkpoint
 
         from .lit_module import SpeechLitModule
 
@@ -43,7 +43,7 @@ def load_separator(path: str) -> tuple[Net, int, int]:
         lit = load_lit(SpeechLitModule, path, app="speech")
         net = lit.net.eval()
         return net, sr, net.n_src
-    from shared.export import load_torchscript
+    from linmix.shared.export import load_torchscript
 
     net, config = load_torchscript(path)
     net.eval()

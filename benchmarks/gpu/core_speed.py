@@ -6,8 +6,7 @@ Part of the GPU job (``benchmarks/gpu/core.sh``); prints one Markdown table. B=4
 import time
 
 import torch
-
-from shared import Mamba2, kernel_available
+from linmix.shared import Mamba2, kernel_available
 
 
 def bench(m, x, reps=5):

@@ -4,7 +4,7 @@
 
 1. Builds an evaluation run folder (``--work``) whose ``meds/``, ``cache/`` and ``fhir/`` link to the benchmark cohort the
    pack was made from (``--run``, checked against the pack's input hash) and whose ``finetuned.ckpt`` is the job's
-   ``finetuned_best.ckpt``; runs ``apps.ehr.demo.evaluate_checkpoint`` on it: the held-out test through the
+   ``finetuned_best.ckpt``; runs ``linmix.apps.ehr.demo.evaluate_checkpoint`` on it: the held-out test through the
    LightningModule (AUROC/AUPRC/F1 per task), the bag-of-codes baseline and the oracle on the same datapoints, export.
 2. Re-scores every held-out datapoint on CPU through the module's ``predict_step`` and compares the probabilities with
    the device's ``predictions_held_out.npz`` (max abs difference, AUROC per task from each).
@@ -34,9 +34,8 @@ BAR_GAP = 0.03
 def cpu_predictions(work: Path, fine, s, dev: dict, limit: int = 0) -> dict[str, np.ndarray]:
     """Held-out probabilities on CPU for the datapoints the device scored (all, or a seeded random ``limit`` of them):
     the data module's held-out items, collated as its predict loader does, through the module's ``predict_step``."""
+    from linmix.apps.ehr.data import EHRDataModule, collate
     from torch.utils.data import DataLoader, Subset
-
-    from apps.ehr.data import EHRDataModule, collate
 
     dm = EHRDataModule(objective="finetune", meds_dir=str(work / "meds"), cache_dir=str(work / "cache"),
                        vocab_size=s.net.vocab_size, max_len=s.max_len, batch_size=256)
@@ -59,10 +58,10 @@ def cpu_predictions(work: Path, fine, s, dev: dict, limit: int = 0) -> dict[str,
 
 def device_quality(work: Path, s, dev: dict, names: list[str]) -> dict:
     """Model metrics from the device's held-out probabilities; baseline and oracle here on the same datapoints."""
-    from apps.ehr.baseline import run_baseline
-    from apps.ehr.data import EHRDataModule
-    from apps.ehr.demo import oracle_metrics
-    from apps.ehr.metrics import all_task_metrics
+    from linmix.apps.ehr.baseline import run_baseline
+    from linmix.apps.ehr.data import EHRDataModule
+    from linmix.apps.ehr.demo import oracle_metrics
+    from linmix.apps.ehr.metrics import all_task_metrics
 
     dm = EHRDataModule(objective="finetune", meds_dir=str(work / "meds"), cache_dir=str(work / "cache"),
                        vocab_size=s.net.vocab_size, max_len=s.max_len, batch_size=s.batch_size)
@@ -79,7 +78,7 @@ def device_quality(work: Path, s, dev: dict, names: list[str]) -> dict:
 
 def compare(dev: dict, cpu: dict, names: list[str]) -> dict:
     """Join device and CPU predictions on (subject, task, prediction_time); max |diff| and per-task AUROC of both."""
-    from apps.ehr.metrics import task_metrics
+    from linmix.apps.ehr.metrics import task_metrics
 
     key = lambda d: list(zip(d["subject_id"].tolist(), d["task"].tolist(), d["prediction_time"].tolist()))  # noqa: E731
     dev_at = {k: i for i, k in enumerate(key(dev))}
@@ -169,10 +168,10 @@ def main(argv=None) -> int:
                    help="held-out datapoints re-scored on CPU for the device/CPU comparison (0 = all)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from apps.ehr import sequences as S
-    from apps.ehr.demo import PipelineSettings, evaluate_checkpoint, quality_table
-    from apps.ehr.lit_module import EHRLitModule
-    from apps.ehr.model import EHRMambaConfig
+    from linmix.apps.ehr import sequences as S
+    from linmix.apps.ehr.demo import PipelineSettings, evaluate_checkpoint, quality_table
+    from linmix.apps.ehr.lit_module import EHRLitModule
+    from linmix.apps.ehr.model import EHRMambaConfig
 
     t0 = time.perf_counter()
     src, run, work = Path(args.src), Path(args.run).resolve(), Path(args.work)
@@ -201,7 +200,7 @@ def main(argv=None) -> int:
     if args.full_cpu or dev is None:  # the CLI's test path on CPU over the whole held-out split
         res = evaluate_checkpoint(work, s)
         source = ("the GPU job's best-on-tuning weights, re-scored here on CPU over the whole held-out split through "
-                  "`apps.ehr.demo.evaluate_checkpoint` (the CLI's test path)")
+                  "`linmix.apps.ehr.demo.evaluate_checkpoint` (the CLI's test path)")
     else:  # the device's held-out probabilities; baseline and oracle here; a CPU re-score below must agree
         res = device_quality(work, s, dev, fine.task_names)
         source = (f"the GPU job's best-on-tuning weights, probabilities computed on the device for "
@@ -221,8 +220,8 @@ def main(argv=None) -> int:
     md = [f"# EHR quality, GPU-trained EHRMamba, held-out split of {cohort} synthetic patients\n",
           f"Bar (issue 3): EHRMamba AUROC >= baseline on every task and within {BAR_GAP} of the oracle AUROC. "
           f"**{'Met' if all(met.values()) else 'Not met'}** ({sum(met.values())}/{len(met)} tasks meet both).\n",
-          f"EHRMamba column: {source} (`{args.ckpt}`); baseline (`apps.ehr.baseline.run_baseline`) and oracle "
-          "(`apps.ehr.demo.oracle_metrics`) on the same held-out datapoints.\n",
+          f"EHRMamba column: {source} (`{args.ckpt}`); baseline (`linmix.apps.ehr.baseline.run_baseline`) and oracle "
+          "(`linmix.apps.ehr.demo.oracle_metrics`) on the same held-out datapoints.\n",
           quality_table(res["tasks"], res["model"], res["baseline"], res["oracle"]), "\n## Training (from the job's "
           "results.json)\n", conditions(job)]
     if agree:

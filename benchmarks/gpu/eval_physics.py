@@ -34,9 +34,9 @@ BAR = 0.015
 
 def cli_test(ckpt: Path, data_dir: Path, work: Path):
     """``linmix-physics test`` in-process (the same LightningCLI as the console script); returns (metrics, cli)."""
-    from apps.physics.cli import PhysicsCLI
-    from apps.physics.data import PhysicsDataModule
-    from apps.physics.lit_module import PhysicsLitModule
+    from linmix.apps.physics.cli import PhysicsCLI
+    from linmix.apps.physics.data import PhysicsDataModule
+    from linmix.apps.physics.lit_module import PhysicsLitModule
 
     args = ["test", "-c", CONFIG, f"--data.data_dir={data_dir}", f"--ckpt_path={ckpt}", "--trainer.accelerator=cpu",
             "--trainer.devices=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
@@ -50,9 +50,8 @@ def cli_test(ckpt: Path, data_dir: Path, work: Path):
 @torch.no_grad()
 def per_mesh(cli) -> list:
     """Relative L2 per test mesh and its prediction (same computation as the test step, one mesh at a time)."""
+    from linmix.apps.physics.losses import rel_l2
     from torch_geometric.data import Batch
-
-    from apps.physics.losses import rel_l2
 
     model, ds = cli.model.eval(), cli.datamodule.test_set
     rows = []

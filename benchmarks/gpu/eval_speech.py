@@ -40,7 +40,7 @@ def curves(metrics: list[dict]) -> tuple[list, list]:
 def cpu_test(cfg: str, ckpt: Path, data_root: str, limit, threads: int, save: Path) -> tuple[dict, Path, float]:
     if save.exists():
         shutil.rmtree(save)
-    cmd = [sys.executable, "-c", "import sys; from apps.speech.cli import main; sys.exit(main())", "test", "-c",
+    cmd = [sys.executable, "-c", "import sys; from linmix.apps.speech.cli import main; sys.exit(main())", "test", "-c",
            f"configs/speech/{cfg}.yaml", f"--ckpt_path={ckpt}", "--trainer.accelerator=cpu", "--trainer.devices=1",
            f"--data.root={data_root}", "--data.synthesize=false", "--data.num_workers=0",
            f"--data.limit_eval={limit if limit else 'null'}", f"--trainer.logger.init_args.save_dir={save}",
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     lines = ["# Speech separation trained on the GPU machine, scored here on CPU", "",
              f"Training: `benchmarks/gpu/speech.sh` on {hw} (shared with the other apps' jobs), NCPU "
              f"{dev_info.get('ncpu', '?')}, budget {dev_info.get('budget_s', '?')} s; the three configs trained at the "
-             "same time, each with a wall-time cosine schedule (`shared.lightning.TimeBudget`).",
+             "same time, each with a wall-time cosine schedule (`linmix.shared.lightning.TimeBudget`).",
              f"Corpus on the device: `linmix-speech synth` plan (seed 0, 160 speakers, dev/test voices unseen), "
              f"{json.dumps(syn.get('counts', {}))} mixtures, {json.dumps({k: round(v, 2) for k, v in syn.get('hours', {}).items()})} "
              f"hours, synthesised in {syn.get('seconds', float('nan')):.0f} s.",

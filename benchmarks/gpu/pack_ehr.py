@@ -138,8 +138,8 @@ def main(argv=None) -> int:
     p.add_argument("--vocab-size", type=int, default=256)
     p.add_argument("--max-len", type=int, default=512)
     args = p.parse_args(argv)
-    from apps.ehr import sequences as S
-    from apps.ehr.data import EHRDataModule
+    from linmix.apps.ehr import sequences as S
+    from linmix.apps.ehr.data import EHRDataModule
 
     t0 = time.perf_counter()
     run = Path(args.run)

@@ -6,10 +6,10 @@ the job's start until everything is written), ``APP_OUT`` (what comes back), ``W
 
 1. unpack ``gpu_pack/physics/darcy_gpu.npz`` (1,250 Darcy samples, see ``pack_physics.py``) into ``WORK/darcy``;
 2. ``linmix-physics fit -c configs/physics/gto_darcy_gpu.yaml -c WORK/fit.yaml``: the overrides set the data folder,
-   ``--trainer.accelerator=$ACCEL``, CSV logs in ``APP_OUT/logs``, the shared :class:`shared.lightning.TimeBudget`
+   ``--trainer.accelerator=$ACCEL``, CSV logs in ``APP_OUT/logs``, the shared :class:`linmix.shared.lightning.TimeBudget`
    callback, whose wall-clock cosine schedule ends ``TEST_RESERVE_S`` before the budget, whatever the (shared) GPU's
    speed, and writes ``APP_OUT/ckpt/last.ckpt`` (weights only, atomically) every 45 s and at the end, and
-   :class:`apps.physics.callbacks.EpochLog`: one line per epoch (steps/s, graphs/s, loss, val rel-L2) to
+   :class:`linmix.apps.physics.callbacks.EpochLog`: one line per epoch (steps/s, graphs/s, loss, val rel-L2) to
    ``APP_OUT/physics_fit.log`` and ``APP_OUT/curve.jsonl``;
 3. ``linmix-physics test`` of that checkpoint on the 200-mesh test split (same device): ``APP_OUT/gpu_test.json``;
 4. ``APP_OUT/physics_summary.json``: device, budget, phase times, epochs, steps, final metrics.
@@ -32,7 +32,7 @@ from pathlib import Path
 from joblog import JobLog, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = "import sys; from apps.physics.cli import main; sys.exit(main())"
+CLI = "import sys; from linmix.apps.physics.cli import main; sys.exit(main())"
 CONFIG = "configs/physics/gto_darcy_gpu.yaml"
 
 
@@ -109,12 +109,12 @@ def main() -> int:
                "enable_progress_bar": False, "default_root_dir": str(WORK / "root"),
                "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
                           "init_args": {"save_dir": str(OUT / "logs"), "name": "gto_darcy_gpu"}},
-               "callbacks": [{"class_path": "shared.lightning.TimeBudget",
+               "callbacks": [{"class_path": "linmix.shared.lightning.TimeBudget",
                               "init_args": {"deadline": fit_deadline, "reserve_s": 3.0, "warmup_steps": 100,
                                             "min_lr_ratio": 0.01, "stop_at": "epoch",
                                             "ckpt_path": str(OUT / "ckpt/last.ckpt"),
                                             "ckpt_every_s": 45.0 if GPU else 20.0, "matmul_precision": "high"}},
-                             {"class_path": "apps.physics.callbacks.EpochLog",
+                             {"class_path": "linmix.apps.physics.callbacks.EpochLog",
                               "init_args": {"log_path": str(OUT / "physics_fit.log"),
                                             "curve_path": str(OUT / "curve.jsonl")}}]}
     if not GPU:

@@ -3,7 +3,7 @@
 Environment (contract of ``benchmarks/gpu/device_run.sh``): ``ACCEL`` gpu|cpu, ``BUDGET_S`` seconds until everything
 that must come back is written, ``APP_OUT`` what comes back, ``WORK`` scratch, ``NCPU`` cores.
 
-1. ``apps.speech.synth.generate`` renders the espeak-ng corpus (same plan as ``data/speech/synth``: seed 0, 160
+1. ``linmix.apps.speech.synth.generate`` renders the espeak-ng corpus (same plan as ``data/speech/synth``: seed 0, 160
    speakers, dev/test voices unseen in training; 100 dev, 100 test, as many training mixtures as ``SYNTH_S`` seconds
    allow up to 20000) over ``NCPU`` processes.
 2. ``linmix-speech fit`` (LightningCLI, shipped YAMLs) for ``convtasnet_synth_gpu`` (the default recipe's model),
@@ -43,7 +43,7 @@ GPU = ACCEL == "gpu"
 CONFIGS = tuple(os.environ.get("SPEECH_CONFIGS", "convtasnet_synth_gpu convtasnet_synth_gpu_sp mamba_synth_gpu").split())
 HALF = {"convtasnet_paper_synth_gpu"}  # weights sent back as float16 (5M parameters: 20 MB in float32)
 PRELUDE = ("import torch, sys; torch.set_float32_matmul_precision('high'); "
-           "from apps.speech.cli import main; sys.exit(main())")  # fmt: skip
+           "from linmix.apps.speech.cli import main; sys.exit(main())")  # fmt: skip
 LOG = OUT / "speech_job.log"
 say = JobLog(LOG, T0)
 
@@ -74,7 +74,7 @@ def device_info() -> dict:
 
 
 def synth(root: Path, seconds: float) -> dict:
-    from apps.speech.synth import generate
+    from linmix.apps.speech.synth import generate
 
     n_max = 20000 if GPU else 40
     t = time.time()

@@ -3,7 +3,7 @@
     python3 benchmarks/gpu/train_ehr.py --pack gpu_pack/ehr --out $APP_OUT --work $WORK --budget $BUDGET_S --accel gpu
 
 Runs where polars is absent: inputs come from ``gpu_pack/ehr`` (``benchmarks/gpu/pack_ehr.py``, made by the app's own
-data path) through ``apps.ehr.batches`` (``collate_packed``: the data module's padding, vectorised; the
+data path) through ``linmix.apps.ehr.batches`` (``collate_packed``: the data module's padding, vectorised; the
 length-bucketed sampler) into the app's ``EHRLitModule`` (same loss, AdamW, warmup + cosine schedule,
 ``load_pretrained``) on a plain ``pytorch_lightning.Trainer``.
 
@@ -28,12 +28,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from joblog import JobLog, write_json
+from linmix.apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate_packed
+from linmix.apps.ehr.lit_module import EHRLitModule
+from linmix.apps.ehr.metrics import all_task_metrics
+from linmix.apps.ehr.model import EHRMambaConfig
 from torch.utils.data import DataLoader, Dataset
-
-from apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate_packed
-from apps.ehr.lit_module import EHRLitModule
-from apps.ehr.metrics import all_task_metrics
-from apps.ehr.model import EHRMambaConfig
 
 T0 = time.time()
 INPUT_KEYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
@@ -250,7 +249,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, min(args.ncpu, 3)) if gpu else 1)
     device = torch.device("cuda" if gpu else "cpu")
     hw = torch.cuda.get_device_name(0) if gpu else "cpu"
-    from shared import kernel_available
+    from linmix.shared import kernel_available
 
     log(f"EHR GPU job: torch {torch.__version__}, lightning {pl.__version__}, device {hw}, budget {args.budget:.0f}s, "
         f"SSD path {'mamba-ssm kernel' if kernel_available() else 'pure PyTorch'}, args {vars(args)}")

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from shared.checkpoint import read_checkpoint
-from shared.errors import UserError
+from linmix.shared.checkpoint import read_checkpoint
+from linmix.shared.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +46,7 @@ def evil(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _main(app: str):
-    return importlib.import_module(f"apps.{app}.cli").main
+    return importlib.import_module(f"linmix.apps.{app}.cli").main
 
 
 def _wav(tmp_path: Path) -> Path:
@@ -95,7 +94,7 @@ def test_ckpt_path_never_unpickles_code(app: str, evil, tmp_path: Path, capsys, 
 
 
 def test_pretrained_never_unpickles_code(evil, tmp_path: Path) -> None:
-    from apps.ehr.lit_module import EHRLitModule
+    from linmix.apps.ehr.lit_module import EHRLitModule
 
     ckpt, marker = evil
     with pytest.raises(UserError, match="does not load"):

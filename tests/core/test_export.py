@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-
-from shared import MIXERS, MixerStack
-from shared.export import check_roundtrip, export_torchscript, load_torchscript
+from linmix.shared import MIXERS, MixerStack
+from linmix.shared.export import check_roundtrip, export_torchscript, load_torchscript
 
 
 @pytest.mark.parametrize("kind", MIXERS)

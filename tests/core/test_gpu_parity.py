@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from shared import BiMamba2, Mamba2, kernel_available
+from linmix.shared import BiMamba2, Mamba2, kernel_available
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -11,7 +10,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(autouse=True)
 def _kernel(monkeypatch):
     monkeypatch.delenv("LINMIX_BACKEND", raising=False)
-    from shared.kernels import _probe_mamba_chunk_scan
+    from linmix.shared.kernels import _probe_mamba_chunk_scan
 
     _probe_mamba_chunk_scan.cache_clear()
     if not kernel_available():

@@ -3,9 +3,8 @@
 import pathlib
 
 import pytest
-
-from apps.lm.cli import main
-from apps.lm.tools import export_checkpoint
+from linmix.apps.lm.cli import main
+from linmix.apps.lm.tools import export_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "lm" / "tiny.yaml")

@@ -3,9 +3,16 @@ attention permutation equivariance, clear errors on bad input."""
 
 import pytest
 import torch
-
-from shared import MIXERS, BiMamba2, LinearAttention, Mamba2, MixerStack, ProjectionAttention, build_mixer
-from shared.linear_attention import feature_map, linear_attention_ref
+from linmix.shared import (
+    MIXERS,
+    BiMamba2,
+    LinearAttention,
+    Mamba2,
+    MixerStack,
+    ProjectionAttention,
+    build_mixer,
+)
+from linmix.shared.linear_attention import feature_map, linear_attention_ref
 
 D = 32
 CAUSAL = ("mamba2", "linear_causal", "softmax_causal")

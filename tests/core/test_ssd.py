@@ -3,8 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from shared.ssd import segsum, ssd_chunked, ssd_scan, ssd_scan_ref
+from linmix.shared.ssd import segsum, ssd_chunked, ssd_scan, ssd_scan_ref
 
 
 def _inputs(b=2, l=150, h=4, p=8, g=2, n=16, dtype=torch.float64, strong=False):

@@ -1,8 +1,7 @@
 """The shared wall-time schedule: warmup in steps, cosine in wall time to a deadline or the trainer's max_time."""
 
 import pytest
-
-from shared.lightning import TimeBudget
+from linmix.shared.lightning import TimeBudget
 
 
 def test_schedule_follows_the_clock_to_the_deadline():

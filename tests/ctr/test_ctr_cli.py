@@ -9,9 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
-from apps.ctr.cli import main
-from apps.ctr.synth import ClickProcess, SynthConfig, generate, observed_probability, synth_main
+from linmix.apps.ctr.cli import main
+from linmix.apps.ctr.synth import ClickProcess, SynthConfig, generate, observed_probability, synth_main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "ctr" / "tiny.yaml")
@@ -86,9 +85,9 @@ def test_export_roundtrip_and_serving_raw_rows(fitted, capsys):
     assert main(["export", "--ckpt", str(ckpt), "--out", str(d / "export")]) == 0
     ex = json.loads((d / "export" / "export.json").read_text())
     assert ex["roundtrip_max_abs_diff"] < 1e-5 and ex["batch_sizes"] == [3, 257]
-    from apps.ctr.encoder import FeatureEncoder
-    from apps.ctr.lit_module import CTRLitModule
-    from shared.export import load_torchscript
+    from linmix.apps.ctr.encoder import FeatureEncoder
+    from linmix.apps.ctr.lit_module import CTRLitModule
+    from linmix.shared.export import load_torchscript
 
     enc = FeatureEncoder.load(d / "export" / "vocab.json")
     raw = pl.read_parquet(d / "data" / "test.parquet").head(7)

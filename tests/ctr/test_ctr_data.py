@@ -9,11 +9,17 @@ import random
 import numpy as np
 import polars as pl
 import pytest
-
-from apps.ctr.encoder import FIRST, MISSING, OOV, FeatureEncoder
-from apps.ctr.pipeline import encode_dataset
-from apps.ctr.readers import EmptyFileError, scan_source
-from apps.ctr.schema import DataSchema, SchemaError, avazu_schema, criteo_schema, libfm_schema, load_schema
+from linmix.apps.ctr.encoder import FIRST, MISSING, OOV, FeatureEncoder
+from linmix.apps.ctr.pipeline import encode_dataset
+from linmix.apps.ctr.readers import EmptyFileError, scan_source
+from linmix.apps.ctr.schema import (
+    DataSchema,
+    SchemaError,
+    avazu_schema,
+    criteo_schema,
+    libfm_schema,
+    load_schema,
+)
 
 
 def criteo_line(rng: random.Random, label: str | None = None, ints=None, cats=None) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from apps.ctr.embedding import FieldEmbedding
-from apps.ctr.fcn import FCNBody
-from apps.ctr.losses import tri_bce
-from apps.ctr.model import CTRNet, CTRNetConfig, CTRServing
+from linmix.apps.ctr.embedding import FieldEmbedding
+from linmix.apps.ctr.fcn import FCNBody
+from linmix.apps.ctr.losses import tri_bce
+from linmix.apps.ctr.model import CTRNet, CTRNetConfig, CTRServing
 
 
 def reference_fcn(body: FCNBody, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,7 +144,7 @@ def test_fcn_needs_even_d_model_and_sizes():
 
 
 def test_fast_serving_paths_agree_with_eager_and_flops():
-    from apps.ctr.serving import flops_per_row, serving_module
+    from linmix.apps.ctr.serving import flops_per_row, serving_module
 
     torch.manual_seed(0)
     net = CTRNet(CTRNetConfig(arch="fcn", field_sizes=(7, 9, 5, 6), d_model=8)).eval()

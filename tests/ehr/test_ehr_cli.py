@@ -10,9 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-
-from apps.ehr.cli import main
-from shared.export import load_torchscript
+from linmix.apps.ehr.cli import main
+from linmix.shared.export import load_torchscript
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "ehr" / "tiny.yaml")

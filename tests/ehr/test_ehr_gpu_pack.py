@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from apps.ehr.batches import collate
+from linmix.apps.ehr.batches import collate
 
 GPU = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
 sys.path.insert(0, str(GPU))  # the job's modules import each other by name (they run from that folder on the device)

@@ -9,10 +9,9 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-
-from apps.ehr.ingest import ingest, ingest_main
-from apps.ehr.meds import DATA_SCHEMA, SPLITS, check_meds, subject_id_of
-from apps.ehr.synth import synthesize
+from linmix.apps.ehr.ingest import ingest, ingest_main
+from linmix.apps.ehr.meds import DATA_SCHEMA, SPLITS, check_meds, subject_id_of
+from linmix.apps.ehr.synth import synthesize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fhir"
 
@@ -188,7 +187,7 @@ def test_synthea_r4_fixture_ingests(tmp_path, capsys):
 
 
 def _flat(d: dict, urls):
-    from apps.ehr.fhir import Flattener, Reject
+    from linmix.apps.ehr.fhir import Flattener, Reject
 
     f = Flattener()
     try:
@@ -233,8 +232,8 @@ def test_fast_path_equals_general_path(cohort):
 def test_parallel_byte_ranges_match_serial(tmp_path, monkeypatch):
     """With workers > 1, big plain NDJSON files are read as line-aligned byte ranges in parallel; the output
     (incl. quarantine line numbers) equals the serial run."""
-    import apps.ehr.ingest as ingest_mod
-    from apps.ehr.ingest_read import split_ranges
+    import linmix.apps.ehr.ingest as ingest_mod
+    from linmix.apps.ehr.ingest_read import split_ranges
 
     src = synthesize(60, tmp_path / "fhir", fmt="ndjson", seed=9)
     obs = src / "Observation.ndjson"
@@ -257,7 +256,7 @@ def test_sort_rows_equals_the_full_sort(frac):
     null times, times before 1970, many ties and null/NaN values; fractional seconds take the plain sort."""
     import random
 
-    from apps.ehr.meds import SORT_KEYS, sort_rows
+    from linmix.apps.ehr.meds import SORT_KEYS, sort_rows
 
     rng = random.Random(3)
     n = 4000
@@ -283,8 +282,7 @@ def test_sort_rows_equals_the_full_sort(frac):
 
 def test_narrow_large_string_without_pyarrow_compute():
     import pyarrow as pa
-
-    from apps.ehr.meds import _narrow
+    from linmix.apps.ehr.meds import _narrow
 
     vals = [["x", None, "abcdefghijklmnopq", ""], ["é€", None], []]
     col = pa.chunked_array([pa.array(v, type=pa.large_string()) for v in vals], type=pa.large_string())

@@ -10,9 +10,8 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-
-from apps.ehr.ingest import IngestError, ingest, ingest_main
-from apps.ehr.meds import SPLITS, check_meds
+from linmix.apps.ehr.ingest import IngestError, ingest, ingest_main
+from linmix.apps.ehr.meds import SPLITS, check_meds
 
 LOINC = "http://loinc.org"
 

@@ -7,15 +7,14 @@ import copy
 import gzip
 import random
 
+import linmix.apps.ehr.ingest_fast as ingest_fast
+import linmix.apps.ehr.ingest_read as ingest_read
 import orjson
 import polars as pl
 import pytest
-
-import apps.ehr.ingest_fast as ingest_fast
-import apps.ehr.ingest_read as ingest_read
-from apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, read_file
-from apps.ehr.ingest_resolve import first_distinct, parse_time, parse_times
-from apps.ehr.synth import synthesize
+from linmix.apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, read_file
+from linmix.apps.ehr.ingest_resolve import first_distinct, parse_time, parse_times
+from linmix.apps.ehr.synth import synthesize
 
 MUTATIONS = [
     lambda d: d.pop("encounter", None), lambda d: d.pop("id", None), lambda d: d.update(id=7),
@@ -175,7 +174,7 @@ def test_first_distinct_equals_polars():
 
 def test_mutations_cover_both_paths(cohort):
     """Sanity of the mutation list: on an Observation, some mutated records still take the fast path, many do not."""
-    from apps.ehr.ingest_fast import block_type, decode_block
+    from linmix.apps.ehr.ingest_fast import block_type, decode_block
 
     d = orjson.loads((cohort / "Observation.ndjson").read_bytes().splitlines()[0])
     fast = 0

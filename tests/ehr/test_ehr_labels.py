@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
-from apps.ehr import labels as L
-from apps.ehr import sequences as S
-from apps.ehr.data import FinetuneDataset
+from linmix.apps.ehr import labels as L
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.data import FinetuneDataset
 
 _spec = importlib.util.spec_from_file_location("ehr_meds_fixture", Path(__file__).with_name("test_ehr_seq_fixture.py"))
 FX = importlib.util.module_from_spec(_spec)
@@ -118,9 +117,9 @@ def test_task_token_leads_and_input_cut(tmp_path):
 def test_labels_match_the_generator_oracle(tmp_path):
     """synth -> ingest -> labels: every task's cohort and labels equal the generator's (oracle.parquet), including
     the LOS cohort of stays still open at the 24 h cut."""
-    from apps.ehr.fhir_catalog import GROUPS
-    from apps.ehr.ingest import ingest
-    from apps.ehr.synth import synthesize
+    from linmix.apps.ehr.fhir_catalog import GROUPS
+    from linmix.apps.ehr.ingest import ingest
+    from linmix.apps.ehr.synth import synthesize
 
     fhir = synthesize(300, tmp_path / "fhir", seed=3)
     ingest([fhir], tmp_path / "meds")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from apps.ehr import sequences as S
-from apps.ehr.model import PAD_ID, TYPE_TASK, EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.model import PAD_ID, TYPE_TASK, EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
 
 CFG = EHRMambaConfig(vocab_size=50, d_model=32, n_layers=2, d_state=16, dropout=0.0, d_time=8, max_visits=16)
 
@@ -93,7 +92,7 @@ def test_scorer_matches_prompted_forward_and_scripts():
 
 
 def test_lm_loss_ignores_padding():
-    from apps.ehr.lit_module import EHRLitModule
+    from linmix.apps.ehr.lit_module import EHRLitModule
 
     lit = EHRLitModule(net=CFG, objective="pretrain", pretrained=None)
     lit.log_stage = lambda *a, **k: None
@@ -109,8 +108,7 @@ def test_lm_loss_ignores_padding():
 
 def test_finetune_starts_from_pretrained_weights(tmp_path):
     import pytest
-
-    from apps.ehr.lit_module import EHRLitModule
+    from linmix.apps.ehr.lit_module import EHRLitModule
 
     torch.manual_seed(1)
     pre = EHRLitModule(net=CFG, objective="pretrain")

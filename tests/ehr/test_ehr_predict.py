@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from apps.ehr import sequences as S
-from apps.ehr.model import EHRMamba, EHRMambaConfig
-from apps.ehr.predict import IncrementalScorer, visit_ends
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig
+from linmix.apps.ehr.predict import IncrementalScorer, visit_ends
 
 _spec = importlib.util.spec_from_file_location("ehr_meds_fixture", Path(__file__).with_name("test_ehr_seq_fixture.py"))
 FX = importlib.util.module_from_spec(_spec)

@@ -9,8 +9,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-
-from apps.ehr.synth import TASKS, oracle_auroc, synth_main, synthesize
+from linmix.apps.ehr.synth import TASKS, oracle_auroc, synth_main, synthesize
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from apps.ehr import sequences as S
-from apps.ehr.batches import collate, collate_packed
-from apps.ehr.data import BucketBatchSampler, EHRDataModule, SortedBatchSampler
-from apps.ehr.lit_module import EHRLitModule
-from apps.ehr.model import EHRMambaConfig
+from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.batches import collate, collate_packed
+from linmix.apps.ehr.data import BucketBatchSampler, EHRDataModule, SortedBatchSampler
+from linmix.apps.ehr.lit_module import EHRLitModule
+from linmix.apps.ehr.model import EHRMambaConfig
 
 _spec = importlib.util.spec_from_file_location("ehr_meds_fixture", Path(__file__).with_name("test_ehr_seq_fixture.py"))
 FX = importlib.util.module_from_spec(_spec)

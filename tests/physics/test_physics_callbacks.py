@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from apps.physics.cli import main
+from linmix.apps.physics.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"d_model": 16, "n_layers": 1, "d_hidden": 16, "n_slots": 4, "n_freq": 2}
@@ -21,10 +20,10 @@ def test_fit_stops_by_deadline_and_checkpoint_tests(darcy_dir, tmp_path):
     cfg = {"model": SMALL, "data": {"data_dir": str(darcy_dir)},
            "trainer": {"max_epochs": 10000, "enable_checkpointing": False, "logger": False,
                        "enable_progress_bar": False, "default_root_dir": str(tmp_path),
-                       "callbacks": [{"class_path": "shared.lightning.TimeBudget",
+                       "callbacks": [{"class_path": "linmix.shared.lightning.TimeBudget",
                                       "init_args": {"deadline": deadline, "reserve_s": 1.0, "warmup_steps": 2,
                                                     "stop_at": "epoch", "ckpt_path": str(ckpt), "ckpt_every_s": 2.0}},
-                                     {"class_path": "apps.physics.callbacks.EpochLog",
+                                     {"class_path": "linmix.apps.physics.callbacks.EpochLog",
                                       "init_args": {"log_path": str(log), "curve_path": str(curve)}}]}}
     (tmp_path / "run.yaml").write_text(json.dumps(cfg))
     rc = main(["fit", "-c", str(ROOT / "configs/physics/tiny.yaml"), "-c", str(tmp_path / "run.yaml")])

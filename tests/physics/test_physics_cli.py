@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from apps.physics.cli import main
-from apps.physics.export import operator_inputs
-from apps.physics.sample_io import load_sample
-from shared.export import load_torchscript
+from linmix.apps.physics.cli import main
+from linmix.apps.physics.export import operator_inputs
+from linmix.apps.physics.sample_io import load_sample
+from linmix.shared.export import load_torchscript
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--model.d_model", "16", "--model.n_layers", "1", "--model.d_hidden", "16", "--model.n_slots", "4",

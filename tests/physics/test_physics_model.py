@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
+from linmix.apps.physics.lit_module import build_net
+from linmix.apps.physics.rollout import node_features
 from torch_geometric.data import Batch
-
-from apps.physics.dataset import MeshFieldDataset, scan_folder
-from apps.physics.lit_module import build_net
-from apps.physics.rollout import node_features
 
 ARCH_KW = dict(d_model=32, n_layers=2, n_heads=4, n_slots=8, d_hidden=32, n_freq=3, dropout=0.0)
 
@@ -85,7 +84,7 @@ def test_physgto_rejects_unknown_attention():
 
 
 def test_edge_mlp_equals_mlp_on_concatenated_edge_inputs():
-    from apps.physics.graph_ops import MLP, EdgeMLP
+    from linmix.apps.physics.graph_ops import MLP, EdgeMLP
 
     torch.manual_seed(0)
     split, full = EdgeMLP(5, 3, 8, 4, n_hidden=2), MLP(13, 8, 4, n_hidden=2)
@@ -103,8 +102,8 @@ def test_edge_mlp_equals_mlp_on_concatenated_edge_inputs():
 def test_flux_aggregation_equals_per_node_loops():
     """The one-buffer flux aggregation (graph-only index and degree weights built once per forward) against the
     definition: first half of each message averaged at its sender, second half at its receiver, 0 for no edges."""
-    from apps.physics.graph_ops import flux_index, flux_mean_weights
-    from apps.physics.model import FluxMessagePassing
+    from linmix.apps.physics.graph_ops import flux_index, flux_mean_weights
+    from linmix.apps.physics.model import FluxMessagePassing
 
     torch.manual_seed(0)
     n, n_edges, d = 7, 12, 6

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
+from linmix.apps.physics.lit_module import PhysicsLitModule
+from linmix.apps.physics.losses import rel_l2
+from linmix.apps.physics.rollout import rollout
 from torch_geometric.data import Batch
-
-from apps.physics.dataset import MeshFieldDataset, scan_folder
-from apps.physics.lit_module import PhysicsLitModule
-from apps.physics.losses import rel_l2
-from apps.physics.rollout import rollout
 
 
 @pytest.fixture(scope="module")
 def heat_traj(tmp_path_factory):
-    from apps.physics.synth import synthesize
+    from linmix.apps.physics.synth import synthesize
 
     out = tmp_path_factory.mktemp("heat20")
     assert synthesize("heat", 1, out, seed=0, h=0.3, workers=1, n_steps=20, progress=False)["written"] == 1

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
-    from apps.speech.synth import generate
+    from linmix.apps.speech.synth import generate
 
     root = tmp_path_factory.mktemp("speech_synth")
     generate(str(root), 2, {"train-100": 6, "dev": 2, "test": 2}, n_speakers=16, seed=0, progress=False)

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from apps.speech.audio import AudioError, read_audio
-from apps.speech.separate import main as separate_main
+from linmix.apps.speech.audio import AudioError, read_audio
+from linmix.apps.speech.separate import main as separate_main
 
 SR = 8000
 
@@ -88,8 +87,8 @@ def _float_wav(tmp_path, x):
 
 
 def test_batch_separate_skips_reports_and_counts_bad_files(tmp_path, caplog):
-    from apps.speech.export import export_separator
-    from apps.speech.model import ConvTasNet, ConvTasNetConfig
+    from linmix.apps.speech.export import export_separator
+    from linmix.apps.speech.model import ConvTasNet, ConvTasNetConfig
 
     net = ConvTasNet(ConvTasNetConfig(n_filters=16, bottleneck=8, hidden=16, skip=8, n_blocks=2, n_repeats=1))
     model = tmp_path / "m.pt"

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from apps.speech.cli import main
+from linmix.apps.speech.cli import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml")
 
@@ -33,7 +32,7 @@ def test_fit_test_export_separate_through_cli(synth_root, tmp_path):
 
     exported = tmp_path / "model.pt"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(exported)]) == 0
-    from shared.export import load_torchscript
+    from linmix.shared.export import load_torchscript
 
     net, config = load_torchscript(exported)
     assert config["n_src"] == 2 and config["sample_rate"] == 8000 and config["n_filters"] == 32

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from apps.speech.data import SpeechDataModule, read_librimix_csv
+from linmix.apps.speech.data import SpeechDataModule, read_librimix_csv
 
 BASE = ("Libri2Mix", "wav8k", "min")
 
@@ -123,7 +122,7 @@ def test_wsj0mix_layout_and_resampling_from_16k(synth_root, tmp_path, caplog):
 
 
 def test_dev_and_test_voices_are_unseen_in_training():
-    from apps.speech.synth import speaker_pools
+    from linmix.apps.speech.synth import speaker_pools
 
     pools = speaker_pools(np.random.default_rng(0), 160, 2)
     variants = {k: {s.voice.split("+")[1] for s in v} for k, v in pools.items()}

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from apps.speech.dynamic_mix import DynamicMixDataset, SourceRecord, source_speakers
+from linmix.apps.speech.dynamic_mix import DynamicMixDataset, SourceRecord, source_speakers
 
 SR = 8000
 
@@ -119,7 +118,7 @@ def test_bad_arguments_are_refused(pool):
 
 
 def test_datamodule_switch_trains_on_dynamic_mixtures(synth_root):
-    from apps.speech.data import SpeechDataModule
+    from linmix.apps.speech.data import SpeechDataModule
 
     dm = SpeechDataModule(root=str(synth_root), segment_s=0.5, batch_size=3, synthesize=False, rejects_dir=None,
                           dynamic_mixing=True, dm_same_group_p=0.2, dm_speed=0.1)  # fmt: skip
@@ -136,7 +135,7 @@ def test_datamodule_switch_trains_on_dynamic_mixtures(synth_root):
 
 
 def test_fixed_pairs_speed_perturbation_keeps_the_pair_and_the_sum(synth_root):
-    from apps.speech.data import SpeechDataModule
+    from linmix.apps.speech.data import SpeechDataModule
 
     kw = dict(root=str(synth_root), segment_s=0.5, synthesize=False, rejects_dir=None)
     dm = SpeechDataModule(**kw, speed_perturb=0.2)

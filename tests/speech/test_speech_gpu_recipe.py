@@ -6,8 +6,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from apps.speech.cli import main
+from linmix.apps.speech.cli import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml")
 
@@ -15,7 +14,7 @@ TINY = str(Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.ya
 def test_time_budget_stops_at_the_deadline_and_leaves_a_snapshot(synth_root, tmp_path):
     cfg = tmp_path / "deadline.yaml"
     cfg.write_text(
-        "trainer:\n  callbacks:\n    - class_path: shared.lightning.TimeBudget\n"
+        "trainer:\n  callbacks:\n    - class_path: linmix.shared.lightning.TimeBudget\n"
         f"      init_args: {{ckpt_every_s: 0, deadline: {time.time() + 4.0}}}\n"
     )
     t = time.time()
@@ -34,7 +33,7 @@ def test_time_budget_stops_at_the_deadline_and_leaves_a_snapshot(synth_root, tmp
 
 def test_parallel_synth_same_plan(tmp_path):
     """Workers render the same mixtures (IDs, speakers, sentences) in the same order; a deadline gives a prefix."""
-    from apps.speech.synth import generate
+    from linmix.apps.speech.synth import generate
 
     counts = {"train-100": 6, "test": 2}
     generate(str(tmp_path / "a"), 2, counts, n_speakers=16, seed=0, progress=False)

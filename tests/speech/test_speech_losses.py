@@ -4,10 +4,9 @@ import itertools
 
 import pytest
 import torch
+from linmix.apps.speech.losses import best_permutation, pairwise_si_snr, pit_si_snr_loss, reorder, si_snr
+from linmix.apps.speech.metrics import separation_metrics
 from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
-
-from apps.speech.losses import best_permutation, pairwise_si_snr, pit_si_snr_loss, reorder, si_snr
-from apps.speech.metrics import separation_metrics
 
 
 def test_si_snr_matches_torchmetrics_and_is_scale_and_offset_invariant():
@@ -74,7 +73,7 @@ def test_separation_metrics_improvement_over_mixture():
 
 
 def test_group_breakdown_cells():
-    from apps.speech.metrics import group_breakdown
+    from linmix.apps.speech.metrics import group_breakdown
 
     rows = [{"groups": "m2+m2", "si_snri": 2.0}, {"groups": "m2+paul", "si_snri": 8.0},
             {"groups": "f4+paul", "si_snri": 12.0}]  # fmt: skip

@@ -3,9 +3,8 @@
 import pytest
 import torch
 import torchaudio
-
-from apps.speech.model import ConvTasNet, ConvTasNetConfig
-from apps.speech.streaming import StreamingSeparator
+from linmix.apps.speech.model import ConvTasNet, ConvTasNetConfig
+from linmix.apps.speech.streaming import StreamingSeparator
 
 TINY = dict(n_filters=32, bottleneck=8, hidden=16, skip=8, n_blocks=3, n_repeats=2)
 

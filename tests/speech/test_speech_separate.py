@@ -2,9 +2,8 @@
 
 import numpy as np
 import torch
-
-from apps.speech.losses import pit_si_snr_loss
-from apps.speech.separate import match_loudness, plot_spectrograms, separate_long
+from linmix.apps.speech.losses import pit_si_snr_loss
+from linmix.apps.speech.separate import match_loudness, plot_spectrograms, separate_long
 
 
 def _tones(t, sr=8000):
