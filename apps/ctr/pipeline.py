@@ -25,7 +25,7 @@ from typing import Optional
 
 import polars as pl
 from linmix.apps.ctr.encoder import MISSING, OOV, FeatureEncoder
-from linmix.apps.ctr.readers import EmptyFileError, iter_source_chunks
+from linmix.apps.ctr.readers import EmptyFileError, check_file, iter_source_chunks
 from linmix.apps.ctr.schema import DataSchema
 from rich.console import Console
 
@@ -68,8 +68,7 @@ def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: 
     if "train" not in srcs and encoder is None:
         raise ValueError("encode_dataset needs a 'train' source to fit the vocabularies on")
     for p in srcs.values():
-        if not p.is_file():
-            raise FileNotFoundError(f"input file {p} does not exist")
+        check_file(p)
     fp = fingerprint(srcs, schema, json.dumps(encoder.to_dict(), sort_keys=True) if encoder else "")
     rep_path = out / "report.json"
     if not force and rep_path.is_file():
@@ -134,6 +133,10 @@ def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: 
                     raise RuntimeError(f"{split}: counts do not reconcile: read {read} != written {written} + "
                                        f"rejected {rs['rejected']}")
                 report["splits"][split] = rs
+                if written == 0:
+                    top = "; ".join(f"{n:,} x {r}" for r, n in list(rs["rejects_by_reason"].items())[:3])
+                    raise EmptyFileError(f"{split}: all {read:,} rows of {p} were rejected ({top}); each row and its "
+                                         f"reason is in {out / f'rejects_{split}.csv'}")
                 con.log(f"[ctr] {split}: read {read:,} written {written:,} rejected {rs['rejected']:,} "
                         f"oov {rs['oov_total']:,}")
         enc.save(out / "vocab.json")

@@ -7,11 +7,12 @@ Every reader returns a polars ``LazyFrame`` of *validated* rows with the columns
 * the label as ``Int8`` 0/1, categorical/sequence fields as ``String`` (null = missing), numeric fields as
   ``Float64`` (null = missing), ``<field>__val`` for libfm values, the group and passthrough columns.
 
-Delimited text is read line by line and split in polars, so that a malformed line is kept with its line
-number instead of aborting the read; quoted separators are not supported (such a line is rejected as a wrong
-column count, never silently mangled). ``scan_source`` gives the whole file as one ``LazyFrame``;
-``iter_source_chunks`` gives the same validated rows as a sequence of bounded chunks (``rows`` lines each,
-line numbers continuing across chunks), so files larger than memory are encoded chunk by chunk.
+Delimited text follows RFC 4180 (:mod:`linmix.apps.ctr.delimited`): quoted separators, quoted newlines and
+doubled quotes are read as the values they stand for, a UTF-8 byte-order mark is stripped, bytes are decoded
+strictly with the schema's ``encoding``, and a record with malformed quoting is rejected with its line number
+instead of aborting the read. ``_line`` is the record's first line. ``scan_source`` gives the whole file as one
+``LazyFrame``; ``iter_source_chunks`` gives the same validated rows as a sequence of bounded chunks (``rows``
+records each, line numbers continuing across chunks), so files larger than memory are encoded chunk by chunk.
 """
 
 from __future__ import annotations
@@ -21,35 +22,52 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import polars as pl
+from linmix.apps.ctr.delimited import EncodingError, _physical_lines, iter_record_chunks, read_header_record
 from linmix.apps.ctr.schema import DataSchema, FieldSpec, SchemaError
+from linmix.shared.errors import UserError
+
+__all__ = ["EmptyFileError", "EncodingError", "check_file", "iter_source_chunks", "scan_source"]
 
 _LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+_BOOL_LABELS = {"false": 0, "true": 1}  # a Parquet Boolean label column, cast to text
 _LIBFM_LABELS = {"-1": 0, "+1": 1, "-1.0": 0, "+1.0": 1}
 _SEP_NAMES = {"\t": "tab", ",": "comma", " ": "space", ";": "semicolon", "|": "pipe"}
 
 
-class EmptyFileError(ValueError):
-    """The input file has no data rows."""
+class EmptyFileError(UserError, ValueError):
+    """The input file has no data rows (or none that could be used)."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """An input file named by the user does not exist."""
 
 
 def check_file(path: str | Path) -> Path:
     """Raise a clear error for a missing or empty file."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"input file {p} does not exist")
+        raise MissingInputError(f"input file {p} does not exist")
     if p.stat().st_size == 0:
         raise EmptyFileError(f"input file {p} is empty (0 bytes, no data rows)")
     return p
 
 
-def read_header(path: Path, sep: str) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        first = fh.readline().rstrip("\r\n")
-    return first.split(sep)
+def read_header(path: Path, schema: DataSchema) -> list[str]:
+    """The header's column names (quoted names allowed); a name given twice is a :class:`SchemaError`."""
+    try:
+        names = read_header_record(path, schema.separator, schema.quote, schema.encoding)
+    except EncodingError as e:
+        raise SchemaError(str(e)) from None
+    names = [n.strip() for n in names]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SchemaError(f"{path}: the header names column(s) {dup} more than once; rename them so each column "
+                          "has one name")
+    return names
 
 
-def _label_expr(s: pl.Expr, libfm: bool) -> pl.Expr:
-    mapping = dict(_LABELS, **(_LIBFM_LABELS if libfm else {}))
+def _label_expr(s: pl.Expr, libfm: bool, boolean: bool = False) -> pl.Expr:
+    mapping = dict(_LABELS, **(_LIBFM_LABELS if libfm else {}), **(_BOOL_LABELS if boolean else {}))
     return s.str.strip_chars().replace_strict(mapping, default=None, return_dtype=pl.Int8)
 
 
@@ -57,14 +75,16 @@ def _first_reason(reasons: list[pl.Expr]) -> pl.Expr:
     return pl.coalesce(reasons) if reasons else pl.lit(None, dtype=pl.String)
 
 
-def _typed_columns(schema: DataSchema, get, libfm: bool = False) -> tuple[list[pl.Expr], list[pl.Expr]]:
+def _typed_columns(schema: DataSchema, get, libfm: bool = False,
+                   boolean_label: bool = False) -> tuple[list[pl.Expr], list[pl.Expr]]:
     """Expressions turning raw strings (``get(column) -> Expr``) into typed columns, plus reason expressions."""
     exprs: list[pl.Expr] = []
     reasons: list[pl.Expr] = []
     raw_label = get(schema.label).str.strip_chars()
-    label = _label_expr(raw_label, libfm)
-    allowed = "0/1 (or -1/+1)" if libfm else "0/1"
-    reasons.append(pl.when(label.is_null()).then(pl.format(f"label '{{}}' is not {allowed}", raw_label)))
+    label = _label_expr(raw_label, libfm, boolean_label)
+    allowed = "0/1 (or -1/+1)" if libfm else "0/1 (or true/false)" if boolean_label else "0/1"
+    reasons.append(pl.when(raw_label.is_null()).then(pl.lit("label is missing (null)"))
+                   .when(label.is_null()).then(pl.format(f"label '{{}}' is not {allowed}", raw_label)))
     exprs.append(label.alias(schema.label))
     for f in schema.fields:
         s = get(f.source)
@@ -112,7 +132,7 @@ def _numeric(f: FieldSpec, s: pl.Expr) -> tuple[pl.Expr, list[pl.Expr]]:
 def _delimited_columns(p: Path, schema: DataSchema) -> list[str]:
     sep = schema.separator
     if schema.has_header:
-        columns = read_header(p, sep)
+        columns = read_header(p, schema)
     elif schema.columns:
         columns = list(schema.columns)
     else:
@@ -127,18 +147,19 @@ def _delimited_columns(p: Path, schema: DataSchema) -> list[str]:
 
 
 def validate_delimited(lines: pl.LazyFrame, schema: DataSchema, columns: list[str]) -> pl.LazyFrame:
-    """``lines`` (``_line`` 1-based, ``_raw`` without the newline) -> validated rows (see module docstring)."""
+    """Records (``_line``, ``_raw`` and, where a record was quoted, ``_parts`` / ``_quote_error`` from
+    :func:`~linmix.apps.ctr.delimited.iter_record_chunks`) -> validated rows (see module docstring)."""
     sep = schema.separator
     n = len(columns)
     col_ix = {c: i for i, c in enumerate(columns)}
     lf = lines
-    if schema.has_header:
-        lf = lf.filter(pl.col("_line") > 1)
-    lf = lf.with_columns(pl.col("_raw").str.strip_suffix("\r"))
-    lf = lf.with_columns(_parts=pl.col("_raw").str.split(sep))
+    names = lf.collect_schema().names()
+    if "_parts" not in names:
+        lf = lf.with_columns(_parts=pl.col("_raw").str.split(sep), _quote_error=pl.lit(None, dtype=pl.String))
     cnt = pl.col("_parts").list.len()
     sep_name = _SEP_NAMES.get(sep, repr(sep))
     count_reason = (pl.when(pl.col("_raw").str.len_bytes() == 0).then(pl.lit("blank line"))
+                    .when(pl.col("_quote_error").is_not_null()).then(pl.col("_quote_error"))
                     .when(cnt != n).then(pl.format(
                         f"wrong column count: expected {n} {sep_name}-separated columns, found {{}}{{}}", cnt,
                         pl.when(cnt == 1).then(pl.lit(" (wrong delimiter?)")).otherwise(pl.lit("")))))
@@ -153,32 +174,31 @@ def validate_delimited(lines: pl.LazyFrame, schema: DataSchema, columns: list[st
 
 def scan_delimited(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
     """Criteo TSV, Avazu CSV or any schema-described delimited text file."""
-    p = check_file(path)
-    columns = _delimited_columns(p, schema)
-    return validate_delimited(_scan_lines(p), schema, columns)
+    chunks = list(iter_source_chunks(path, schema, rows=1_000_000))
+    if not chunks:
+        return pl.LazyFrame(schema=validate_delimited(pl.LazyFrame(schema={"_line": pl.Int64, "_raw": pl.String}),
+                                                      schema, _delimited_columns(check_file(path), schema))
+                            .collect_schema())
+    return pl.concat(chunks)
 
 
-def _scan_lines(p: Path) -> pl.LazyFrame:
-    return pl.scan_lines(p, name="_raw", row_index_name="_line", row_index_offset=1)
-
-
-def iter_lines(path: Path, rows: int) -> Iterator[pl.LazyFrame]:
+def iter_lines(path: Path, rows: int, encoding: str = "utf-8") -> Iterator[pl.LazyFrame]:
     """The file as frames of at most ``rows`` lines: ``_line`` (1-based, continuing) and ``_raw`` (no newline)."""
-    first = 1
-    with open(path, "rb") as fh:
-        while True:
-            block = list(islice(fh, rows))
-            if not block:
-                return
-            raw = [b.decode("utf-8", errors="replace").rstrip("\n") for b in block]
-            yield pl.LazyFrame({"_line": pl.int_range(first, first + len(raw), eager=True, dtype=pl.UInt32),
-                                "_raw": pl.Series(raw, dtype=pl.String)})
-            first += len(raw)
+    lines = _physical_lines(path, encoding)
+    while True:
+        block = list(islice(lines, rows))
+        if not block:
+            return
+        yield pl.LazyFrame([pl.Series("_line", [b[0] for b in block], dtype=pl.Int64),
+                            pl.Series("_raw", [b[1].removesuffix("\n").removesuffix("\r") for b in block],
+                                      dtype=pl.String)])
 
 
 def scan_libfm(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
     """libfm/libsvm ``label idx:val idx:val ...``; the k-th pair is field ``k`` (as Frappe/MovieLens ship)."""
-    return validate_libfm(_scan_lines(check_file(path)), schema)
+    chunks = [validate_libfm(lines, schema) for lines in iter_lines(check_file(path), 1_000_000, schema.encoding)]
+    return pl.concat(chunks) if chunks else validate_libfm(
+        pl.LazyFrame(schema={"_line": pl.Int64, "_raw": pl.String}), schema)
 
 
 def validate_libfm(lines: pl.LazyFrame, schema: DataSchema) -> pl.LazyFrame:
@@ -212,15 +232,20 @@ def scan_parquet(path: str | Path, schema: DataSchema, chunk: Optional[tuple[int
     ``chunk=(offset, rows)`` restricts it to those rows."""
     p = check_file(path)
     lf = pl.scan_parquet(p)
-    names = lf.collect_schema().names()
+    types = lf.collect_schema()
+    names = types.names()
     missing = [c for c in schema.required_columns() if c not in names]
     if missing:
         raise SchemaError(f"schema names column(s) {missing} not found in {p} columns {names[:50]}")
     cols = schema.required_columns()
+    nested = [f"{c} ({types[c]})" for c in cols if types[c].is_nested()]
+    if nested:
+        raise SchemaError(f"{p}: column(s) {nested} hold lists or structs; linmix-ctr reads one scalar per column "
+                          "(a sequence field is one string with its tokens joined by the field's `splitter`)")
     lf = lf.select([pl.col(c).cast(pl.String) for c in cols]).with_row_index("_line", offset=1)
     if chunk is not None:
         lf = lf.slice(*chunk)
-    exprs, reasons = _typed_columns(schema, pl.col)
+    exprs, reasons = _typed_columns(schema, pl.col, boolean_label=types[schema.label] == pl.Boolean)
     raw = pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",")
     return lf.select(pl.col("_line").cast(pl.Int64), raw.alias("_raw"), _first_reason(reasons).alias("_reason"),
                      *exprs)
@@ -245,9 +270,10 @@ def iter_source_chunks(path: str | Path, schema: DataSchema, rows: int = 50_000)
             yield scan_parquet(p, schema, (off, rows))
         return
     if schema.format == "libfm":
-        for lines in iter_lines(p, rows):
+        for lines in iter_lines(p, rows, schema.encoding):
             yield validate_libfm(lines, schema)
         return
     columns = _delimited_columns(p, schema)
-    for lines in iter_lines(p, rows):
-        yield validate_delimited(lines, schema, columns)
+    chunks = iter_record_chunks(p, schema.separator, schema.quote, schema.encoding, rows, schema.has_header)
+    for records in chunks:
+        yield validate_delimited(records, schema, columns)

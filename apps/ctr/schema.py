@@ -17,16 +17,18 @@ A schema is a small YAML file (or one of the built-ins for Criteo, Avazu, libfm 
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
+from linmix.shared.errors import UserError
 
 FieldType = Literal["categorical", "numeric", "sequence"]
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A schema that cannot describe the data (unknown keys, missing columns, bad types)."""
 
 
@@ -78,6 +80,10 @@ class DataSchema:
         group: optional group column (e.g. user id) for gAUC.
         min_count: default vocabulary threshold.
         passthrough: extra numeric columns copied to the encoded cache (e.g. ``p_true`` of synthetic data).
+        quote: quote character of csv/tsv (RFC 4180: quoted fields may hold the separator, newlines and doubled
+            quotes); None reads every quote character as text.
+        encoding: text encoding of csv/tsv/libfm files (a UTF-8 byte-order mark is stripped); a byte that is not
+            valid in it stops the read with the line named, never a replacement character.
     """
 
     fields: list[FieldSpec] = field(default_factory=list)
@@ -89,6 +95,8 @@ class DataSchema:
     group: Optional[str] = None
     min_count: int = 1
     passthrough: list[str] = field(default_factory=list)
+    quote: Optional[str] = '"'
+    encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
         if not self.fields:
@@ -108,6 +116,12 @@ class DataSchema:
             raise SchemaError(f"unknown format {self.format!r} (csv|tsv|parquet|libfm)")
         if self.format == "tsv":
             self.separator = "\t"
+        if self.quote is not None and (len(self.quote) != 1 or self.quote == self.separator):
+            raise SchemaError(f"quote must be one character other than the separator, got {self.quote!r}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise SchemaError(f"unknown encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
 
     @property
     def scalar_fields(self) -> list[FieldSpec]:

@@ -1,0 +1,130 @@
+"""Real CSV files: RFC 4180 quoting, byte-order marks, encodings, line endings, header and label checks.
+
+Each case writes the bytes another tool would (a spreadsheet export, pandas' ``to_csv``, a Latin-1 system) and checks
+the value linmix reads, the line number of every reject, and that read = written + rejected.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from linmix.apps.ctr.delimited import EncodingError
+from linmix.apps.ctr.pipeline import encode_dataset
+from linmix.apps.ctr.readers import EmptyFileError, scan_source
+from linmix.apps.ctr.schema import DataSchema, SchemaError
+
+SC = {"format": "csv", "label": "y", "fields": ["c", "d"]}
+
+
+def _read(tmp_path, data: bytes, **schema) -> pl.DataFrame:
+    (tmp_path / "a.csv").write_bytes(data)
+    return scan_source(tmp_path / "a.csv", DataSchema.from_dict({**SC, **schema})).collect()
+
+
+def test_quoted_separator_newline_and_doubled_quotes_are_values(tmp_path):
+    v = _read(tmp_path, b'y,c,d\n1,"a,b",x\n0,"two\nlines",y\n1,"say ""hi""",z\n0,plain,w\n')
+    assert v["_reason"].null_count() == 4
+    assert v["c"].to_list() == ["a,b", "two\nlines", 'say "hi"', "plain"]
+    assert v["_line"].to_list() == [2, 3, 5, 6]  # a record's first line; the quoted newline moves the next one
+
+
+def test_pandas_style_quoting_everywhere(tmp_path):
+    df = pl.DataFrame({"y": [1, 0], "c": ['x,"q"', "p"], "d": ["1", "2"]})
+    df.write_csv(tmp_path / "a.csv", quote_style="always")
+    v = scan_source(tmp_path / "a.csv", DataSchema.from_dict(SC)).collect()
+    assert v["c"].to_list() == ['x,"q"', "p"] and v["y"].to_list() == [1, 0]
+
+
+def test_bom_is_stripped_from_the_header(tmp_path):
+    v = _read(tmp_path, "\ufeffy,c,d\n1,a,b\n".encode())
+    assert v["y"].to_list() == [1] and v["c"].to_list() == ["a"]
+
+
+def test_crlf_line_endings_and_a_quoted_crlf(tmp_path):
+    v = _read(tmp_path, b'y,c,d\r\n1,a,b\r\n0,"in\r\nside",e\r\n')
+    assert v["d"].to_list() == ["b", "e"]  # no stray carriage return on the last column
+    assert v["c"].to_list() == ["a", "in\r\nside"]  # a quoted line break is kept as written
+
+
+def test_latin1_declared_is_read_exactly(tmp_path):
+    v = _read(tmp_path, "y,c,d\n1,café,b\n".encode("latin-1"), encoding="latin-1")
+    assert v["c"].to_list() == ["café"]
+
+
+def test_latin1_undeclared_stops_with_line_and_byte_not_replacement(tmp_path):
+    with pytest.raises(EncodingError, match=r"line 3: byte 0xe9 .* not valid utf-8.*encoding: latin-1"):
+        _read(tmp_path, "y,c,d\n1,a,b\n0,café,b\n".encode("latin-1"))
+
+
+def test_malformed_quoting_is_a_reject_with_its_line(tmp_path):
+    v = _read(tmp_path, b'y,c,d\n1,"ab"c,x\n0,ok,y\n')
+    assert v["_reason"][0].startswith("malformed quoting") and v["_line"][0] == 2
+    assert v["_reason"][1] is None and v["c"][1] == "ok"
+
+
+def test_quote_left_open_at_end_of_file_is_one_rejected_record(tmp_path):
+    v = _read(tmp_path, b'y,c,d\n1,a,b\n0,"open,x\n1,b,c\n')
+    assert v.height == 2 and v["_reason"][0] is None
+    assert v["_line"][1] == 3 and v["_reason"][1] is not None
+    assert v["_raw"][1] == '0,"open,x\n1,b,c'  # the raw text is kept whole in the reject
+
+
+def test_quote_none_reads_quotes_as_text(tmp_path):
+    v = _read(tmp_path, b'y,c,d\n1,"a,b",x\n0,"q,r\n', quote=None)
+    assert v["_reason"][0].startswith("wrong column count")  # 4 parts: the quotes protect nothing
+    assert v["c"][1] == '"q' and v["_line"][1] == 3  # kept as text; no record runs on past its line
+
+
+def test_duplicate_header_names_are_an_error(tmp_path):
+    with pytest.raises(SchemaError, match=r"names column\(s\) \['c'\] more than once"):
+        _read(tmp_path, b"y,c,c,d\n1,a,b,c\n")
+
+
+def test_bad_quote_and_encoding_in_schema(tmp_path):
+    with pytest.raises(SchemaError, match="quote must be one character"):
+        DataSchema.from_dict({**SC, "quote": ","})
+    with pytest.raises(SchemaError, match="unknown encoding"):
+        DataSchema.from_dict({**SC, "encoding": "klingon"})
+
+
+def test_parquet_label_null_non_binary_rejected_boolean_accepted(tmp_path):
+    pl.DataFrame({"y": [1, None, 2, 0], "c": ["a", "b", "c", "d"], "d": ["1", "2", "3", "4"]}).write_parquet(
+        tmp_path / "t.parquet")
+    sc = DataSchema.from_dict({**SC, "format": "parquet"})
+    rep = encode_dataset({"train": tmp_path / "t.parquet"}, sc, tmp_path / "e")
+    r = rep["splits"]["train"]
+    assert (r["read"], r["written"], r["rejected"]) == (4, 2, 2)
+    rej = pl.read_csv(tmp_path / "e" / "rejects_train.csv")
+    assert dict(zip(rej["line"], rej["reason"])) == {2: "label is missing (null)", 3: "label '2' is not 0/1"}
+    pl.DataFrame({"y": [True, False], "c": ["a", "b"], "d": ["1", "2"]}).write_parquet(tmp_path / "b.parquet")
+    rep = encode_dataset({"train": tmp_path / "b.parquet"}, sc, tmp_path / "eb")
+    assert rep["splits"]["train"]["written"] == 2
+    assert pl.read_parquet(tmp_path / "eb" / "train.parquet")["label"].to_list() == [1, 0]
+
+
+def test_parquet_list_column_is_a_schema_error(tmp_path):
+    pl.DataFrame({"y": [1], "c": [["a", "b"]], "d": ["1"]}).write_parquet(tmp_path / "l.parquet")
+    with pytest.raises(SchemaError, match=r"hold lists or structs"):
+        encode_dataset({"train": tmp_path / "l.parquet"}, DataSchema.from_dict({**SC, "format": "parquet"}),
+                       tmp_path / "e")
+
+
+def test_every_row_rejected_fails_and_keeps_the_rejects(tmp_path):
+    (tmp_path / "a.csv").write_text("y,c,d\n2,a,b\n5,c,d\n")
+    with pytest.raises(EmptyFileError, match=r"all 2 rows .* were rejected \(2 x label"):
+        encode_dataset({"train": tmp_path / "a.csv"}, DataSchema.from_dict(SC), tmp_path / "e")
+    assert pl.read_csv(tmp_path / "e" / "rejects_train.csv").height == 2
+
+
+def test_console_script_reports_user_errors_in_one_line(tmp_path, capsys):
+    from linmix.apps.ctr.cli import main
+
+    (tmp_path / "a.csv").write_bytes("y,c,d\n1,café,b\n".encode("latin-1"))
+    (tmp_path / "s.yaml").write_text("format: csv\nlabel: y\nfields: [c, d]\n")
+    rc = main(["encode", "--format", "schema", "--schema", str(tmp_path / "s.yaml"), "--train",
+               str(tmp_path / "a.csv"), "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "byte 0xe9" in err and "Traceback" not in err
+    rc = main(["encode", "--format", "criteo", "--train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not exist" in err and "Traceback" not in err
