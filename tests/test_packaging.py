@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,8 +28,11 @@ def test_package_list_matches_the_folders():
 def installed(tmp_path_factory) -> Path:
     """``pip wheel .`` (not editable), unpacked into a folder that stands in for a fresh site-packages."""
     out = tmp_path_factory.mktemp("wheel")
+    src = out / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    skip = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", "data", "*.png")
+    shutil.copytree(ROOT, src, ignore=skip)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+                        str(out), str(src)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(out.glob("linmix-*.whl"))
     site = out / "site"
