@@ -94,7 +94,7 @@ def child_long(minutes: float, threads: int, chunk_s: float) -> dict:
     net = ConvTasNet(ConvTasNetConfig()).eval()
     base = _peak_mb()
     t0 = time.perf_counter()
-    separate_file(net, path, tmp / "out", 8000, 2, chunk_s=chunk_s, overlap_s=1.0)
+    separate_file(net, path, tmp / "out" / path.stem, 8000, 2, chunk_s=chunk_s, overlap_s=1.0)
     wall = time.perf_counter() - t0
     return {"model": "ours: separate (paper config)", "threads": threads, "seconds": minutes * 60,
             "params": sum(p.numel() for p in net.parameters()), "time_s": wall, "rtf": wall / (minutes * 60),

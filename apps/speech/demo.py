@@ -82,7 +82,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     lit = load_lit(SpeechLitModule, ckpt, app="speech")
     net = lit.net.eval()
     t0 = time.time()
-    separate_file(net, mix_path, out / "separated", 8000, net.n_src, chunk_s=1.0, overlap_s=0.25, plot=True)
+    separate_file(net, mix_path, out / "separated" / mix_path.stem, 8000, net.n_src, chunk_s=1.0, overlap_s=0.25,
+                  plot=True)
     row("separate", "seconds", time.time() - t0, f"{mix_path.name} -> {out / 'separated' / mix_path.stem}")
 
     # Streaming: a causal copy of the tiny config, chunk-by-chunk output vs the offline causal model.

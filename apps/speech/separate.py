@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from linmix.shared.errors import UserError
 
 from .audio import AudioError, read_audio, resample, write_audio
 from .losses import best_permutation
 
 log = logging.getLogger("linmix.speech")
-AUDIO_EXT = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au")
+AUDIO_EXT = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".w64",
+             ".rf64", ".wv", ".voc", ".sd2", ".mat", ".pvf", ".xi", ".htk", ".sds", ".avr", ".nist", ".sph", ".ircam",
+             ".sf", ".paf", ".svx", ".mpc2k")
 Net = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -127,7 +130,7 @@ def plot_spectrograms(mix: torch.Tensor, est: torch.Tensor, sr: int, path: Path)
 def separate_file(
     net: Net,
     path: Path,
-    out_dir: Path,
+    dest: Path,
     sr: int,
     n_src: int,
     chunk_s: float = 8.0,
@@ -135,11 +138,10 @@ def separate_file(
     plot: bool = False,
     keep_model_rate: bool = False,
 ) -> list[Path]:
-    """Separate one file into ``out_dir/<stem>/s{i}.wav``; raises AudioError for unusable input."""
+    """Separate one file into ``dest/s{i}.wav``; raises AudioError for unusable input."""
     x, info = read_audio(path, sr)
     est = separate_long(net, x, n_src, int(chunk_s * sr), int(overlap_s * sr))
     est = match_loudness(est, x)
-    dest = out_dir / path.stem
     out_sr = sr if keep_model_rate else info.sample_rate
     written = []
     for i in range(n_src):
@@ -153,16 +155,75 @@ def separate_file(
     return written
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given; folders expanded to their audio files (sorted)."""
+def _audio_extensions() -> set[str]:
+    """Every extension soundfile (libsndfile) reads here, plus the usual aliases."""
+    import soundfile as sf
+
+    return set(AUDIO_EXT) | {"." + k.lower() for k in sf.available_formats() if k != "RAW"}  # RAW needs a header
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path], list[Path]]:
+    """Files as given, folders expanded to their audio files (sorted) -> (files, duplicates, skipped).
+
+    A file named twice (directly or through a folder) is kept once and listed in ``duplicates``; files in folders
+    whose extension no audio reader here knows are listed in ``skipped``.
+    """
+    exts = _audio_extensions()
     files: list[Path] = []
+    seen: set[Path] = set()
+    dups: list[Path] = []
+    skipped: list[Path] = []
     for item in inputs:
         p = Path(item)
+        found = [p]
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXT)
-        else:
-            files.append(p)
-    return files
+            entries = sorted(f for f in p.rglob("*") if f.is_file())
+            found = [f for f in entries if f.suffix.lower() in exts]
+            skipped += [f for f in entries if f.suffix.lower() not in exts]
+        for f in found:
+            key = f.resolve()
+            if key in seen:
+                dups.append(f)
+            else:
+                seen.add(key)
+                files.append(f)
+    return files, dups, skipped
+
+
+def output_folders(files: list[Path], out_dir: Path) -> list[Path]:
+    """One distinct output folder per input: ``<stem>``, or ``<stem>.<ext>`` / ``<stem>-<k>`` when stems collide."""
+    stems = [f.stem for f in files]
+    names: list[str] = []
+    for f in files:
+        name = f.stem if stems.count(f.stem) == 1 else f"{f.stem}{f.suffix}"
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return [out_dir / n for n in names]
+
+
+def check_out_dir(out_dir: Path, inputs: list[str]) -> None:
+    """Refuse an output folder that is, or is inside, an input folder (outputs could overwrite or be re-read)."""
+    out = out_dir.resolve()
+    for item in inputs:
+        p = Path(item).resolve()
+        if p.is_dir() and (out == p or p in out.parents):
+            raise UserError(f"--out-dir {out_dir} is inside the input folder {item}: the separated files would be "
+                            "written among the inputs; choose a folder outside it")
+        if out == p:
+            raise UserError(f"--out-dir {out_dir} is an input file")
+
+
+def _check_args(a: argparse.Namespace) -> None:
+    if not a.chunk_s > 0:
+        raise UserError(f"--chunk-s must be > 0 seconds, got {a.chunk_s}")
+    if a.overlap_s is None:
+        a.overlap_s = min(1.0, a.chunk_s / 2)
+    elif not 0 <= a.overlap_s <= a.chunk_s / 2:
+        raise UserError(f"--overlap-s must be >= 0 and at most half of --chunk-s ({a.chunk_s}), got {a.overlap_s}")
+    if a.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: torch's default), got {a.threads}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -174,29 +235,35 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     p.add_argument("--out-dir", required=True)
     p.add_argument("--chunk-s", type=float, default=8.0, help="chunk length in seconds (bounds model memory)")
-    p.add_argument("--overlap-s", type=float, default=1.0, help="overlap between chunks in seconds")
+    p.add_argument("--overlap-s", type=float, default=None,
+                   help="overlap between chunks in seconds, at most half a chunk (default: 1 s or half a chunk)")
     p.add_argument("--plot", action="store_true", help="write a spectrogram PNG per file")
     p.add_argument(
         "--keep-model-rate", action="store_true", help="write at the model's rate, not the input's"
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     a = p.parse_args(argv)
+    _check_args(a)
+    out_dir = Path(a.out_dir)
+    check_out_dir(out_dir, a.inputs)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if a.threads:
         torch.set_num_threads(a.threads)
     net, sr, n_src = load_separator(a.ckpt)
-    out_dir = Path(a.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = expand_inputs(a.inputs)
-    ok, rejects = [], []
+    files, dups, skipped = expand_inputs(a.inputs)
+    for f in skipped:
+        log.warning("skipped %s: not an audio format this reader knows", f)
+    ok, rejects, outputs = [], [], {}
     from rich.progress import Progress
 
     with Progress(transient=True) as bar:
         task = bar.add_task("separating", total=len(files))
-        for f in files:
+        for f, dest in zip(files, output_folders(files, out_dir)):
             try:
-                separate_file(net, f, out_dir, sr, n_src, a.chunk_s, a.overlap_s, a.plot, a.keep_model_rate)
+                separate_file(net, f, dest, sr, n_src, a.chunk_s, a.overlap_s, a.plot, a.keep_model_rate)
                 ok.append(str(f))
+                outputs[str(f)] = str(dest)
             except AudioError as err:
                 log.error("skipped: %s", err)
                 rejects.append((str(f), str(err)))
@@ -208,14 +275,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         w.writerows(rejects)
     os.replace(tmp, out_dir / "rejects.csv")
     summary = {
-        "read": len(files),
+        "read": len(files) + len(dups),
         "written": len(ok),
         "rejected": len(rejects),
+        "duplicates": len(dups),
+        "skipped_not_audio": [str(f) for f in skipped],
+        "outputs": outputs,
         "sample_rate": sr,
         "n_src": n_src,
     }
-    (out_dir / "separate_summary.json").write_text(json.dumps(summary, indent=2))
-    print(
-        f"separated {len(ok)} of {len(files)} files into {out_dir} ({len(rejects)} rejected, see rejects.csv)"
-    )
+    tmp = out_dir / "separate_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out_dir / "separate_summary.json")
+    extra = f", {len(dups)} duplicate(s) separated once" if dups else ""
+    extra += f", {len(skipped)} non-audio file(s) skipped" if skipped else ""
+    print(f"separated {len(ok)} of {len(files)} files into {out_dir} ({len(rejects)} rejected, see rejects.csv"
+          f"{extra})")
     return 0 if ok or not files else 1

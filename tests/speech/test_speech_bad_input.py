@@ -105,7 +105,8 @@ def test_batch_separate_skips_reports_and_counts_bad_files(tmp_path, caplog):
         rc = separate_main([str(inp), "--ckpt", str(model), "--out-dir", str(out), "--chunk-s", "0.2"])
     assert rc == 0
     summary = json.loads((out / "separate_summary.json").read_text())
-    assert summary == {"read": 5, "written": 2, "rejected": 3, "sample_rate": SR, "n_src": 2}
+    assert {k: summary[k] for k in ("read", "written", "rejected", "duplicates", "sample_rate", "n_src")} == {
+        "read": 5, "written": 2, "rejected": 3, "duplicates": 0, "sample_rate": SR, "n_src": 2}
     rejects = (out / "rejects.csv").read_text()
     assert "c_broken.wav" in rejects and "all-silent" in rejects and "empty audio" in rejects
     y, sr = sf.read(out / "b_stereo44k" / "s1.wav")
