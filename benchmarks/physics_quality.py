@@ -83,6 +83,7 @@ def hold_initial(loader) -> tuple:
 
 def run(problem: str, arch: str, cfg: dict, data_dir: Path, rollout_dir: Path) -> dict:
     import pytorch_lightning as pl
+    from linmix.apps.physics.config import PhysicsConfig
     from linmix.apps.physics.data import PhysicsDataModule
     from linmix.apps.physics.lit_module import PhysicsLitModule
 
@@ -90,9 +91,10 @@ def run(problem: str, arch: str, cfg: dict, data_dir: Path, rollout_dir: Path) -
     dm = PhysicsDataModule(problem=problem, data_dir=str(data_dir), batch_size=cfg["batch"],
                            val_fraction=0.05, test_fraction=0.15)
     extra = {k: cfg[k] for k in ("start_prob", "noise_std", "horizon") if k in cfg}
-    model = PhysicsLitModule(arch=arch, problem=problem, n_in=dm.n_in, n_out=dm.n_out, n_globals=dm.n_globals,
-                             transient=dm.transient, lr=cfg["lr"], warmup_steps=20, **extra,
-                             out_dir=str(rollout_dir / f"{problem}_{arch}"), **ARCHS[arch])
+    net = PhysicsConfig(arch=arch, n_in=dm.n_in, n_out=dm.n_out, n_globals=dm.n_globals, transient=dm.transient,
+                        **ARCHS[arch])
+    model = PhysicsLitModule(net=net, problem=problem, lr=cfg["lr"], warmup_steps=20, **extra,
+                             out_dir=str(rollout_dir / f"{problem}_{arch}"))
     trainer = pl.Trainer(max_epochs=cfg["epochs"], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          limit_val_batches=0, gradient_clip_val=1.0)

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from linmix.apps.physics.config import PhysicsConfig  # noqa: E402
 from linmix.apps.physics.geometry import mesh_edges  # noqa: E402
 from linmix.apps.physics.model import PhysGTO  # noqa: E402
 
@@ -72,8 +73,8 @@ def measure(net, n_nodes: int, reps: int, base_mb: float) -> dict:
 def run_variant(a) -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = PhysGTO(d_model=a.d_model, n_layers=a.layers, n_slots=32, d_hidden=2 * a.d_model, n_freq=7,
-                  attention=a.variant).eval()
+    net = PhysGTO(PhysicsConfig(d_model=a.d_model, n_layers=a.layers, n_slots=32, d_hidden=2 * a.d_model, n_freq=7,
+                                attention=a.variant)).eval()
     measure(net, 256, 1, 0.0)
     base = _maxrss_mb()
     for n in sorted(a.sizes):

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from linmix.shared.mamba2 import causal_conv, init_ssm_params, ssm_dims
+from linmix.shared.mamba2 import causal_conv, init_ssm_params, resolve_backend, ssm_dims
 from linmix.shared.norms import RMSNormGated, check_input
 from linmix.shared.ssd import ssd_scan
 from torch import Tensor, nn
@@ -43,6 +43,7 @@ class BiMamba2(nn.Module):
         segment_len: int = 2048,
     ) -> None:
         super().__init__()
+        backend = resolve_backend(backend)
         self.d_inner, self.n_heads, self.conv_dim = ssm_dims("BiMamba2", d_model, expand, headdim, ngroups, d_state,
                                                              backend)
         self.d_model, self.d_state, self.d_conv, self.headdim, self.ngroups = d_model, d_state, d_conv, headdim, ngroups

@@ -2,12 +2,14 @@
 
 The block knows nothing about its mixer (mamba-ssm's ``Block(dim, mixer_cls)`` pattern): pre-norm RMSNorm -> mixer ->
 residual, then pre-norm RMSNorm -> gated MLP (SwiGLU) -> residual. :func:`build_mixer` maps a name to a mixer with a
-local, greppable table.
+local, greppable table; ``mixer_cfg`` passes any other constructor argument of the mixer through (mamba-ssm's
+``ssm_cfg``).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import inspect
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,34 +21,69 @@ from linmix.shared.projection_attention import ProjectionAttention
 from linmix.shared.softmax_attention import SoftmaxAttention
 from torch import Tensor, nn
 
-__all__ = ["GatedMLP", "ResidualBlock", "MixerStack", "build_mixer", "MIXERS"]
+__all__ = ["GatedMLP", "ResidualBlock", "MixerStack", "build_mixer", "mixer_options", "MIXERS"]
 
 MIXERS = ("mamba2", "bimamba2", "linear", "linear_causal", "projection", "softmax", "softmax_causal")
 
 
-def build_mixer(
-    mixer: str, d_model: int, n_heads: int = 4, d_state: int = 64, dropout: float = 0.0, n_slots: int = 32,
-    chunk_size: int = 64, backend: str = "auto", expand: int = 2,
-) -> nn.Module:
-    """Build a mixer by name (one of :data:`MIXERS`). ``n_heads`` sets the heads of every kind (for Mamba2 the head
-    dim is ``expand * d_model // n_heads``)."""
-    if mixer in ("mamba2", "bimamba2"):
-        if (expand * d_model) % n_heads != 0:
-            raise ValueError(f"build_mixer: expand * d_model = {expand * d_model} is not a multiple of n_heads={n_heads}")
-        cls = Mamba2 if mixer == "mamba2" else BiMamba2
-        return cls(d_model, d_state=d_state, expand=expand, headdim=expand * d_model // n_heads, chunk_size=chunk_size,
-                   backend=backend)
-    table = {
-        "linear": lambda: LinearAttention(d_model, n_heads, causal=False, dropout=dropout),
-        "linear_causal": lambda: LinearAttention(d_model, n_heads, causal=True, decay=True, chunk_size=chunk_size,
-                                                 dropout=dropout),
-        "projection": lambda: ProjectionAttention(d_model, n_heads, n_slots=n_slots, dropout=dropout),
-        "softmax": lambda: SoftmaxAttention(d_model, n_heads, causal=False, dropout=dropout),
-        "softmax_causal": lambda: SoftmaxAttention(d_model, n_heads, causal=True, dropout=dropout),
-    }
-    if mixer not in table:
+# kind -> (class, arguments fixed by the kind); every other constructor argument but d_model is a ``mixer_cfg`` key
+_KINDS: Dict[str, Tuple[type, Dict[str, Any]]] = {
+    "mamba2": (Mamba2, {}),
+    "bimamba2": (BiMamba2, {}),
+    "linear": (LinearAttention, {"causal": False, "decay": False}),
+    "linear_causal": (LinearAttention, {"causal": True, "decay": True}),
+    "projection": (ProjectionAttention, {}),
+    "softmax": (SoftmaxAttention, {"causal": False}),
+    "softmax_causal": (SoftmaxAttention, {"causal": True}),
+}
+_MAMBA = ("mamba2", "bimamba2")
+
+
+def mixer_options(mixer: str) -> Tuple[str, ...]:
+    """The ``mixer_cfg`` keys mixer kind ``mixer`` takes: its constructor's arguments except ``d_model`` and those its
+    kind fixes, plus ``n_heads`` for the Mamba2 kinds (turned into ``headdim = expand * d_model // n_heads``)."""
+    if mixer not in _KINDS:
         raise ValueError(f"build_mixer: unknown mixer {mixer!r}; choose one of {MIXERS}")
-    return table[mixer]()
+    cls, fixed = _KINDS[mixer]
+    names = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "d_model", *fixed)]
+    return tuple(sorted(names + (["n_heads"] if mixer in _MAMBA else [])))
+
+
+def build_mixer(
+    mixer: str, d_model: int, *, n_heads: int = 4, d_state: int = 64, dropout: float = 0.0, n_slots: int = 32,
+    chunk_size: int = 64, backend: str = "auto", expand: int = 2, mixer_cfg: Optional[Dict[str, Any]] = None,
+) -> nn.Module:
+    """Build a mixer by name (one of :data:`MIXERS`).
+
+    The keyword arguments are defaults shared by all kinds (each kind uses those it has: ``n_heads`` sets the heads
+    of every kind, for Mamba2 as ``headdim = expand * d_model // n_heads``; ``d_state`` and ``backend`` only the
+    Mamba2 kinds). ``mixer_cfg`` (mamba-ssm's ``ssm_cfg``) overrides them and reaches any other constructor argument
+    of the mixer (Mamba2: ``headdim`` or ``n_heads``, ``expand``, ``d_conv``, ``chunk_size``, ``segment_len``,
+    ``ngroups``, ``backend``, ...; see :func:`mixer_options`); a key the kind does not take raises ``ValueError``.
+    The Mamba2 ``backend`` is overridden by the ``LINMIX_BACKEND`` environment variable when it is set
+    (:func:`linmix.shared.mamba2.resolve_backend`).
+    """
+    allowed = mixer_options(mixer)
+    cfg = dict(mixer_cfg or {})
+    bad = sorted(set(cfg) - set(allowed))
+    if bad:
+        raise ValueError(f"mixer_cfg: mixer {mixer!r} takes no {', '.join(map(repr, bad))}; "
+                         f"its options are {', '.join(allowed)}")
+    shared = {"n_heads": n_heads, "d_state": d_state, "dropout": dropout, "n_slots": n_slots, "chunk_size": chunk_size,
+              "backend": backend, "expand": expand}
+    kw = {k: v for k, v in shared.items() if k in allowed}
+    kw.update(cfg)
+    cls, fixed = _KINDS[mixer]
+    if mixer in _MAMBA:
+        heads = kw.pop("n_heads")
+        if "headdim" in cfg and "n_heads" in cfg:
+            raise ValueError(f"mixer_cfg: give headdim or n_heads for {mixer!r}, not both")
+        if "headdim" not in cfg:
+            inner = kw["expand"] * d_model
+            if inner % heads != 0:
+                raise ValueError(f"build_mixer: expand * d_model = {inner} is not a multiple of n_heads={heads}")
+            kw["headdim"] = inner // heads
+    return cls(d_model, **fixed, **kw)
 
 
 class GatedMLP(nn.Module):
@@ -112,7 +149,10 @@ class MixerStack(nn.Module):
         dropout: dropout on residual branches.
         n_slots: slots M (projection attention).
         chunk_size: chunk length of chunked scans.
-        backend: ``"auto" | "torch" | "kernel"`` (Mamba2 kinds).
+        backend: ``"auto" | "torch" | "kernel"`` (Mamba2 kinds; ``LINMIX_BACKEND``, when set, overrides it).
+        mixer_cfg: keyword arguments of every block's mixer, over the arguments above (``{"chunk_size": 32,
+            "expand": 1, "backend": "torch"}``; keys per kind: :func:`mixer_options`; another key raises
+            ``ValueError``). In the apps' YAML: ``model.net.mixer_cfg``.
         final_norm: apply an RMSNorm after the last block.
         activation_checkpointing: in training, recompute each block in backward instead of keeping its
             activations: memory per token drops to the block inputs plus one block's working set, for one more
@@ -139,13 +179,15 @@ class MixerStack(nn.Module):
         backend: str = "auto",
         final_norm: bool = True,
         activation_checkpointing: bool = False,
+        mixer_cfg: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.d_model, self.n_layers, self.mixer_kind = d_model, n_layers, mixer
         self.activation_checkpointing = activation_checkpointing
         self.blocks = nn.ModuleList(
-            ResidualBlock(d_model, build_mixer(mixer, d_model, n_heads, d_state, dropout, n_slots, chunk_size, backend),
-                          d_ff, dropout)
+            ResidualBlock(d_model, build_mixer(mixer, d_model, n_heads=n_heads, d_state=d_state, dropout=dropout,
+                                               n_slots=n_slots, chunk_size=chunk_size, backend=backend,
+                                               mixer_cfg=mixer_cfg), d_ff, dropout)
             for _ in range(n_layers)
         )
         self.norm = RMSNorm(d_model) if final_norm else nn.Identity()

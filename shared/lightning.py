@@ -8,8 +8,10 @@ Lightning #14036), and :class:`TimeBudget` (``shared/time_budget.py``), the same
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -51,7 +53,8 @@ class LinmixModule(pl.LightningModule):
     """
 
     app: str = "linmix"  #: the console script's app name (``linmix-<app>``); stamped into every checkpoint
-    checkpoint_globals: tuple = ()  #: classes (config dataclasses) weights-only loading may rebuild
+    #: classes weights-only loading may rebuild besides primitives (empty in every app: ``net`` is saved as a dict)
+    checkpoint_globals: tuple = ()
 
     def __init__(
         self, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100, min_lr_ratio: float = 0.1,
@@ -60,6 +63,23 @@ class LinmixModule(pl.LightningModule):
         super().__init__()
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
         self.min_lr_ratio, self.betas = min_lr_ratio, betas
+
+    def save_net_hyperparameters(self, net: Any) -> None:
+        """``save_hyperparameters()`` of the calling ``__init__``, its ``net`` config dataclass stored as a plain dict.
+
+        Call it from a subclass ``__init__`` after converting ``net`` with :func:`linmix.shared.config.as_config`. The
+        saved ``hyper_parameters["net"]`` is ``dataclasses.asdict(net)``: checkpoints hold primitives, lists and dicts
+        only and load with ``torch.load(weights_only=True)``; ``load_from_checkpoint`` hands the dict back to ``net``.
+        """
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        if caller is None:
+            raise RuntimeError("save_net_hyperparameters: no calling frame")
+        code = caller.f_code
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        hp = {k: caller.f_locals[k] for k in names if k != "self" and k in caller.f_locals}
+        hp["net"] = dataclasses.asdict(net)
+        self.save_hyperparameters(hp)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(param_groups(self, self.weight_decay), lr=self.lr, betas=self.betas)

@@ -8,6 +8,7 @@ in_proj -> [z, xBC, dt] -> depthwise causal conv over xBC + SiLU -> SSD scan -> 
 from __future__ import annotations
 
 import math
+import os
 from typing import List, Optional, Tuple
 
 import torch
@@ -17,7 +18,7 @@ from linmix.shared.norms import RMSNormGated, check_input
 from linmix.shared.ssd import ssd_scan
 from torch import Tensor, nn
 
-__all__ = ["Mamba2", "causal_conv", "init_ssm_params", "ssm_dims"]
+__all__ = ["Mamba2", "causal_conv", "init_ssm_params", "resolve_backend", "ssm_dims"]
 
 BACKENDS = ("auto", "torch", "kernel")
 
@@ -34,6 +35,20 @@ def causal_conv(xbc: Tensor, weight: Tensor, bias: Optional[Tensor], ctx: Tensor
     # a copy, not a view: a view would keep the whole (B, C, K - 1 + L) input alive in every carried state
     new_ctx = xin[:, :, xin.size(-1) - (k - 1):].contiguous()
     return out.transpose(1, 2), new_ctx
+
+
+def resolve_backend(backend: str) -> str:
+    """The backend a Mamba2-style mixer runs. Precedence: the ``LINMIX_BACKEND`` environment variable (``auto``,
+    ``torch`` or ``kernel``) when set and not empty, else ``backend`` as configured (YAML ``model.net.mixer_cfg.backend``,
+    else the ``MixerStack`` / constructor argument, default ``auto``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    env = os.environ.get("LINMIX_BACKEND", "").strip()
+    if env:
+        if env not in BACKENDS:
+            raise ValueError(f"LINMIX_BACKEND must be one of {BACKENDS}, got {env!r}")
+        return env
+    return backend
 
 
 def ssm_dims(
@@ -78,7 +93,8 @@ class Mamba2(nn.Module):
         ngroups: groups of heads sharing B and C (G).
         chunk_size: SSD chunk length (64 is fastest on CPU; the CUDA kernel prefers 256).
         A_init_range, dt_min, dt_max, dt_init_floor: initialisation, as mamba-ssm.
-        backend: ``"auto"`` (mamba-ssm kernel on CUDA when installed, else PyTorch), ``"torch"``, ``"kernel"``.
+        backend: ``"auto"`` (mamba-ssm kernel on CUDA when installed, else PyTorch), ``"torch"``, ``"kernel"``;
+            the ``LINMIX_BACKEND`` environment variable, when set, overrides it (:func:`resolve_backend`).
         segment_len: tokens per loop-free segment of the PyTorch scan (recomputed in backward).
 
     Padding (``mask`` False) is exact in both directions of the sequence: padded inputs are zeroed before the
@@ -102,6 +118,7 @@ class Mamba2(nn.Module):
         segment_len: int = 2048,
     ) -> None:
         super().__init__()
+        backend = resolve_backend(backend)
         self.d_inner, self.n_heads, self.conv_dim = ssm_dims("Mamba2", d_model, expand, headdim, ngroups, d_state, backend)
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.headdim, self.ngroups, self.chunk_size, self.segment_len = headdim, ngroups, chunk_size, segment_len

@@ -1,12 +1,23 @@
-"""Every YAML under configs/ instantiates its app's model and data module through the real CLI (run=False)."""
+"""Every YAML under configs/ instantiates its app's model and data module through the real CLI (run=False); a
+fragment (a file another config names as a value, e.g. ``model: {net: net.yaml}``) is used by some config."""
 
 import importlib
 import pathlib
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+SECTIONS = {"trainer", "model", "data", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"}
+
+
+def _is_fragment(path: pathlib.Path) -> bool:
+    return not (set(yaml.safe_load(path.read_text()) or {}) & SECTIONS)
+
+
+ALL = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = [p for p in ALL if not _is_fragment(p)]
+FRAGMENTS = [p for p in ALL if _is_fragment(p)]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
@@ -31,3 +42,9 @@ def test_config_instantiates(path, tmp_path, monkeypatch):
     cli = captured["cli"]
     assert cli.model is not None and cli.datamodule is not None
     assert sum(p.numel() for p in cli.model.parameters()) > 0
+
+
+@pytest.mark.parametrize("path", FRAGMENTS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_fragment_is_used(path):
+    users = [p for p in CONFIGS if p.parent == path.parent and path.name in p.read_text()]
+    assert users, f"{path} is no complete config (no {sorted(SECTIONS)}) and no config in its folder names it"

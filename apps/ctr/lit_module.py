@@ -23,26 +23,19 @@ from linmix.apps.ctr.encoder import FIRST
 from linmix.apps.ctr.evaluation import calibration_table, group_auc, plot_calibration
 from linmix.apps.ctr.losses import TriBCEMode, tri_bce
 from linmix.apps.ctr.model import CTRNet, CTRNetConfig
+from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
 
-def as_net_config(net) -> CTRNetConfig:
-    """Accept the dataclass, a dict or a namespace (LightningCLI / checkpoints may hand over either)."""
-    if isinstance(net, CTRNetConfig):
-        return net
-    d = dict(vars(net)) if hasattr(net, "__dict__") and not isinstance(net, dict) else dict(net)
-    d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in CTRNetConfig.__dataclass_fields__}
-    return CTRNetConfig(**d)
-
-
 class CTRLitModule(LinmixModule):
     """Click-through-rate training module.
 
     Args:
-        net: network config; ``field_sizes``/``seq_sizes`` are filled from the datamodule at setup.
+        net: network config; ``field_sizes``/``seq_sizes`` are filled from the datamodule at setup. Saved as a plain
+            dict; a dict (a checkpoint's ``hyper_parameters["net"]``) is accepted.
         loss: Tri-BCE ``official`` (non-detached weights), ``detach``, or plain ``bce``.
         embedding_l2: lambda of (lambda / 2) * ||E||^2 on the embedding table (FuxiCTR ``embedding_regularizer``).
         lr, weight_decay, warmup_steps, min_lr_ratio: optimiser / schedule (``linmix.shared.lightning``).
@@ -56,14 +49,14 @@ class CTRLitModule(LinmixModule):
 
     app = "ctr"
 
-    def __init__(self, net: CTRNetConfig = CTRNetConfig(), loss: TriBCEMode = "official", embedding_l2: float = 0.0,
+    def __init__(self, *, net: CTRNetConfig = CTRNetConfig(),  # noqa: B008 (dataclass default read by the CLI)
+                 loss: TriBCEMode = "official", embedding_l2: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.1,
                  early_stopping_patience: int = 2, out_dir: Optional[str] = None,
                  vocab_path: Optional[str] = None, n_fields: int = 0, n_seq_fields: int = 0) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-        net = as_net_config(net)
-        self.save_hyperparameters()
-        self.hparams["net"] = dataclasses.asdict(net)  # plain dict: checkpoints load with weights_only=True
+        net = as_config(CTRNetConfig, net)
+        self.save_net_hyperparameters(net)
         self.loss_mode = loss
         self.embedding_l2 = embedding_l2
         self.provisional = not (net.field_sizes or net.seq_sizes)
@@ -82,7 +75,7 @@ class CTRLitModule(LinmixModule):
         dm = self.trainer.datamodule if self.trainer is not None else None
         if dm is None or not getattr(dm, "field_sizes", None):
             raise RuntimeError("CTRLitModule: net.field_sizes is empty and no CTRDataModule provides them")
-        cfg = dataclasses.replace(as_net_config(self.hparams.net), field_sizes=tuple(dm.field_sizes),
+        cfg = dataclasses.replace(as_config(CTRNetConfig, self.hparams.net), field_sizes=tuple(dm.field_sizes),
                                   seq_sizes=tuple(dm.seq_sizes))
         self.hparams["net"] = dataclasses.asdict(cfg)
         self.hparams["vocab_path"] = dm.vocab_path
@@ -156,7 +149,7 @@ class CTRLitModule(LinmixModule):
                 m["bayes_auc"], m["bayes_logloss"] = b["auc"], b["logloss"]
             out = self._out_dir()
             if self.trainer.is_global_zero:
-                plot_calibration(p, y, out / "calibration.png", title=as_net_config(self.hparams.net).arch)
+                plot_calibration(p, y, out / "calibration.png", title=as_config(CTRNetConfig, self.hparams.net).arch)
                 tmp = out / ".test_metrics.json.tmp"
                 tmp.write_text(json.dumps(m, indent=1))
                 os.replace(tmp, out / "test_metrics.json")

@@ -13,7 +13,6 @@ One module, two objectives (linked from the data module's ``objective``):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from linmix.apps.ehr.metrics import all_task_metrics, plot_curves
 from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
+from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
 
 INPUTS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
@@ -30,23 +30,22 @@ class EHRLitModule(LinmixModule):
     """EHRMamba training module.
 
     Args:
-        net: EHRMamba sizes (``net.vocab_size`` is linked from the data).
+        net: EHRMamba sizes (``net.vocab_size`` is linked from the data); saved as a plain dict, and a dict (a
+            checkpoint's ``hyper_parameters["net"]``) is accepted.
         objective: "pretrain" or "finetune" (linked from the data).
         pretrained: pretraining checkpoint (.ckpt) to start finetuning from; None = from scratch.
         lr, weight_decay, warmup_steps, min_lr_ratio: optimiser (see ``LinmixModule``).
     """
 
     app = "ehr"
-    checkpoint_globals = (EHRMambaConfig,)
 
-    def __init__(self, net: EHRMambaConfig = EHRMambaConfig(), objective: Literal["pretrain", "finetune"] = "finetune",
-                 pretrained: Optional[str] = None, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 100, min_lr_ratio: float = 0.1) -> None:
+    def __init__(self, *, net: EHRMambaConfig = EHRMambaConfig(),  # noqa: B008 (dataclass default read by the CLI)
+                 objective: Literal["pretrain", "finetune"] = "finetune", pretrained: Optional[str] = None,
+                 lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
+                 min_lr_ratio: float = 0.1) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-        if isinstance(net, dict):  # from a checkpoint's hyper_parameters
-            net = EHRMambaConfig(**net)
-        self.save_hyperparameters(ignore=["net"])
-        self.hparams["net"] = asdict(net)  # plain dict: checkpoints load with weights_only=True
+        net = as_config(EHRMambaConfig, net)  # a dict from a checkpoint's hyper_parameters too
+        self.save_net_hyperparameters(net)
         self.objective, self.pretrained = objective, pretrained
         self.net = EHRMamba(net)
         self.task_names: list[str] = []
@@ -79,7 +78,7 @@ class EHRLitModule(LinmixModule):
 
     @classmethod
     def load(cls, path: str | Path) -> EHRLitModule:
-        """``load_from_checkpoint`` on CPU with weights-only unpickling, allowing the net config dataclass."""
+        """``load_from_checkpoint`` on CPU with weights-only unpickling."""
         from linmix.shared.checkpoint import load_lit
 
         return load_lit(cls, path, app="ehr")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from linmix.shared import MixerStack
@@ -28,7 +28,9 @@ TYPE_TASK = 9  # == sequences.TYPE_TASK
 
 @dataclass
 class EHRMambaConfig:
-    """EHRMamba sizes. ``vocab_size`` and ``n_token_types`` come from the data (linked in the CLI)."""
+    """EHRMamba sizes. ``vocab_size`` and ``n_token_types`` come from the data (linked in the CLI). ``mixer_cfg``:
+    keyword arguments of every Mamba2 mixer over ``n_heads`` / ``d_state`` (``headdim``, ``expand``, ``d_conv``,
+    ``chunk_size``, ``segment_len``, ``ngroups``, ``backend``; ``linmix.shared.blocks.build_mixer``)."""
 
     vocab_size: int = 2048
     d_model: int = 128
@@ -43,6 +45,7 @@ class EHRMambaConfig:
     tie_embeddings: bool = True
     n_tasks: int = 0  # 0: one task logit shared by all prompts (Odyssey MPF); k: one linear readout per task
     activation_checkpointing: bool = False  # recompute blocks in backward: less training memory, more time
+    mixer_cfg: Optional[Dict[str, Any]] = None
 
 
 class Sinusoid(nn.Module):
@@ -105,7 +108,7 @@ class EHRMamba(nn.Module):
         self.embed = EHRMambaEmbedding(cfg)
         self.backbone = MixerStack(d_model=cfg.d_model, n_layers=cfg.n_layers, mixer="mamba2", n_heads=cfg.n_heads,
                                    d_state=cfg.d_state, dropout=cfg.dropout,
-                                   activation_checkpointing=cfg.activation_checkpointing)
+                                   activation_checkpointing=cfg.activation_checkpointing, mixer_cfg=cfg.mixer_cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.concept.weight

@@ -6,21 +6,23 @@ import torch
 import torch.nn.functional as F
 from linmix.apps.lm.data import STOI
 from linmix.apps.lm.model import MixerLM, MixerLMConfig
+from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
 
 __all__ = ["LMLitModule"]
 
 
 class LMLitModule(LinmixModule):
-    """Trains :class:`MixerLM`. ``net`` is the network config; the rest is the optimiser (see ``LinmixModule``)."""
+    """Trains :class:`MixerLM`. ``net`` is the network config (saved as a plain dict; a dict, as in a checkpoint's
+    ``hyper_parameters``, is accepted); the rest is the optimiser (see ``LinmixModule``)."""
 
     app = "lm"
-    checkpoint_globals = (MixerLMConfig,)
 
-    def __init__(self, net: MixerLMConfig = MixerLMConfig(), lr: float = 3e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 20) -> None:
+    def __init__(self, *, net: MixerLMConfig = MixerLMConfig(),  # noqa: B008 (dataclass default read by the CLI)
+                 lr: float = 3e-3, weight_decay: float = 0.01, warmup_steps: int = 20) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
-        self.save_hyperparameters()
+        net = as_config(MixerLMConfig, net)
+        self.save_net_hyperparameters(net)
         self.net = MixerLM(net)
 
     def _step(self, batch, stage: str) -> torch.Tensor:

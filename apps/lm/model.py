@@ -6,7 +6,7 @@ The smoke-test app of the shared core: it exercises every mixer kind end to end 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from linmix.shared.blocks import MixerStack
 from torch import Tensor, nn
@@ -16,7 +16,10 @@ __all__ = ["MixerLMConfig", "MixerLM"]
 
 @dataclass
 class MixerLMConfig:
-    """Size of :class:`MixerLM`. ``vocab_size`` is linked from the data module."""
+    """Size of :class:`MixerLM`. ``vocab_size`` is linked from the data module. ``mixer`` is one of
+    ``linmix.shared.MIXERS``; ``mixer_cfg`` holds keyword arguments of its mixers over ``n_heads`` / ``d_state``
+    (Mamba2: ``headdim``, ``expand``, ``d_conv``, ``chunk_size``, ``segment_len``, ``ngroups``, ``backend``;
+    ``linmix.shared.blocks.mixer_options`` lists them per kind)."""
 
     vocab_size: int = 32
     d_model: int = 64
@@ -25,7 +28,7 @@ class MixerLMConfig:
     n_heads: int = 4
     d_state: int = 16
     dropout: float = 0.0
-    chunk_size: int = 64
+    mixer_cfg: Optional[Dict[str, Any]] = None
 
 
 class MixerLM(nn.Module):
@@ -36,7 +39,7 @@ class MixerLM(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.backbone = MixerStack(cfg.d_model, cfg.n_layers, mixer=cfg.mixer, n_heads=cfg.n_heads,
-                                   d_state=cfg.d_state, dropout=cfg.dropout, chunk_size=cfg.chunk_size)
+                                   d_state=cfg.d_state, dropout=cfg.dropout, mixer_cfg=cfg.mixer_cfg)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied
 

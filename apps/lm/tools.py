@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +21,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> float:
 
     lit = load_lit(LMLitModule, ckpt, app="lm")
     net = lit.exportable().eval()
-    path = export_torchscript(net, out, {"app": "lm", "net": asdict(lit.hparams.net)})
+    path = export_torchscript(net, out, {"app": "lm", "net": dict(lit.hparams.net)})
     vocab = net.vocab_size
     return check_roundtrip(net, path, [(torch.randint(0, vocab, (2, 50)),), (torch.randint(0, vocab, (3, 131)),)])
 

@@ -8,8 +8,8 @@ from linmix.shared.cli import LinmixCLI, run_app
 
 
 class PhysicsCLI(LinmixCLI):
-    links = (("data.problem", "model.problem"), ("data.n_in", "model.n_in"), ("data.n_out", "model.n_out"),
-             ("data.n_globals", "model.n_globals"), ("data.transient", "model.transient"))
+    links = (("data.problem", "model.problem"), ("data.n_in", "model.net.n_in"), ("data.n_out", "model.net.n_out"),
+             ("data.n_globals", "model.net.n_globals"), ("data.transient", "model.net.transient"))
 
 
 def main(argv=None) -> int:

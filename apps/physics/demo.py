@@ -23,6 +23,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "physics"
 
 def _run_problem(problem: str, out: Path, n_samples: int, h: float, epochs: int, rows: list, n_steps=None) -> None:
     import pytorch_lightning as pl
+    from linmix.apps.physics.config import PhysicsConfig
     from linmix.apps.physics.data import PhysicsDataModule
     from linmix.apps.physics.export import export_operator
     from linmix.apps.physics.lit_module import PhysicsLitModule
@@ -40,8 +41,10 @@ def _run_problem(problem: str, out: Path, n_samples: int, h: float, epochs: int,
               "note": f"{s['failed']} failed, mean {s['mean_nodes']:.0f} nodes, {s['seconds']:.1f} s"}]
     cfg = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
     dm = PhysicsDataModule(problem=problem, data_dir=str(data_dir), batch_size=cfg["data"].get("batch_size", 4))
-    model = PhysicsLitModule(problem=problem, n_in=dm.n_in, n_out=dm.n_out, n_globals=dm.n_globals,
-                             transient=dm.transient, **cfg["model"])
+    train = {k: v for k, v in cfg["model"].items() if k != "net"}
+    net = PhysicsConfig(**{**cfg["model"].get("net", {}), "n_in": dm.n_in, "n_out": dm.n_out,
+                           "n_globals": dm.n_globals, "transient": dm.transient})
+    model = PhysicsLitModule(net=net, problem=problem, **train)
     pl.seed_everything(0)
     ckpt = ModelCheckpoint(dirpath=out / f"ckpt_{problem}", save_last=True, monitor="val/rel_l2")
     trainer = pl.Trainer(max_epochs=epochs, logger=CSVLogger(out / "logs", name=problem), callbacks=[ckpt],

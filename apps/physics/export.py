@@ -43,6 +43,7 @@ def export_config(lit) -> dict:
             "feature_layout": (["state:" + c for c in spec.channels] if spec.transient else [])
             + list(spec.inputs) + list(spec.globals) + (["time"] if spec.transient else []),
             "node_types": {"0": "interior", "1": "Dirichlet", "2": "Neumann", "3": "obstacle"},
+            "net": dict(lit.hparams["net"]),
             "hparams": {k: v for k, v in dict(lit.hparams).items() if isinstance(v, (int, float, str, bool))}}
 
 

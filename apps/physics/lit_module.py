@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from linmix.apps.physics.config import ARCHS, PhysicsConfig
 from linmix.apps.physics.graph_ops import num_graphs
 from linmix.apps.physics.losses import node_mask, rel_l2
 from linmix.apps.physics.mgn import MeshGraphNet
@@ -23,59 +24,56 @@ from linmix.apps.physics.operator import FieldOperator
 from linmix.apps.physics.rollout import node_features, rollout
 from linmix.apps.physics.sample_io import get_problem
 from linmix.apps.physics.transolver import TransolverNet
+from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
 from torch import nn
 
 log = logging.getLogger("linmix.physics")
-ARCHS = ("physgto", "mgn", "transolver")
 
 
-def build_net(arch: str, n_in: int, n_out: int, n_globals: int, transient: bool, d_model: int, n_layers: int,
-              n_heads: int, n_slots: int, d_hidden: int, n_freq: int, dropout: float, attention: str) -> nn.Module:
-    if arch == "physgto":
-        return PhysGTO(n_in, n_out, n_globals, transient, d_model, n_layers, n_heads, n_slots, d_hidden, n_freq,
-                       dropout, attention)
-    if arch == "mgn":
-        return MeshGraphNet(n_in, n_out, n_globals, transient, d_model, n_layers, d_hidden)
-    if arch == "transolver":
-        return TransolverNet(n_in, n_out, n_globals, transient, d_model, n_layers, n_heads, n_slots, d_hidden)
-    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+def build_net(cfg: PhysicsConfig) -> nn.Module:
+    """The network ``cfg.arch`` names, sized by ``cfg``."""
+    if cfg.arch == "physgto":
+        return PhysGTO(cfg)
+    if cfg.arch == "mgn":
+        return MeshGraphNet(cfg)
+    if cfg.arch == "transolver":
+        return TransolverNet(cfg)
+    raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
 
 
 class PhysicsLitModule(LinmixModule):
-    """Args: ``arch`` physgto | mgn | transolver (on transient problems the two baselines predict the increment
-    normalised by the training data's step size, as MeshGraphNets does; PhysGTO keeps its SiLU(α) step scale); ``problem``, ``n_in``, ``n_out``, ``n_globals``, ``transient``
-    are linked from the data module; network sizes ``d_model``, ``n_layers``, ``n_heads``, ``n_slots``,
-    ``d_hidden``, ``n_freq``, ``dropout``, ``attention`` (projection | softmax, PhysGTO only); transient training
-    ``horizon`` (unrolled steps), ``noise_std`` and ``start_prob`` (probability that a window starts at frame 0; see
-    :meth:`window_start`); ``val_steps`` rollout steps in validation; ``out_dir`` where the
-    test stage writes ``rollout_rel_l2.csv`` (default: the logger's log folder; with neither, the curve is only logged
-    and kept in ``self.rollout_curve``, never written to the working directory)."""
+    """Args: ``net`` the network (:class:`PhysicsConfig`: ``arch`` physgto | mgn | transolver and its sizes;
+    ``net.n_in``, ``net.n_out``, ``net.n_globals``, ``net.transient`` are linked from the data module; saved as a
+    plain dict, and a dict, as in a checkpoint's ``hyper_parameters``, is accepted). On transient problems the two
+    baselines predict the increment normalised by the training data's step size, as MeshGraphNets does; PhysGTO keeps
+    its SiLU(α) step scale. ``problem`` (linked from the data); transient training ``horizon`` (unrolled steps),
+    ``noise_std`` and ``start_prob`` (probability that a window starts at frame 0; see :meth:`window_start`);
+    ``val_steps`` rollout steps in validation; ``out_dir`` where the test stage writes ``rollout_rel_l2.csv``
+    (default: the logger's log folder; with neither, the curve is only logged and kept in ``self.rollout_curve``,
+    never written to the working directory)."""
 
     app = "physics"
 
-    def __init__(self, arch: str = "physgto", problem: str = "darcy", n_in: int = 3, n_out: int = 1,
-                 n_globals: int = 1, transient: bool = False, d_model: int = 64, n_layers: int = 4, n_heads: int = 4,
-                 n_slots: int = 32, d_hidden: int = 128, n_freq: int = 7, dropout: float = 0.0,
-                 attention: str = "projection", horizon: int = 5, noise_std: float = 0.02, start_prob: float = 0.5,
-                 val_steps: int = 10,
-                 lr: float = 1e-3, weight_decay: float = 1e-5, warmup_steps: int = 20,
+    def __init__(self, *, net: PhysicsConfig = PhysicsConfig(),  # noqa: B008 (dataclass default read by the CLI)
+                 problem: str = "darcy", horizon: int = 5, noise_std: float = 0.02, start_prob: float = 0.5,
+                 val_steps: int = 10, lr: float = 1e-3, weight_decay: float = 1e-5, warmup_steps: int = 20,
                  min_lr_ratio: float = 0.01, out_dir: Optional[str] = None) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
-        self.save_hyperparameters()
+        net = as_config(PhysicsConfig, net)
+        self.save_net_hyperparameters(net)
         spec = get_problem(problem)
-        if (spec.n_in, spec.n_out, spec.n_globals, spec.transient) != (n_in, n_out, n_globals, transient):
+        if (spec.n_in, spec.n_out, spec.n_globals, spec.transient) != (net.n_in, net.n_out, net.n_globals,
+                                                                       net.transient):
             raise ValueError(f"problem {problem!r} has n_in={spec.n_in}, n_out={spec.n_out}, "
-                             f"n_globals={spec.n_globals}, transient={spec.transient}; got {n_in}, {n_out}, "
-                             f"{n_globals}, {transient}")
+                             f"n_globals={spec.n_globals}, transient={spec.transient}; got {net.n_in}, {net.n_out}, "
+                             f"{net.n_globals}, {net.transient}")
         self.spec = spec
         if not 0.0 <= start_prob <= 1.0:
             raise ValueError(f"start_prob must be in [0, 1], got {start_prob}")
         self.horizon, self.noise_std, self.val_steps, self.start_prob = horizon, noise_std, val_steps, start_prob
-        net = build_net(arch, n_in, n_out, n_globals, transient, d_model, n_layers, n_heads, n_slots, d_hidden,
-                        n_freq, dropout, attention)
         # MGN / Transolver-style predict the normalised increment (MeshGraphNets); PhysGTO has its SiLU(α) step
-        self.net = FieldOperator(net, n_in, n_out, n_globals, transient, scale_steps=arch != "physgto")
+        self.net = FieldOperator(build_net(net), cfg=net, scale_steps=net.arch != "physgto")
         self._test_steps: list = []
         self.out_dir = out_dir
         self.rollout_curve: Optional[list] = None

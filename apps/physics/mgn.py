@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.graph_ops import MLP, EdgeMLP, normalised_positions, num_graphs, scatter_sum
 from linmix.apps.physics.model import N_NODE_TYPES, feature_layout
 from torch import Tensor, nn
@@ -30,11 +31,14 @@ class MGNBlock(nn.Module):
 
 
 class MeshGraphNet(nn.Module):
-    """MeshGraphNets operator (message passing only); ``d_model`` latent width, ``n_layers`` processor blocks."""
+    """MeshGraphNets operator (message passing only); ``cfg.d_model`` latent width, ``cfg.n_layers`` processor blocks,
+    ``cfg.d_hidden`` MLP width (the attention fields of ``cfg`` are not read)."""
 
-    def __init__(self, n_in: int = 3, n_out: int = 1, n_globals: int = 1, transient: bool = False,
-                 d_model: int = 64, n_layers: int = 6, d_hidden: int = 128) -> None:
+    def __init__(self, cfg: PhysicsConfig = PhysicsConfig(arch="mgn", n_layers=6)) -> None:  # noqa: B008 (read-only default)
         super().__init__()
+        self.cfg = cfg
+        n_in, n_out, n_globals, transient = cfg.n_in, cfg.n_out, cfg.n_globals, cfg.transient
+        d_model, n_layers, d_hidden = cfg.d_model, cfg.n_layers, cfg.d_hidden
         n_state, _, _, n_time = feature_layout(n_in, n_out, n_globals, transient)
         self.n_feat = n_state + n_in + n_globals + n_time
         self.n_out, self.transient = n_out, transient

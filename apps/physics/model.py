@@ -18,11 +18,11 @@ half to receivers; residual on nodes and edges) -> V + Attn(Norm(V)) -> V + FFN(
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.graph_ops import (
     MLP,
     EdgeMLP,
@@ -46,24 +46,6 @@ N_NODE_TYPES = 4
 def feature_layout(n_in: int, n_out: int, n_globals: int, transient: bool) -> Tuple[int, int, int, int]:
     """Column ranges of ``feats``: returns (n_state, n_in, n_globals, n_time)."""
     return (n_out if transient else 0), n_in, n_globals, (1 if transient else 0)
-
-
-@dataclass
-class PhysGTOConfig:
-    """PhysGTO hyperparameters; official task1 Darcy: d_model 64, 4 blocks, 4 heads, 64 slots, hidden 256."""
-
-    n_in: int = 3
-    n_out: int = 1
-    n_globals: int = 1
-    transient: bool = False
-    d_model: int = 64
-    n_layers: int = 4
-    n_heads: int = 4
-    n_slots: int = 32
-    d_hidden: int = 128
-    n_freq: int = 7
-    dropout: float = 0.0
-    attention: str = "projection"
 
 
 class FluxMessagePassing(nn.Module):
@@ -92,7 +74,7 @@ class FluxMessagePassing(nn.Module):
 class PhysGTOBlock(nn.Module):
     """Message passing -> pre-norm global attention over each graph's nodes -> pre-norm feed-forward."""
 
-    def __init__(self, d_node_in: int, cfg: PhysGTOConfig) -> None:
+    def __init__(self, d_node_in: int, cfg: PhysicsConfig) -> None:
         super().__init__()
         self.mp = FluxMessagePassing(d_node_in, cfg.d_model, cfg.d_hidden)
         self.norm_attn = RMSNorm(cfg.d_model)
@@ -120,15 +102,14 @@ class PhysGTOBlock(nn.Module):
 
 
 class PhysGTO(nn.Module):
-    """PhysGTO operator ``forward(pos, feats, node_type, edge_index, batch) -> (N, n_out)`` (see module docstring)."""
+    """PhysGTO operator ``forward(pos, feats, node_type, edge_index, batch) -> (N, n_out)`` (see module docstring).
+    All sizes come from ``cfg`` (``cfg.arch`` is not read)."""
 
-    def __init__(self, n_in: int = 3, n_out: int = 1, n_globals: int = 1, transient: bool = False,
-                 d_model: int = 64, n_layers: int = 4, n_heads: int = 4, n_slots: int = 32, d_hidden: int = 128,
-                 n_freq: int = 7, dropout: float = 0.0, attention: str = "projection") -> None:
+    def __init__(self, cfg: PhysicsConfig = PhysicsConfig()) -> None:  # noqa: B008 (read-only default)
         super().__init__()
-        cfg = PhysGTOConfig(n_in, n_out, n_globals, transient, d_model, n_layers, n_heads, n_slots, d_hidden,
-                            n_freq, dropout, attention)
         self.cfg = cfg
+        n_in, n_out, n_globals, transient, n_freq = cfg.n_in, cfg.n_out, cfg.n_globals, cfg.transient, cfg.n_freq
+        d_model, d_hidden, n_layers = cfg.d_model, cfg.d_hidden, cfg.n_layers
         self.n_types = N_NODE_TYPES
         self.n_in, self.n_out, self.n_globals, self.transient, self.n_freq = n_in, n_out, n_globals, transient, n_freq
         n_state, _, _, n_time = feature_layout(n_in, n_out, n_globals, transient)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.model import feature_layout
 from torch import Tensor, nn
 
@@ -28,12 +29,13 @@ def _safe_std(x: Tensor) -> Tensor:
 
 
 class FieldOperator(nn.Module):
-    """Normalise -> net -> de-normalise. ``n_in``, ``n_out``, ``n_globals``, ``transient`` must match the net."""
+    """Normalise -> net -> de-normalise. ``net`` is built from ``cfg`` (``cfg.n_in``, ``cfg.n_out``, ``cfg.n_globals``,
+    ``cfg.transient`` size the normalisers)."""
 
-    def __init__(self, net: nn.Module, n_in: int, n_out: int, n_globals: int, transient: bool,
-                 scale_steps: bool = False) -> None:
+    def __init__(self, net: nn.Module, *, cfg: PhysicsConfig, scale_steps: bool = False) -> None:
         super().__init__()
         self.net = net
+        n_in, n_out, n_globals, transient = cfg.n_in, cfg.n_out, cfg.n_globals, cfg.transient
         self.n_in, self.n_out, self.n_globals, self.transient = n_in, n_out, n_globals, transient
         self.scale_steps = bool(scale_steps and transient)
         n_state, _, _, n_time = feature_layout(n_in, n_out, n_globals, transient)

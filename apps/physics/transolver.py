@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.graph_ops import MLP, normalised_positions, num_graphs, to_dense
 from linmix.apps.physics.model import N_NODE_TYPES, feature_layout
 from torch import Tensor, nn
@@ -56,12 +57,14 @@ class TransolverBlock(nn.Module):
 
 
 class TransolverNet(nn.Module):
-    """Transolver-style operator; ``d_model`` width, ``n_layers`` blocks, ``n_heads`` heads, ``n_slots`` slices."""
+    """Transolver-style operator; ``cfg.d_model`` width, ``cfg.n_layers`` blocks, ``cfg.n_heads`` heads,
+    ``cfg.n_slots`` slices, ``cfg.d_hidden`` input-MLP width."""
 
-    def __init__(self, n_in: int = 3, n_out: int = 1, n_globals: int = 1, transient: bool = False,
-                 d_model: int = 64, n_layers: int = 4, n_heads: int = 4, n_slots: int = 32,
-                 d_hidden: int = 128) -> None:
+    def __init__(self, cfg: PhysicsConfig = PhysicsConfig(arch="transolver")) -> None:  # noqa: B008 (read-only default)
         super().__init__()
+        self.cfg = cfg
+        n_in, n_out, n_globals, transient = cfg.n_in, cfg.n_out, cfg.n_globals, cfg.transient
+        d_model, n_layers, n_heads, n_slots, d_hidden = cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_slots, cfg.d_hidden
         n_state, _, _, n_time = feature_layout(n_in, n_out, n_globals, transient)
         self.n_feat = n_state + n_in + n_globals + n_time
         self.n_out, self.transient = n_out, transient

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
 
 from .dynamic_mix import source_speakers
@@ -26,17 +27,18 @@ class SpeechLitModule(LinmixModule):
     """Conv-TasNet + uPIT SI-SNR.
 
     Args:
-        net: network hyperparameters (paper defaults).
+        net: network hyperparameters (paper defaults); saved as a plain dict, and a dict (a checkpoint's
+            ``hyper_parameters["net"]``) is accepted.
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW + warmup/cosine of ``LinmixModule`` (no weight decay
             by default, as in the asteroid/torchaudio recipes).
         test_sdr: also compute BSS-eval SDRi at test (about 0.2-0.5 s per utterance on CPU).
     """
 
     app = "speech"
-    checkpoint_globals = (ConvTasNetConfig,)
 
     def __init__(
         self,
+        *,
         net: ConvTasNetConfig = ConvTasNetConfig(),  # noqa: B008 (dataclass default read by LightningCLI)
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -47,7 +49,8 @@ class SpeechLitModule(LinmixModule):
         super().__init__(
             lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio
         )
-        self.save_hyperparameters()
+        net = as_config(ConvTasNetConfig, net)
+        self.save_net_hyperparameters(net)
         self.net = ConvTasNet(net)
         self.test_sdr = test_sdr
         self._rows: list[dict[str, object]] = []

@@ -10,7 +10,7 @@ framing chunk by chunk.
 """
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Dict, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ class ConvTasNetConfig:
         separator: "tcn" (paper) or "mamba" (shared ``MixerStack``: "bimamba2" non-causal, "mamba2" causal).
         d_model, n_layers, n_heads, d_state, dropout: the Mamba separator's width, depth, heads, SSM state size
             and dropout.
+        mixer_cfg: keyword arguments of the Mamba separator's mixers over ``n_heads`` / ``d_state`` (``headdim``,
+            ``expand``, ``d_conv``, ``chunk_size``, ``segment_len``, ``ngroups``, ``backend``;
+            ``linmix.shared.blocks.build_mixer``).
     """
 
     n_src: int = 2
@@ -52,6 +55,7 @@ class ConvTasNetConfig:
     n_heads: int = 4
     d_state: int = 64
     dropout: float = 0.0
+    mixer_cfg: Optional[Dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 or self.kernel_size < 2:
@@ -77,6 +81,7 @@ class MambaSeparator(nn.Module):
         dropout: float = 0.0,
         n_src: int = 2,
         causal: bool = False,
+        mixer_cfg: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.n_src = n_src
@@ -86,7 +91,7 @@ class MambaSeparator(nn.Module):
         self.proj_in = nn.Conv1d(n_filters, d_model, 1)
         mixer = "mamba2" if causal else "bimamba2"
         self.stack = MixerStack(
-            d_model, n_layers, mixer=mixer, n_heads=n_heads, d_state=d_state, dropout=dropout
+            d_model, n_layers, mixer=mixer, n_heads=n_heads, d_state=d_state, dropout=dropout, mixer_cfg=mixer_cfg
         )
         self.out_act = nn.PReLU()
         self.out_conv = nn.Conv1d(d_model, n_src * n_filters, 1)
@@ -132,19 +137,20 @@ class ConvTasNet(nn.Module):
         self.encoder = nn.Conv1d(1, c.n_filters, c.kernel_size, stride=self.stride, bias=False)
         if c.separator == "tcn":
             self.separator = TCNSeparator(
-                c.n_filters,
-                c.bottleneck,
-                c.hidden,
-                c.skip,
-                c.conv_kernel,
-                c.n_blocks,
-                c.n_repeats,
-                c.n_src,
-                c.causal,
+                n_filters=c.n_filters,
+                bottleneck=c.bottleneck,
+                hidden=c.hidden,
+                skip=c.skip,
+                kernel=c.conv_kernel,
+                n_blocks=c.n_blocks,
+                n_repeats=c.n_repeats,
+                n_src=c.n_src,
+                causal=c.causal,
             )
         elif c.separator == "mamba":
             self.separator = MambaSeparator(
-                c.n_filters, c.d_model, c.n_layers, c.n_heads, c.d_state, c.dropout, c.n_src, c.causal
+                n_filters=c.n_filters, d_model=c.d_model, n_layers=c.n_layers, n_heads=c.n_heads, d_state=c.d_state,
+                dropout=c.dropout, n_src=c.n_src, causal=c.causal, mixer_cfg=c.mixer_cfg,
             )
         else:
             raise ValueError(f"unknown separator {c.separator!r}; expected 'tcn' or 'mamba'")

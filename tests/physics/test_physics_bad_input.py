@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.data import PhysicsDataModule
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder, to_graph
 from linmix.apps.physics.lit_module import PhysicsLitModule
@@ -83,8 +84,8 @@ def _lit(problem, **kw):
 
     s = get_problem(problem)
     torch.manual_seed(0)
-    return PhysicsLitModule(problem=problem, n_in=s.n_in, n_out=s.n_out, n_globals=s.n_globals,
-                            transient=s.transient, **TINY, **kw)
+    net = PhysicsConfig(n_in=s.n_in, n_out=s.n_out, n_globals=s.n_globals, transient=s.transient, **TINY)
+    return PhysicsLitModule(net=net, problem=problem, **kw)
 
 
 def test_checkpoint_of_another_problem_is_refused(darcy_dir, heat_dir, tmp_path):
@@ -99,7 +100,7 @@ def test_checkpoint_of_another_problem_is_refused(darcy_dir, heat_dir, tmp_path)
     with pytest.raises(ValueError, match="trained on 'darcy' \\(channels \\('u',\\)\\) but the sample is 'heat'"):
         predict_sample(PhysicsLitModule.load_from_checkpoint(str(ckpt)), heat_sample)
     with pytest.raises(ValueError, match="problem 'heat' has n_in=1"):
-        PhysicsLitModule(problem="heat", n_in=3, n_out=1, n_globals=1, transient=False)
+        PhysicsLitModule(problem="heat", net=PhysicsConfig(n_in=3, n_out=1, n_globals=1, transient=False))
 
 
 def test_rollout_beyond_data_runs_on_model_and_says_so(heat_dir, caplog):

@@ -17,7 +17,7 @@ SMALL = {"d_model": 16, "n_layers": 1, "d_hidden": 16, "n_slots": 4, "n_freq": 2
 def test_fit_stops_by_deadline_and_checkpoint_tests(darcy_dir, tmp_path):
     ckpt, curve, log = tmp_path / "ckpt/last.ckpt", tmp_path / "curve.jsonl", tmp_path / "fit.log"
     deadline = time.time() + 14
-    cfg = {"model": SMALL, "data": {"data_dir": str(darcy_dir)},
+    cfg = {"model": {"net": SMALL}, "data": {"data_dir": str(darcy_dir)},
            "trainer": {"max_epochs": 10000, "enable_checkpointing": False, "logger": False,
                        "enable_progress_bar": False, "default_root_dir": str(tmp_path),
                        "callbacks": [{"class_path": "linmix.shared.lightning.TimeBudget",
@@ -36,7 +36,7 @@ def test_fit_stops_by_deadline_and_checkpoint_tests(darcy_dir, tmp_path):
     assert "train end" in log.read_text() and not ckpt.with_name("last.ckpt.tmp").exists()
     state = torch.load(ckpt, weights_only=True, map_location="cpu")
     assert "optimizer_states" not in state and bool(state["state_dict"]["net.fitted"])
-    args = [f"--model.{k}={v}" for k, v in SMALL.items()]
+    args = [f"--model.net.{k}={v}" for k, v in SMALL.items()]
     rc = main(["test", "-c", str(ROOT / "configs/physics/tiny.yaml"), "--data.data_dir", str(darcy_dir),
                "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
                "--trainer.default_root_dir", str(tmp_path), *args])

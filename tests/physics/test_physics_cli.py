@@ -14,8 +14,8 @@ from linmix.apps.physics.sample_io import load_sample
 from linmix.shared.export import load_torchscript
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--model.d_model", "16", "--model.n_layers", "1", "--model.d_hidden", "16", "--model.n_slots", "4",
-         "--model.n_freq", "2"]
+SMALL = ["--model.net.d_model", "16", "--model.net.n_layers", "1", "--model.net.d_hidden", "16",
+         "--model.net.n_slots", "4", "--model.net.n_freq", "2"]
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
 from linmix.apps.physics.lit_module import build_net
 from linmix.apps.physics.rollout import node_features
@@ -15,7 +16,8 @@ ARCH_KW = dict(d_model=32, n_layers=2, n_heads=4, n_slots=8, d_hidden=32, n_freq
 
 def _net(arch, transient=False, attention="projection", n_in=3, n_out=1, n_globals=1):
     torch.manual_seed(0)
-    return build_net(arch, n_in, n_out, n_globals, transient, attention=attention, **ARCH_KW).eval()
+    return build_net(PhysicsConfig(arch=arch, n_in=n_in, n_out=n_out, n_globals=n_globals, transient=transient,
+                                   attention=attention, **ARCH_KW)).eval()
 
 
 def _inputs(b, transient=False):
@@ -80,7 +82,7 @@ def test_physgto_rejects_unknown_attention():
     with pytest.raises(ValueError, match="projection' or 'softmax"):
         _net("physgto", attention="linear")
     with pytest.raises(ValueError, match="arch must be one of"):
-        build_net("gcn", 3, 1, 1, False, **ARCH_KW, attention="projection")
+        build_net(PhysicsConfig(arch="gcn", **ARCH_KW))
 
 
 def test_edge_mlp_equals_mlp_on_concatenated_edge_inputs():

@@ -146,6 +146,7 @@ def test_flow_trajectory_is_a_transient():
 
 def test_flow_sample_trains_through_the_lit_module(tmp_path):
     import torch
+    from linmix.apps.physics.config import PhysicsConfig
     from linmix.apps.physics.dataset import to_graph
     from linmix.apps.physics.flow_solver import solve_flow
     from linmix.apps.physics.lit_module import PhysicsLitModule
@@ -157,8 +158,9 @@ def test_flow_sample_trains_through_the_lit_module(tmp_path):
     sample = load_sample(save_sample(tmp_path / "flow.npz", d, "flow", dt=dt))
     assert sample["channels"] == ("u_x", "u_y", "p") and sample["dt"] == pytest.approx(dt)
     b = Batch.from_data_list([to_graph(sample)])
-    lit = PhysicsLitModule(problem="flow", n_in=0, n_out=3, n_globals=4, transient=True, d_model=16, n_layers=1,
-                           n_slots=4, d_hidden=16, n_freq=2)
+    net = PhysicsConfig(n_in=0, n_out=3, n_globals=4, transient=True, d_model=16, n_layers=1, n_slots=4,
+                        d_hidden=16, n_freq=2)
+    lit = PhysicsLitModule(net=net, problem="flow")
     lit.net.fit_stats(b.inputs, b.globals, b.fields.reshape(-1, 3), 3 * dt)
     err = lit._unroll(b, 0, 2, noise=True)
     assert err.shape == (2, 1, 3) and torch.isfinite(err).all()

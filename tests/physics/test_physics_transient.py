@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
 from linmix.apps.physics.lit_module import PhysicsLitModule
 from linmix.apps.physics.losses import rel_l2
@@ -24,8 +25,9 @@ def heat_traj(tmp_path_factory):
 
 
 def _lit(start_prob: float) -> PhysicsLitModule:
-    return PhysicsLitModule(arch="physgto", problem="heat", n_in=1, n_out=1, n_globals=1, transient=True, d_model=32,
-                            n_layers=2, n_heads=4, n_slots=8, d_hidden=32, n_freq=3, horizon=1, start_prob=start_prob)
+    net = PhysicsConfig(arch="physgto", n_in=1, n_out=1, n_globals=1, transient=True, d_model=32, n_layers=2,
+                        n_heads=4, n_slots=8, d_hidden=32, n_freq=3)
+    return PhysicsLitModule(net=net, problem="heat", horizon=1, start_prob=start_prob)
 
 
 def test_window_start_probability():
@@ -62,8 +64,8 @@ def test_baselines_predict_the_normalised_increment(heat_traj, tmp_path):
     b = heat_traj
     T = b.fields.shape[0]
     inc = (b.fields[1:] - b.fields[:-1]).reshape(-1, 1)
-    lit = PhysicsLitModule(arch="mgn", problem="heat", n_in=1, n_out=1, n_globals=1, transient=True, d_model=16,
-                           n_layers=1, d_hidden=16)
+    lit = PhysicsLitModule(net=PhysicsConfig(arch="mgn", n_in=1, n_out=1, n_globals=1, transient=True, d_model=16,
+                                             n_layers=1, d_hidden=16), problem="heat")
     assert lit.net.scale_steps and not _lit(0.5).net.scale_steps  # PhysGTO keeps its own SiLU(α) step scale
     lit.net.fit_stats(b.inputs, b.globals, b.fields.reshape(-1, 1), float(b.dt[0]) * (T - 1), inc)
     scale = lit.net.step_scale
