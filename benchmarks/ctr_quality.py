@@ -1,7 +1,7 @@
 """CTR quality: FCN vs DCNv2 vs DNN vs LR vs the Bayes-optimal predictor on the default synthetic log.
 
 All nets share one pipeline, data module and LightningModule (early stopping on val AUC, best checkpoint
-tested). The Bayes row scores the test split with the saved true click probability. Bars (issue 4): FCN test AUC
+tested). The Bayes row scores the test split with the saved true click probability. Target bars: FCN test AUC
 within 0.005 of Bayes and logloss within 2% of Bayes; FCN >= DCNv2 >= DNN >= LR on AUC.
 Every net gets the same recipe (Adam lr 1e-2, 100 warm-up steps then cosine to 0.1x, batch 1024, clip 10, at
 most 12 epochs). Also reports the test AUC/logloss change of the trained FCN with dynamic int8 Linear layers.

@@ -15,7 +15,7 @@ official Tri-BCE):
   rejects), peak RSS of that process alone.
 
 Per row, end-to-end time = input-path time + model time, so the training speed-up over the naive path is
-bounded by (t_model + t_naive_input) / (t_model + t_fast_input); the table reports both parts. Bars (issue 4):
+bounded by (t_model + t_naive_input) / (t_model + t_fast_input); the table reports both parts. Target bars:
 training >= 3x naive, inference >= 100k rows/s on 2 cores. Writes ``<out>/ctr_throughput.{md,json,png}``;
 the committed results live in ``benchmarks/results/`` (``--out benchmarks/results``).
 

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                   "", "ingest() CPU s of every run (the table keeps the least): " + "; ".join(
                       f"{r['ingest_resources']:,}: " + ", ".join(f"{c:.2f}" for c in r["ingest_all_call_cpu_s"])
                       for r in rows),
-                  "", "Bars (issue 3): >= 100k res/s per core; >= 25x the validation pass; peak RSS <= 1.5 GB at 1M."]
+                  "", "Target bars: >= 100k res/s per core; >= 25x the validation pass; peak RSS <= 1.5 GB at 1M."]
     (a.out / "ehr_ingest.md").write_text("\n".join(lines) + "\n")
     _plot(rows, a.out / "ehr_ingest.png")
     print("\n".join(lines))

@@ -8,14 +8,15 @@ its default chunk 256). Batch 1. Each (mixer, threads) runs in two fresh process
   least twice (the first call pays one-off set-up) unless one run takes over ``budget / 4`` s (marked ``*``: one run).
 * memory, with ``MALLOC_MMAP_THRESHOLD_=131072`` so that freed tensors leave the RSS at once (glibc's dynamic
   threshold otherwise keeps them cached): max RSS after one forward+backward minus RSS before the first run (the
-  largest training working set so far, which grows with L). Session 7 split the two: with the fixed threshold every
-  large temporary is a fresh mmap whose pages fault in on first touch, which doubled linmix Mamba2's forward time at
-  16k (0.79 -> 1.68 s, 1 thread) and left transformers' nearly unchanged (2.55 -> 2.58 s).
+  largest training working set so far, which grows with L). Time and memory come from separate processes because
+  with the fixed threshold every large temporary is a fresh mmap whose pages fault in on first touch, which doubles
+  linmix Mamba2's forward time at 16k (0.79 -> 1.68 s, 1 thread) and leaves transformers' nearly unchanged
+  (2.55 -> 2.58 s).
 
     python benchmarks/mixers.py --out runs/bench            # full: L = 256 ... 65536, 1 thread and all threads
     python benchmarks/mixers.py --quick --out runs/demo/bench  # L = 256 ... 4096, all threads (the demo)
 
-Writes ``mixers.json``, ``mixers.md`` (tables + the issue's bars with measured ratios) and ``mixers.png``.
+Writes ``mixers.json``, ``mixers.md`` (tables + the target bars with measured ratios) and ``mixers.png``.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _ratio(a, b):
 
 
 def bars(rows: list[dict], threads: int) -> list[tuple[str, str, str]]:
-    """The foundation issue's bars as (bar, measured, verdict)."""
+    """The core's target bars as (bar, measured, verdict)."""
     out = []
 
     def verdict(ok):

@@ -36,7 +36,7 @@ ARCHS = {  # ~0.28 M parameters each on Darcy
 # that a training window starts at frame 0 (heat relaxes from its initial state: most of the change is in the first
 # steps; flow starts from the Stokes flow at full inflow and the wake forms, lengthens and sheds over the whole 1 s, so
 # its windows stay uniform, the field standard). Flow h = 0.05 (~715 nodes): at h = 0.07 the wake does not shed.
-# Heat: 200 trajectories (160 / 10 / 30) since session 6; at 60 (9 test trajectories) the ranking flipped with the seed.
+# Heat: 200 trajectories (160 / 10 / 30); with 60 (9 test trajectories) the ranking of the models changes with the seed.
 DATA = {
     "darcy": dict(samples=500, h=0.15, steps=None, epochs=15, batch=8, lr=1e-3),
     "elasticity": dict(samples=300, h=0.1, steps=None, epochs=12, batch=8, lr=1e-3),

@@ -5,7 +5,7 @@ Time = fastest of ``--reps`` forwards after one warm-up. Same PhysGTO network (m
 flash kernel keeps its memory O(N)). Meshes: structured n x n grids on the unit square split into triangles (N = n²
 nodes, ≈3N undirected edges), one graph, ``torch.no_grad``, eval mode, float32, CPU.
 
-Bars (issue 6): time(200k) / time(50k) <= 4.5 for the projection model, and >= 10x faster than softmax at 20k.
+Target bars: time(200k) / time(50k) <= 4.5 for the projection model, and >= 10x faster than softmax at 20k.
 
     .venv/bin/python benchmarks/physics_scaling.py --sizes 1000 5000 20000 50000 100000 200000 --softmax-max 20000
 

@@ -3,7 +3,7 @@
 Runs ``linmix-speech fit`` (step budget from the config, a wall-time cap as a guard) then ``linmix-speech test`` on
 every test mixture for each config, through the real CLI, on the same espeak-ng corpus (dev/test voices unseen in
 training).  Writes ``<out>/speech_quality.{md,json,png}`` (table + learning curves: dev SI-SNRi vs optimiser steps)
-and ``<out>/speech_quality_<config>_test.csv`` (per-utterance metrics).  Bar (issue 5): the default recipe
+and ``<out>/speech_quality_<config>_test.csv`` (per-utterance metrics).  Target bar: the default recipe
 (convtasnet_synth) reaches >= 10 dB SI-SNRi; the Mamba2 separator is reported beside the TCN.
 
     python benchmarks/speech_quality.py --configs convtasnet_synth mamba_synth --minutes 38 13

@@ -5,7 +5,7 @@ Memory: each model's forward alone in its own process (peak RSS).  Models: ours 
 paper defaults N=512 L=16 B=128 H=512 Sc=128 P=3 X=8 R=3, sigmoid mask) and ``torchaudio.models.ConvTasNet`` of the
 same size (4,984,881 parameters each), same random 8 kHz input, batch 1, ``inference_mode``, 1 thread and all
 threads.  Then ``separate`` on a long 8 kHz file (default 10 minutes) with the paper model,
-measuring wall time and peak RSS.  Bars (issue 5): our time <= 1.0x torchaudio's; the long file under 2 GB peak.
+measuring wall time and peak RSS.  Target bars: our time <= 1.0x torchaudio's; the long file under 2 GB peak.
 Writes ``runs/bench/speech_rtf.{md,json,png}``.
 
     python benchmarks/speech_rtf.py --seconds 4 --repeats 3 --long-minutes 10

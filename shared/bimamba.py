@@ -1,7 +1,7 @@
 """Bidirectional Mamba2 for non-causal sequence mixing.
 
 The forward and the flipped sequence go through one batched SSD scan call (batch 2B), then merge by sum, as in
-Hydra / Bi-Mamba2 (core.md 3): ``y = SSD_f(x) + flip(SSD_b(flip(x)))``. The input projection (z, xBC) and the output
+Hydra (goombalab/hydra) and Bi-Mamba2 (Hprairie/Bi-Mamba2): ``y = SSD_f(x) + flip(SSD_b(flip(x)))``. The input projection (z, xBC) and the output
 norm/projection are shared; each direction has its own depthwise conv, dt projection and bias, A and D.
 """
 

@@ -1,8 +1,8 @@
 """TorchScript export of an app's inner ``nn.Module`` with its config embedded, and a round-trip check.
 
-TorchScript is deprecated upstream in favour of ``torch.export`` but still works in torch 2.14 (core.md 8); scripting
-(not tracing) keeps data-dependent lengths dynamic, which the round-trip check verifies at input sizes unlike any
-example.
+TorchScript is deprecated upstream in favour of ``torch.export`` but still works in torch 2.14 (``torch.jit.script``
+and ``torch.jit.save`` emit DeprecationWarnings); scripting (not tracing) keeps data-dependent lengths dynamic,
+which the round-trip check verifies at input sizes unlike any example.
 """
 
 from __future__ import annotations

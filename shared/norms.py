@@ -44,7 +44,8 @@ class RMSNormGated(nn.Module):
     """Mamba2's gated RMSNorm, per group: ``rmsnorm_group(y * silu(z)) * weight`` (norm_before_gate=False).
 
     Normalising per group of ``group_size`` channels (not over all of D) matches mamba-ssm's kernel path, so weights
-    transfer (transformers 4.x normalises over the whole dim and disagrees when n_groups > 1; core.md 2.5).
+    transfer (transformers 4.x's torch path normalises over the whole dim and disagrees when n_groups > 1; 5.x normalises
+    per group).
     """
 
     def __init__(self, d_model: int, group_size: int, eps: float = 1e-5) -> None:

@@ -1,8 +1,10 @@
 """Projection attention: N tokens -> M learned slots -> mixing among slots -> back to the N tokens. Cost O(N * M).
 
-The Transolver / PhysGTO / agent-attention family (core.md 5, physics.md 2d), in PhysGTO's form:
+The Transolver (Wu et al., ICML 2024) / PhysGTO (Liu et al., arXiv:2512.10227) / Agent Attention (Han et al.,
+arXiv:2312.08874) family, in PhysGTO's form:
 1. project: M learned queries per head attend over the N tokens, softmax **over N** (padding masked, so batches of
-   meshes of different sizes are exact, unlike the reference code): ``T = softmax_N(Q K^T / sqrt(d)) V`` (H, M, d);
+   meshes of different sizes are exact; PhysGTO's released code leaves its ghost padding nodes in this softmax):
+   ``T = softmax_N(Q K^T / sqrt(d)) V`` (H, M, d);
 2. mix: softmax self-attention among the M slot tokens;
 3. broadcast: every token reads back from the slots, softmax over M: ``out = softmax_M(q K_T^T / sqrt(d)) V_T``.
 Permutation-equivariant in the N tokens (no positional information is used).

@@ -12,7 +12,7 @@ p(x) = E_eps sigmoid(f(x) + eps) (Gauss-Hermite, 24 nodes); labels ~ Bernoulli(p
 Missing values (``missing_rate`` per field) are part of the observed row: with ``missing_in_process`` (default)
 a missing field enters f through its own state (own first-order weight and latent row, as "missing" is an
 informative value in real logs), so ``p_true`` = P(click | the row as the model sees it) and the saved
-Bayes AUC/logloss is attainable. With ``missing_in_process=False`` (session-1 design) f uses the hidden value
+Bayes AUC/logloss is attainable. With ``missing_in_process=False`` f uses the hidden value
 of a field that is then blanked, so ``p_true`` knows values no model sees; ``observed_probability`` gives the
 attainable ceiling there (hidden values integrated out by Monte Carlo).
 ``p_true`` is saved with every row so that tests report the Bayes-optimal AUC and logloss.

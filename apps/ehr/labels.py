@@ -1,7 +1,8 @@
 """Task labels in the MEDS label schema (subject_id, prediction_time, boolean_value), from timestamps.
 
-Definitions (the EHR contract between the ingest and model sides; not Odyssey's token-position labels, which count
-tokens instead of hours, see reference bug 2, and mislabel 28-29 day gaps, bug 3):
+Definitions (the EHR contract between the ingest and model sides). They differ from Odyssey's token-position labels
+(VectorInstitute/odyssey), whose length of stay counts tokens of the last visit instead of hours and whose
+readmission label marks 28-29 day gaps negative while 30-59 days are positive:
 
 - ``mortality``: prediction_time = end of the last encounter (latest start); label = MEDS_DEATH at or before
   prediction_time + 30 days.

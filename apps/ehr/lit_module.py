@@ -2,8 +2,8 @@
 
 One module, two objectives (linked from the data module's ``objective``):
 
-- ``pretrain``: cross-entropy of next-token logits; padding targets are ignored (-100; Odyssey left PAD in the loss,
-  reference bug 5).
+- ``pretrain``: cross-entropy of next-token logits; padding targets are ignored (-100; Odyssey leaves PAD targets
+  in the loss, since Hugging Face's cross-entropy ignores only -100).
 - ``finetune``: binary cross-entropy of the task logit read at the last real token; the task token leads each input and
   is appended after its last token, where the logit is read (``model.prompt``); batches mix tasks. ``pretrained`` names a pretraining checkpoint whose backbone/embedding weights are loaded at the
   start of fitting (the classification head starts fresh). ``test`` reports AUROC, AUPRC and F1 per task (torchmetrics,

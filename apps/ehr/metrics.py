@@ -1,7 +1,7 @@
 """Per-task binary metrics (torchmetrics, on probabilities) and ROC / PR plots (matplotlib, Agg).
 
-AUROC and AUPRC use the predicted probabilities (Odyssey computed AUPRC on hard predictions and AUROC on argmax, reference
-bugs 7); F1 thresholds the probability at 0.5.
+AUROC and AUPRC use the predicted probabilities (Odyssey computes AUPRC on hard predictions and AUROC on argmax
+predictions, which discards the ranking); F1 thresholds the probability at 0.5.
 """
 
 from __future__ import annotations

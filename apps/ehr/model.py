@@ -158,7 +158,8 @@ def prompt(tokens: Tensor, token_type: Tensor, age: Tensor, time: Tensor, visit_
 
     Inputs (B, L) right-padded with ``pad_id``, ``task_token`` (B,) -> the six arrays (B, L + 1) and lengths (B,). The
     appended token (type TASK, age/time of the last real token, visit 0) is where the causal model is pooled, so the
-    task conditions the readout directly (Odyssey's last-token swap, but after the cutoff, not before: reference bug 6).
+    task conditions the readout directly (Odyssey's last-token swap, but after the cutoff: Odyssey swaps before
+    truncating, so the trailing task token of long LOS / readmission inputs is cut off).
     """
     b = tokens.size(0)
     lengths = (tokens != pad_id).sum(dim=1)

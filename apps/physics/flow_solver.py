@@ -4,7 +4,8 @@ u_t + (u·∇)u − ν Δu + ∇p = 0, ∇·u = 0; inlet u = U(t) 4 y (H − y) 
 outlet; ν = 1e-3, so Re = (2/3 U_max)(2r)/ν spans ~53-160 over the sampled U_max ∈ [1, 2] and radius r ∈ [0.04, 0.06]
 (DFG 2D-2 is Re 100 with vortex shedding). Each solver step is an Oseen-linearised implicit Euler step
 [M/τ + νA + C(u^n), −Bᵀ; −B, −εI] [u^{n+1}; p^{n+1}] = [M u^n / τ; 0] with the convection matrix rebuilt each step
-(the explicit AB2 variant blows up without stabilisation, physics reference §4); ``substeps`` solver steps of
+(an explicit Adams-Bashforth-2 convection step with Galerkin P2/P1 blows up without stabilisation at cell Reynolds
+numbers of 40-70, so the implicit Oseen step is used); ``substeps`` solver steps of
 τ = dt / substeps per recorded frame, frames ``dt`` apart.
 
 Starts (``start``):
@@ -14,7 +15,8 @@ Starts (``start``):
   (``dt``) after the start, so the impulsive jump of the pressure from its Stokes to its convective level (a Lagrange
   multiplier, not a state) is not a step of the trajectory.
 - ``"rest"``: u = 0, p = 0 with the inflow ramped U(t) = U_max (1 − cos(π t / t_ramp)) / 2 up to ``t_ramp``
-  (session 5's first data set; every model stayed at holding's level on it, ``apps/physics/README.md``).
+  (the state starts at zero and the early frames are a few % of the developed field; in the benchmark no model
+  learned past holding the initial state on this start, ``apps/physics/README.md``).
 
 Fields at mesh vertices: (u_x, u_y, p); globals (cylinder centre x, y, radius, U_max). Node types: inlet and walls
 Dirichlet, outlet Neumann, cylinder obstacle.

@@ -2,7 +2,7 @@
 
 Domains (all lengths dimensionless, O(1)):
 - ``star``: outer star polygon r(θ) = r0·(1 + Σ_k a_k cos kθ + b_k sin kθ) clipped to [0.5, 1.5]·r0, with 1-3 circular
-  holes placed by rejection sampling (recipe of the physics reference notes, §4).
+  holes placed by rejection sampling (inside the outline, not overlapping each other).
 - ``plate``: unit square with 1-3 circular voids (elasticity).
 - ``channel``: DFG-like channel 2.2 x 0.41 with one circular obstacle (flow).
 

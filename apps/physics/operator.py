@@ -6,8 +6,8 @@ with ``feats`` in physical units laid out as [state u_t (C, transient only), inp
 time t (1, transient only)]. Steady: returns the field; transient: returns u_{t+1}. ``batch=None`` means one graph.
 ``scale_steps`` (transient MeshGraphNets / Transolver-style nets, whose residual is u_n + Δ): the net's step is
 scaled per channel by ``step_scale`` = std(u_{t+1} − u_t) / std(u) of the training data, i.e. the net predicts the
-normalised increment, as MeshGraphNets does (heat 0.029; flow 0.05-0.18 per channel, 0.0004-0.0011 on the steady
-session-4 set: an unscaled Δ of order 1 was 30-2000x a real step there). PhysGTO keeps its own learned step scale
+normalised increment, as MeshGraphNets does (heat 0.029; flow 0.05-0.18 per channel; on a nearly steady flow
+set with 0.0004-0.0011 an unscaled Δ of order 1 is 30-2000x a real step). PhysGTO keeps its own learned step scale
 SiLU(α) (official task2) and ``scale_steps`` False.
 Per-channel z-score statistics are buffers (saved in checkpoints and exports); a zero variance is replaced by 1
 (a constant feature must not produce NaNs, deepmind-research#655).

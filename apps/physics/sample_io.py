@@ -129,7 +129,7 @@ def validate_sample(d: dict, where: str = "<sample>") -> None:
     if spec is not None and fields.shape[2] != spec.n_out:
         raise SampleError(f"{where}: {spec.name} expects {spec.n_out} channels {spec.channels}, got {fields.shape[2]}")
     n_glob = np.asarray(d["globals"]).reshape(-1).shape[0]
-    if spec is not None and n_glob != spec.n_globals:  # e.g. a flow file from before session 5 (radius, u_max)
+    if spec is not None and n_glob != spec.n_globals:  # e.g. a flow file with 2 globals (radius, u_max), not 4
         raise SampleError(f"{where}: {spec.name} expects {spec.n_globals} globals {spec.globals}, got {n_glob} "
                           f"(a sample from an older version of the {spec.name} solver? re-run synth)")
     inputs = np.asarray(d["inputs"])

@@ -2,10 +2,9 @@
 # Core job: shared/ Mamba2 + BiMamba2 against mamba-ssm's Triton SSD kernel on CUDA (tests/core/test_gpu_parity.py),
 # then the pure-PyTorch SSD path vs the kernel forward+backward time at a few lengths. mamba-ssm's Python sources are
 # carried in gpu_pack/core (its package __init__, which imports the compiled selective-scan extension, is replaced).
-# The first lease gave this 90 s for the tests: Triton's first compilation of the kernels (one core, shared) outlasted
-# it; the parity tests now get 60% of BUDGET_S, write straight to APP_OUT (no pipe to lose on a kill) and, since session 4,
-# skip autotuning (below); not yet run on a device in that form. Since session 6 device_run.sh gives it the whole call
-# (~520 s: ~310 s for the parity tests) instead of 150 s; it is light on the GPU, so the other jobs lose nothing.
+# Triton's first compilation of the kernels (one shared core) outlasts 90 s, so the parity tests get 60% of BUDGET_S,
+# write straight to APP_OUT (no pipe to lose on a kill) and skip autotuning (below). device_run.sh gives this job the
+# whole call (~520 s: ~310 s for the parity tests); it is light on the GPU, so the other jobs lose nothing.
 set -u
 export PYTHONPATH=$PWD/gpu_pack/core:${PYTHONPATH:-}
 budget=${BUDGET_S:-150}

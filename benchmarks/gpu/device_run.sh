@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU lease, every app's GPU job at once (see README.md here). On the device machine, from the repo root:
+# One device call, every app's GPU job at once (see README.md here). On the device machine, from the repo root:
 #   bash benchmarks/gpu/device_run.sh            # needs $OUT (the folder that comes back); TOTAL_S (default 560)
 # Carried: .whl (wheels the image lacks), gpu_pack (data the machine cannot make itself: pack_*.py).
 # Each job is benchmarks/gpu/<app>.sh with ACCEL, BUDGET_S, APP_OUT, WORK, NCPU; its APP_OUT comes back as $OUT/<app>.tgz.
@@ -24,7 +24,7 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.
 } > "$OUT/device.txt" 2>&1
 log "$(tail -1 "$OUT/device.txt")"
 # A job is <app> or <app>:<variant> (script benchmarks/gpu/<app>.sh with VARIANT set; output <app>_<variant>.tgz).
-# Cores, core counts and budgets default to the first lease's layout; J_CPUS_<name> etc. in the environment override.
+# Cores, core counts and budgets default to the layout below (one H200, 16 cores); J_CPUS_<name> etc. in the environment override.
 declare -A J_CPUS=([core]=15 [ehr]=9-11 [physics]=12-14 [speech]=0-8)
 declare -A J_NCPU=([core]=1 [ehr]=3 [physics]=3 [speech]=9)
 # core: the whole call too (it was 150 s: 90 s of parity tests never outlasted Triton's first compile on its one core)

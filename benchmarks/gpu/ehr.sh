@@ -14,12 +14,12 @@ if [ ! -f "${EHR_PACK:-gpu_pack/ehr}/ehr_pack.npz" ] || [ ! -f "${EHR_PACK:-gpu_
   exit 2
 fi
 extra=()
-case "${VARIANT:-}" in  # device_run.sh JOBS="ehr:<variant>": a second lease's variants (README.md here)
+case "${VARIANT:-}" in  # device_run.sh JOBS="ehr:<variant>": regularisation variants (README.md here)
   "") ;;
   d128_p1) extra+=(--dropout 0.1 --lr 2e-3) ;;
   d128_p3) extra+=(--dropout 0.3 --lr 1e-3) ;;
   d128_p2_pre40) extra+=(--dropout 0.2 --lr 2e-3 --pre-frac 0.4) ;;
-  # 4x the batch: on the H200 a step of this small model costs kernel launches, not arithmetic (session 3: ~50 ms at
+  # 4x the batch: on the H200 a step of this small model costs kernel launches, not arithmetic (~50 ms at
   # batch 256), so samples/s should grow ~4x; lr between constant and square-root scaling (a guess, untested on GPU);
   # the cosine is sized to end by 10 epochs (the 20k run peaked on tuning at ~4 epochs and then overfitted)
   d128_p2_pre40_b1024) extra+=(--dropout 0.2 --lr 3e-3 --pre-frac 0.4 --batch-size 1024 --ft-max-epochs 10) ;;

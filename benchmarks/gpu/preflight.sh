@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check a lease's call here before making it (a failed call still costs device time):
+# Check a device call here before making it (a failed call still costs device time):
 #   JOBS='core ehr:d128_p2_pre40_b1024 speech physics' EHR_PACK=gpu_pack/ehr120k \
 #     bash benchmarks/gpu/preflight.sh .whl gpu_pack/core gpu_pack/ehr120k gpu_pack/physics gpu_pack/speech
 # Arguments: the paths the call will `carry`. Checks that each exists, that every job finds what it reads inside them

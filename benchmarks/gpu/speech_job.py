@@ -8,8 +8,8 @@ that must come back is written, ``APP_OUT`` what comes back, ``WORK`` scratch, `
    allow up to 20000) over ``NCPU`` processes.
 2. ``linmix-speech fit`` (LightningCLI, shipped YAMLs) for ``convtasnet_synth_gpu`` (the default recipe's model),
    ``convtasnet_synth_gpu_sp`` (the same with speed-perturbed training sources) and ``mamba_synth_gpu`` at the same
-   time (``SPEECH_CONFIGS`` to change the list, e.g. adding ``convtasnet_paper_synth_gpu``: session 3's 1,339 steps
-   of it gave 5.47 dB, far from what one lease can train), each with ``--trainer.max_time`` set so training ends
+   time (``SPEECH_CONFIGS`` to change the list, e.g. adding ``convtasnet_paper_synth_gpu``: 1,339 steps
+   of it gave 5.47 dB, far from what one 8-minute job can train), each with ``--trainer.max_time`` set so training ends
    inside the budget (the YAMLs' ``TimeBudget`` callback turns it into a wall-time cosine schedule).
 3. Every ~30 s the latest weights-only snapshot of each run is copied into ``APP_OUT/<config>/model.ckpt``
    (atomically; the paper model's weights as float16 to fit the 15 MiB limit) with its ``metrics.csv``, and a

@@ -1,4 +1,4 @@
-"""CTR feature pipeline: readers, vocabularies, bucketing, caching, and every bad-input case of issue 4 §4."""
+"""CTR feature pipeline: readers, vocabularies, bucketing, caching, and every bad-input case the pipeline handles."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad FHIR input (issue 3, section 5): every case is rejected/ignored/flagged with a clear reason, nothing is lost."""
+"""Bad FHIR input: every case is rejected/ignored/flagged with a clear reason, nothing is lost."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6 section 4: every bad input gets a clear error (where and why), is counted and set aside, nothing lost."""
+"""Bad physics input: every bad input gets a clear error (where and why), is counted and set aside, nothing lost."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _bad(kind):
         d["fields"][0, 2, 0] = np.nan
     elif kind == "size":
         d["fields"] = np.ones((1, 3, 1))
-    elif kind == "globals":  # e.g. a flow sample from before session 5: (radius, u_max), not (cx, cy, radius, u_max)
+    elif kind == "globals":  # e.g. a flow sample with (radius, u_max), not (cx, cy, radius, u_max)
         d["globals"] = np.array([0.5, 0.1])
     return d
 

@@ -127,9 +127,9 @@ def test_flow_taylor_hood_no_slip_and_inlet_profile():
 
 
 def test_flow_trajectory_is_a_transient():
-    """The state must change from frame to frame (the session-4 data, after a spin-up, changed by 0.04-0.11 % of
-    the state std per step): std(u_{t+1} − u_t) > 2 % of the state std in every channel, from the default Stokes
-    start (full inflow from the first frame on) as from rest."""
+    """The state must change from frame to frame (a trajectory recorded after a spin-up to the developed flow
+    changes by only 0.04-0.11 % of the state std per step): std(u_{t+1} − u_t) > 2 % of the state std in every
+    channel, from the default Stokes start (full inflow from the first frame on) as from rest."""
     from linmix.apps.physics.flow_solver import H_CHANNEL, solve_flow
 
     for start in ("stokes", "rest"):

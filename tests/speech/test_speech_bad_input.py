@@ -1,4 +1,4 @@
-"""Issue section 5: every bad input gives a clear message; a batch run skips, reports and counts bad files."""
+"""Bad speech input: every bad input gives a clear message; a batch run skips, reports and counts bad files."""
 
 import json
 import logging
