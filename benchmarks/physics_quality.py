@@ -131,7 +131,7 @@ def write_report(rows: list, out: Path) -> None:
              "each run in the table: wall times are inflated by the other jobs; CPU seconds are this process's own). "
              "Transient: relative L2 averaged over a full autoregressive rollout of every test trajectory from its "
              "initial state (boundary values imposed), and at the last step.", "",
-             "Data (scikit-fem, `apps/physics/solvers.py`): " + "; ".join(
+             "Data (scikit-fem, `apps/physics/pde/solvers.py`): " + "; ".join(
                  f"{p} {DATA[p]['samples']} samples at h = {DATA[p]['h']}" for p in problems) + ". Darcy: one "
              "random star domain with holes shared by all samples (as in the PhysGTO / NORM Darcy benchmark), "
              "log-normal permeability and source from smooth 6-mode random fields, u = 0 on a random 60-90 % outer "
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--report-only", action="store_true", help="re-render the md/png from the json, train nothing")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from linmix.apps.physics.synth import synthesize
+    from linmix.apps.physics.pde.synth import synthesize
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

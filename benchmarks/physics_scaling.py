@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from linmix.apps.physics.config import PhysicsConfig  # noqa: E402
-from linmix.apps.physics.geometry import mesh_edges  # noqa: E402
 from linmix.apps.physics.model import PhysGTO  # noqa: E402
+from linmix.apps.physics.pde.geometry import mesh_edges  # noqa: E402
 
 # glibc settings for --malloc cache: never mmap (so freed blocks are reused instead of unmapped) and never trim
 MALLOC_CACHE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 36), "MALLOC_TOP_PAD_": str(1 << 30)}

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from linmix.apps.lm.data import LMDataModule
+from linmix.apps.lm.lightning_cli import LMCLI
 from linmix.apps.lm.lit_module import LMLitModule
 from linmix.apps.lm.tools import demo_main, export_main
-from linmix.shared.cli import LinmixCLI, run_app
-
-
-class LMCLI(LinmixCLI):
-    links = (("data.vocab_size", "model.net.vocab_size"),)
+from linmix.shared.cli import run_app
 
 
 def main(argv=None) -> int:

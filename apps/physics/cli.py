@@ -15,8 +15,8 @@ class PhysicsCLI(LinmixCLI):
 def main(argv=None) -> int:
     from linmix.apps.physics.demo import main as demo_main
     from linmix.apps.physics.export import main as export_main
+    from linmix.apps.physics.pde.synth import main as synth_main
     from linmix.apps.physics.rollout_tool import main as rollout_main
-    from linmix.apps.physics.synth import main as synth_main
 
     tools = {"synth": synth_main, "rollout": rollout_main, "export": export_main, "demo": demo_main}
     return run_app("linmix-physics", PhysicsCLI, PhysicsLitModule, PhysicsDataModule, tools=tools, argv=argv)

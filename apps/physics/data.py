@@ -1,6 +1,6 @@
 """LightningDataModule for the physics app: a folder of npz samples, synthesised on first use when empty.
 
-``prepare_data`` runs the scikit-fem synthesis (:func:`linmix.apps.physics.synth.synthesize`) only if ``data_dir`` holds no
+``prepare_data`` runs the scikit-fem synthesis (:func:`linmix.apps.physics.pde.synth.synthesize`) only if ``data_dir`` holds no
 samples; ``setup`` validates every file (bad ones are listed with their reason in ``data_dir/rejects_scan.jsonl`` and
 counted: found = accepted + rejected), splits train/val/test deterministically and builds PyG datasets. Nothing is
 generated in ``__init__``, so every config instantiates instantly.
@@ -19,7 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
-from linmix.apps.physics.sample_io import get_problem
+from linmix.apps.physics.pde.sample_io import get_problem
 from torch_geometric.loader import DataLoader
 
 log = logging.getLogger("linmix.physics.data")
@@ -75,7 +75,7 @@ class PhysicsDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self.data_dir.is_dir() and any(self.data_dir.glob("*.npz")):
             return
-        from linmix.apps.physics.synth import synthesize
+        from linmix.apps.physics.pde.synth import synthesize
 
         log.info("no samples in %s: synthesising %d %s samples", self.data_dir, self.n_samples, self.problem)
         synthesize(self.problem, self.n_samples, self.data_dir, seed=self.seed, h=self.h,

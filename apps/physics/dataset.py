@@ -1,4 +1,4 @@
-"""torch-geometric dataset over a folder of sample npz files (see :mod:`linmix.apps.physics.sample_io`).
+"""torch-geometric dataset over a folder of sample npz files (see :mod:`linmix.apps.physics.pde.sample_io`).
 
 Each item is a :class:`MeshData` graph: ``pos`` (N, 2), ``node_type`` (N,) int64, ``inputs`` (N, F_in),
 ``globals`` (1, G), ``fields`` (T, N, C) (batched along the node axis), ``cells`` (K, 3) and ``edge_index`` (2, E)
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from linmix.apps.physics.geometry import knn_edges, mesh_edges
-from linmix.apps.physics.sample_io import SampleError, load_sample
+from linmix.apps.physics.pde.geometry import knn_edges, mesh_edges
+from linmix.apps.physics.pde.sample_io import SampleError, load_sample
 from torch_geometric.data import Data, Dataset
 
 

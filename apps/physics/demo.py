@@ -27,9 +27,9 @@ def _run_problem(problem: str, out: Path, n_samples: int, h: float, epochs: int,
     from linmix.apps.physics.data import PhysicsDataModule
     from linmix.apps.physics.export import export_operator
     from linmix.apps.physics.lit_module import PhysicsLitModule
+    from linmix.apps.physics.pde.sample_io import load_sample
+    from linmix.apps.physics.pde.synth import synthesize
     from linmix.apps.physics.rollout_tool import load_checkpoint, predict_sample, write_outputs
-    from linmix.apps.physics.sample_io import load_sample
-    from linmix.apps.physics.synth import synthesize
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 

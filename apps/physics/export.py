@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from linmix.apps.physics.dataset import build_edges
-from linmix.apps.physics.sample_io import load_sample
+from linmix.apps.physics.pde.sample_io import load_sample
 from linmix.shared.export import check_roundtrip, export_torchscript
 
 log = logging.getLogger("linmix.physics.export")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def synth_pair(problem: str) -> list[dict]:
     """Two in-memory samples of ``problem`` on meshes of different resolution (for the round-trip check)."""
-    from linmix.apps.physics.synth import DEFAULT_H, _solver
+    from linmix.apps.physics.pde.synth import DEFAULT_H, _solver
 
     out = []
     for i, scale in enumerate((2.0, 1.4)):

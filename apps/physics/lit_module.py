@@ -21,8 +21,8 @@ from linmix.apps.physics.losses import node_mask, rel_l2
 from linmix.apps.physics.mgn import MeshGraphNet
 from linmix.apps.physics.model import PhysGTO
 from linmix.apps.physics.operator import FieldOperator
+from linmix.apps.physics.pde.sample_io import get_problem
 from linmix.apps.physics.rollout import node_features, rollout
-from linmix.apps.physics.sample_io import get_problem
 from linmix.apps.physics.transolver import TransolverNet
 from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule

@@ -20,8 +20,8 @@ import torch
 from linmix.apps.physics.dataset import to_graph
 from linmix.apps.physics.graph_ops import num_graphs
 from linmix.apps.physics.losses import rel_l2
+from linmix.apps.physics.pde.sample_io import load_sample
 from linmix.apps.physics.rollout import node_features, rollout
-from linmix.apps.physics.sample_io import load_sample
 
 log = logging.getLogger("linmix.physics.rollout")
 

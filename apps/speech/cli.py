@@ -1,13 +1,10 @@
 """``linmix-speech``: LightningCLI fit/validate/test/predict plus the synth, separate, export and demo tools."""
 
-from linmix.shared.cli import LinmixCLI, run_app
+from linmix.shared.cli import run_app
 
 from .data import SpeechDataModule
+from .lightning_cli import SpeechCLI
 from .lit_module import SpeechLitModule
-
-
-class SpeechCLI(LinmixCLI):
-    links = (("data.n_src", "model.net.n_src"),)
 
 
 def main(argv=None) -> int:

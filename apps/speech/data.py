@@ -21,20 +21,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import AudioError, read_perturbed, read_span
+from .records import MixtureRecord
 
 log = logging.getLogger("linmix.speech")
 
 WSJ_ALIASES = {"train-100": "tr", "train-360": "tr", "dev": "cv", "test": "tt"}
-
-
-@dataclass
-class MixtureRecord:
-    """One mixture: id, mixture file, S source files, length in samples (at the metadata's rate; -1 = unknown)."""
-
-    mixture_id: str
-    mix_path: Path
-    source_paths: list[Path]
-    length: int = -1
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .audio import read_perturbed
-from .data import MixtureRecord
+from .records import MixtureRecord
 
 # linmix-speech synth speaker IDs: <accent>-<variant>-p<pitch>-r<rate>, followed by -<mixture index>
 _SYNTH = re.compile(r"^(?P<spk>(?P<acc>.+)-(?P<var>[^-]+)-p\d+-r\d+)-\d{5}$")

@@ -6,7 +6,7 @@ compressed npz, ``gpu_pack/physics/darcy_gpu.npz``: the shared ``pos`` (N, 2) an
 ``node_type`` (S, N) int8, ``log_k`` and ``f`` (S, N) float32, ``flux`` (S,) and ``u`` (S, N) float32, and the file
 names. The third node input, the distance to the nearest Dirichlet node, is recomputed on unpacking (scipy cKDTree,
 float64 on the stored float32 positions; it differs from the synthesised files by float rounding only, ~1e-7).
-``unpack`` (numpy + scipy only) writes the standard sample files (:func:`linmix.apps.physics.sample_io.save_sample`) with the
+``unpack`` (numpy + scipy only) writes the standard sample files (:func:`linmix.apps.physics.pde.sample_io.save_sample`) with the
 same names, so the data module's deterministic split is the same wherever it is unpacked.
 
     .venv/bin/python benchmarks/gpu/pack_physics.py pack                      # -> gpu_pack/physics/darcy_gpu.npz
@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from linmix.apps.physics.geometry import dirichlet_distance  # noqa: E402
-from linmix.apps.physics.sample_io import load_sample, save_sample  # noqa: E402
+from linmix.apps.physics.pde.geometry import dirichlet_distance  # noqa: E402
+from linmix.apps.physics.pde.sample_io import load_sample, save_sample  # noqa: E402
 
 SRC = Path("runs/data/physics/darcy_gpu")
 PACK = Path("gpu_pack/physics/darcy_gpu.npz")
@@ -36,7 +36,7 @@ N_SAMPLES, H, SEED = 1250, 0.1, 0
 def pack(src: Path = SRC, out: Path = PACK) -> dict:
     paths = sorted(src.glob("*.npz"))
     if len(paths) < N_SAMPLES * 0.95:
-        from linmix.apps.physics.synth import synthesize
+        from linmix.apps.physics.pde.synth import synthesize
 
         s = synthesize("darcy", N_SAMPLES, src, seed=SEED, h=H, workers=1, progress=False)
         print(f"synthesised {s['written']} ({s['failed']} failed) in {s['seconds']:.0f} s", flush=True)

@@ -187,7 +187,7 @@ def test_synthea_r4_fixture_ingests(tmp_path, capsys):
 
 
 def _flat(d: dict, urls):
-    from linmix.apps.ehr.fhir import Flattener, Reject
+    from linmix.apps.ehr.ingest.fhir import Flattener, Reject
 
     f = Flattener()
     try:
@@ -232,8 +232,8 @@ def test_fast_path_equals_general_path(cohort):
 def test_parallel_byte_ranges_match_serial(tmp_path, monkeypatch):
     """With workers > 1, big plain NDJSON files are read as line-aligned byte ranges in parallel; the output
     (incl. quarantine line numbers) equals the serial run."""
-    import linmix.apps.ehr.ingest as ingest_mod
-    from linmix.apps.ehr.ingest_read import split_ranges
+    import linmix.apps.ehr.ingest.pipeline as ingest_mod
+    from linmix.apps.ehr.ingest.read import split_ranges
 
     src = synthesize(60, tmp_path / "fhir", fmt="ndjson", seed=9)
     obs = src / "Observation.ndjson"

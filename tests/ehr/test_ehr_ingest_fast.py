@@ -7,13 +7,13 @@ import copy
 import gzip
 import random
 
-import linmix.apps.ehr.ingest_fast as ingest_fast
-import linmix.apps.ehr.ingest_read as ingest_read
+import linmix.apps.ehr.ingest.fast as fast_mod
+import linmix.apps.ehr.ingest.read as read_mod
 import orjson
 import polars as pl
 import pytest
-from linmix.apps.ehr.ingest_read import E_SCHEMA, P_SCHEMA, V_SCHEMA, read_file
-from linmix.apps.ehr.ingest_resolve import first_distinct, parse_time, parse_times
+from linmix.apps.ehr.ingest.read import E_SCHEMA, P_SCHEMA, V_SCHEMA, read_file
+from linmix.apps.ehr.ingest.resolve import first_distinct, parse_time, parse_times
 from linmix.apps.ehr.synth import synthesize
 
 MUTATIONS = [
@@ -50,7 +50,7 @@ def _frames(res) -> tuple:
 
 def _general(monkeypatch, *args):
     with monkeypatch.context() as m:
-        m.setattr(ingest_read, "decode_block", lambda *a, **k: None)
+        m.setattr(read_mod, "decode_block", lambda *a, **k: None)
         return _frames(read_file(*args))
 
 
@@ -70,10 +70,10 @@ def cohort(tmp_path_factory):
 def test_fast_blocks_equal_general_path_on_mutated_files(cohort, tmp_path, monkeypatch, block, piece):
     rng = random.Random(1)
     if block:
-        monkeypatch.setattr(ingest_read, "BLOCK_BYTES", block)  # many blocks, lines longer than a block
-        monkeypatch.setattr(ingest_read, "SUB_LINES", 3)
+        monkeypatch.setattr(read_mod, "BLOCK_BYTES", block)  # many blocks, lines longer than a block
+        monkeypatch.setattr(read_mod, "SUB_LINES", 3)
     if piece:  # blocks decoded in many pieces of one or two lines (and lines longer than a piece)
-        monkeypatch.setattr(ingest_fast, "PIECE_BYTES", piece)
+        monkeypatch.setattr(fast_mod, "PIECE_BYTES", piece)
     for f in sorted(cohort.glob("*.ndjson")):
         lines = f.read_bytes().splitlines()
         n_fast = 0
@@ -105,18 +105,18 @@ def test_fast_blocks_equal_general_path_on_mutated_files(cohort, tmp_path, monke
 @pytest.mark.parametrize("piece", [None, 2000])
 def test_fast_path_is_taken_and_counts_every_line(cohort, monkeypatch, piece):
     if piece:
-        monkeypatch.setattr(ingest_fast, "PIECE_BYTES", piece)
+        monkeypatch.setattr(fast_mod, "PIECE_BYTES", piece)
     f = cohort / "Observation.ndjson"
     n = len(f.read_bytes().splitlines())
     calls = []
-    real = ingest_fast.DECODERS["Observation"]
+    real = fast_mod.DECODERS["Observation"]
 
     class Counting:  # counts decode_lines calls (pieces)
         def decode_lines(self, buf):
             calls.append(len(buf))
             return real.decode_lines(buf)
 
-    monkeypatch.setitem(ingest_fast.DECODERS, "Observation", Counting())
+    monkeypatch.setitem(fast_mod.DECODERS, "Observation", Counting())
     res = read_file(0, f)
     assert res.read == {"Observation": n} and not res.rejects
     assert sum(fr.height for fr in res.v) == n and pl.concat(res.v)["line"].to_list() == list(range(1, n + 1))
@@ -129,7 +129,7 @@ def test_truncated_gzip_small_blocks_keep_every_whole_line(cohort, tmp_path, mon
     f = tmp_path / "t.ndjson.gz"
     f.write_bytes(gz[: len(gz) // 2])
     base = _frames(read_file(0, f))
-    monkeypatch.setattr(ingest_read, "BLOCK_BYTES", 5000)
+    monkeypatch.setattr(read_mod, "BLOCK_BYTES", 5000)
     small = _frames(read_file(0, f))
     _assert_same(base, small)
     _assert_same(base, _general(monkeypatch, 0, f))
@@ -174,7 +174,7 @@ def test_first_distinct_equals_polars():
 
 def test_mutations_cover_both_paths(cohort):
     """Sanity of the mutation list: on an Observation, some mutated records still take the fast path, many do not."""
-    from linmix.apps.ehr.ingest_fast import block_type, decode_block
+    from linmix.apps.ehr.ingest.fast import block_type, decode_block
 
     d = orjson.loads((cohort / "Observation.ndjson").read_bytes().splitlines()[0])
     fast = 0

@@ -117,9 +117,9 @@ def test_task_token_leads_and_input_cut(tmp_path):
 def test_labels_match_the_generator_oracle(tmp_path):
     """synth -> ingest -> labels: every task's cohort and labels equal the generator's (oracle.parquet), including
     the LOS cohort of stays still open at the 24 h cut."""
-    from linmix.apps.ehr.fhir_catalog import GROUPS
     from linmix.apps.ehr.ingest import ingest
     from linmix.apps.ehr.synth import synthesize
+    from linmix.apps.ehr.synth.catalog import GROUPS
 
     fhir = synthesize(300, tmp_path / "fhir", seed=3)
     ingest([fhir], tmp_path / "meds")

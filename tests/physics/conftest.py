@@ -17,7 +17,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def darcy_dir(tmp_path_factory):
-    from linmix.apps.physics.synth import synthesize
+    from linmix.apps.physics.pde.synth import synthesize
 
     out = tmp_path_factory.mktemp("darcy")
     s = synthesize("darcy", 8, out, seed=0, h=0.3, workers=1, progress=False, random_domains=True)
@@ -27,7 +27,7 @@ def darcy_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def heat_dir(tmp_path_factory):
-    from linmix.apps.physics.synth import synthesize
+    from linmix.apps.physics.pde.synth import synthesize
 
     out = tmp_path_factory.mktemp("heat")
     s = synthesize("heat", 6, out, seed=0, h=0.3, workers=1, n_steps=6, progress=False)

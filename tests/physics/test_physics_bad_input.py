@@ -14,9 +14,9 @@ from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.data import PhysicsDataModule
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder, to_graph
 from linmix.apps.physics.lit_module import PhysicsLitModule
+from linmix.apps.physics.pde.sample_io import SampleError, load_sample, save_sample, validate_sample
 from linmix.apps.physics.rollout import rollout
 from linmix.apps.physics.rollout_tool import predict_sample
-from linmix.apps.physics.sample_io import SampleError, load_sample, save_sample, validate_sample
 from torch_geometric.data import Batch
 
 TINY = dict(d_model=16, n_layers=1, n_heads=2, n_slots=4, d_hidden=16, n_freq=2)
@@ -80,7 +80,7 @@ def test_bad_files_are_quarantined_and_counted(darcy_dir, tmp_path, caplog):
 
 
 def _lit(problem, **kw):
-    from linmix.apps.physics.sample_io import get_problem
+    from linmix.apps.physics.pde.sample_io import get_problem
 
     s = get_problem(problem)
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from linmix.apps.physics.cli import main
 from linmix.apps.physics.export import operator_inputs
-from linmix.apps.physics.sample_io import load_sample
+from linmix.apps.physics.pde.sample_io import load_sample
 from linmix.shared.export import load_torchscript
 
 ROOT = Path(__file__).resolve().parents[2]

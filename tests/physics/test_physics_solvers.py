@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from linmix.apps.physics import solvers, synth
-from linmix.apps.physics.geometry import (
+from linmix.apps.physics.pde import solvers, synth
+from linmix.apps.physics.pde.geometry import (
     DIRICHLET,
     OBSTACLE,
     boundary_edges,
@@ -15,7 +15,7 @@ from linmix.apps.physics.geometry import (
     mesh_edges,
     mesh_polygon,
 )
-from linmix.apps.physics.sample_io import load_sample
+from linmix.apps.physics.pde.sample_io import load_sample
 from skfem import Basis, ElementTriP1, Functional, MeshTri
 
 
@@ -106,7 +106,7 @@ def test_failing_solve_is_skipped_logged_and_counted(tmp_path, monkeypatch, capl
 
 
 def test_flow_taylor_hood_no_slip_and_inlet_profile():
-    from linmix.apps.physics.flow_solver import H_CHANNEL, inflow_ramp, solve_flow
+    from linmix.apps.physics.pde.flow import H_CHANNEL, inflow_ramp, solve_flow
 
     d = solve_flow(np.random.default_rng(0), h=0.12, n_steps=3, dt=0.2, start="rest", t_ramp=0.5, substeps=1)
     f, pos, nt = d["fields"], d["pos"], d["node_type"]
@@ -130,7 +130,7 @@ def test_flow_trajectory_is_a_transient():
     """The state must change from frame to frame (a trajectory recorded after a spin-up to the developed flow
     changes by only 0.04-0.11 % of the state std per step): std(u_{t+1} − u_t) > 2 % of the state std in every
     channel, from the default Stokes start (full inflow from the first frame on) as from rest."""
-    from linmix.apps.physics.flow_solver import H_CHANNEL, solve_flow
+    from linmix.apps.physics.pde.flow import H_CHANNEL, solve_flow
 
     for start in ("stokes", "rest"):
         d = solve_flow(np.random.default_rng(2), h=0.15, n_steps=6, dt=0.05, start=start, substeps=1)
@@ -148,9 +148,9 @@ def test_flow_sample_trains_through_the_lit_module(tmp_path):
     import torch
     from linmix.apps.physics.config import PhysicsConfig
     from linmix.apps.physics.dataset import to_graph
-    from linmix.apps.physics.flow_solver import solve_flow
     from linmix.apps.physics.lit_module import PhysicsLitModule
-    from linmix.apps.physics.sample_io import save_sample
+    from linmix.apps.physics.pde.flow import solve_flow
+    from linmix.apps.physics.pde.sample_io import save_sample
     from torch_geometric.data import Batch
 
     d = solve_flow(np.random.default_rng(1), h=0.15, n_steps=3, dt=0.1, substeps=1)

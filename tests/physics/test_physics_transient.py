@@ -16,7 +16,7 @@ from torch_geometric.data import Batch
 
 @pytest.fixture(scope="module")
 def heat_traj(tmp_path_factory):
-    from linmix.apps.physics.synth import synthesize
+    from linmix.apps.physics.pde.synth import synthesize
 
     out = tmp_path_factory.mktemp("heat20")
     assert synthesize("heat", 1, out, seed=0, h=0.3, workers=1, n_steps=20, progress=False)["written"] == 1

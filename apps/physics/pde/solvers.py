@@ -1,6 +1,6 @@
 """scikit-fem solvers that produce one training sample each (steady Darcy, transient heat, linear elasticity).
 
-Every ``solve_*(rng, h)`` returns a sample dict (see :mod:`linmix.apps.physics.sample_io`): ``pos`` (N, 2), ``cells`` (K, 3),
+Every ``solve_*(rng, h)`` returns a sample dict (see :mod:`linmix.apps.physics.pde.sample_io`): ``pos`` (N, 2), ``cells`` (K, 3),
 ``node_type`` (N,), ``inputs`` (N, F_in) static node inputs, ``globals`` (G,), ``fields`` (T, N, C) with T = 1 for
 steady problems. All quantities are dimensionless. A solve that produces a non-finite solution raises
 :class:`SolverError` so the synthesis driver can skip and count it.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from linmix.apps.physics.geometry import (
+from linmix.apps.physics.pde.geometry import (
     DIRICHLET,
     INTERIOR,
     NEUMANN,

@@ -2,8 +2,8 @@
 
 Formats: bulk NDJSON (``.ndjson``, ``.ndjson.gz``; any resource types per file, Bundles on a line are unpacked) and
 JSON files (``.json``, ``.json.gz``) holding a Bundle of any type or a single resource. NDJSON is read in blocks of
-whole lines: a block of the common shape is decoded at once by :mod:`linmix.apps.ehr.ingest_fast` (msgspec + polars, one
-frame per block); anything else goes line by line through the general path (orjson + :class:`linmix.apps.ehr.fhir.
+whole lines: a block of the common shape is decoded at once by :mod:`linmix.apps.ehr.ingest.fast` (msgspec + polars, one
+frame per block); anything else goes line by line through the general path (orjson + :class:`linmix.apps.ehr.ingest.fhir.
 Flattener`, which gives the quarantine reasons), in input order. Every ``chunk`` general-path records the columns
 become polars frames, so raw JSON is never held beyond one block or chunk. GC is paused while parsing (no cycles).
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import polars as pl
-from linmix.apps.ehr.fhir import SUPPORTED, Flattener, Reject
-from linmix.apps.ehr.ingest_fast import BLOCK_BYTES, SUB_LINES, block_type, decode_block
+from linmix.apps.ehr.ingest.fast import BLOCK_BYTES, SUB_LINES, block_type, decode_block
+from linmix.apps.ehr.ingest.fhir import SUPPORTED, Flattener, Reject
 
 MALFORMED, NOT_FHIR = "(malformed)", "(not FHIR)"
 SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")

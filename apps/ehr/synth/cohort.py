@@ -16,9 +16,9 @@ readmission. Task definitions (timestamps, UTC):
   ``los_oracle`` = P(>= 7 d | > 24 h, history) from the duration distributions below (rows only for open stays);
 * ``readmission`` (>= 2 encounters): last encounter starts within 30 days of the end of the second-to-last one
   (positives 1-29 d, negatives >= 31 d); risk uses history up to that discharge (visit gaps, ED visits, drugs, labs);
-* ``cond_<ICD3>`` for the groups in :data:`linmix.apps.ehr.fhir_catalog.GROUPS`: the patient has a Condition in the group.
+* ``cond_<ICD3>`` for the groups in :data:`linmix.apps.ehr.synth.catalog.GROUPS`: the patient has a Condition in the group.
 
-Resources are plain dicts dumped with orjson (see :mod:`linmix.apps.ehr.fhir_writer`); no fhir.resources objects are built.
+Resources are plain dicts dumped with orjson (see :mod:`linmix.apps.ehr.synth.writer`); no fhir.resources objects are built.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ import argparse
 import math
 import random
 import uuid
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-from linmix.apps.ehr.fhir_catalog import (
+from linmix.apps.ehr.synth.catalog import (
     CONDITIONS,
     DRUGS,
     FAMILY_NAMES,
@@ -43,6 +42,7 @@ from linmix.apps.ehr.fhir_catalog import (
     PROCEDURES,
     TZ_OFFSETS_MIN,
 )
+from linmix.apps.ehr.synth.records import Encounter, Event, PatientRecord
 
 TASKS: tuple[str, ...] = ("mortality", "los", "readmission") + tuple(f"cond_{g}" for g in GROUPS)
 _H = timedelta(hours=1)
@@ -60,43 +60,6 @@ _INSULIN, _FUROSEMIDE = 5, 2
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
-
-
-@dataclass
-class Encounter:
-    eid: str
-    cls: str  # AMB, EMER, IMP
-    start: datetime  # UTC, naive
-    end: datetime
-
-
-@dataclass
-class Event:
-    kind: str  # "lab", "drug", "proc"
-    item: int  # index into LABS / DRUGS / PROCEDURES
-    time: datetime
-    enc: int
-    rid: str
-    value: float | None = None  # lab value (std units of the catalogue)
-    std: float = 0.0  # standardized, sign-corrected lab value (driver direction positive)
-
-
-@dataclass
-class PatientRecord:
-    """One sampled patient: demographics, encounters, events, conditions (times in UTC) and outcome oracle."""
-
-    pid: str
-    gender: str
-    birth: date
-    offset_min: int
-    given: str
-    family: str
-    mrn: str
-    encounters: list[Encounter] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    conditions: list[tuple[str, str, datetime, int, str, str]] = field(default_factory=list)  # code, display, t, enc, style, id
-    death: datetime | None = None
-    oracle: list[tuple[str, float, bool]] = field(default_factory=list)
 
 
 class _History:
@@ -296,7 +259,7 @@ def synthesize(n_patients: int, out: Path, fmt: str = "ndjson", seed: int = 0, g
     ``fmt="ndjson"``: bulk export, one ``<Type>.ndjson[.gz]`` per resource type, ``Patient/<id>`` references;
     ``fmt="bundle"``: one transaction Bundle per patient (``bundle-000000.json[.gz]``), ``urn:uuid:`` references.
     """
-    from linmix.apps.ehr.fhir_writer import BundleWriter, NdjsonWriter
+    from linmix.apps.ehr.synth.writer import BundleWriter, NdjsonWriter
 
     if fmt not in ("ndjson", "bundle"):
         raise ValueError(f"fmt must be 'ndjson' or 'bundle', got {fmt!r}")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
-from linmix.apps.ehr.fhir_catalog import (
+from linmix.apps.ehr.synth.catalog import (
     ACT_CODE,
     COND_CLINICAL,
     COND_VERIFICATION,
@@ -28,7 +28,7 @@ from linmix.apps.ehr.fhir_catalog import (
     SNOMED,
     UCUM,
 )
-from linmix.apps.ehr.synth import PatientRecord
+from linmix.apps.ehr.synth.records import PatientRecord
 
 RESOURCE_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "MedicationRequest", "Observation")
 

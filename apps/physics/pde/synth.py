@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from linmix.apps.physics.sample_io import get_problem, save_sample
+from linmix.apps.physics.pde.sample_io import get_problem, save_sample
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 log = logging.getLogger("linmix.physics.synth")
@@ -27,7 +27,7 @@ DEFAULT_H = {"darcy": 0.1, "heat": 0.1, "elasticity": 0.06, "flow": 0.05}
 
 
 def _solver(problem: str) -> Callable:
-    from linmix.apps.physics import solvers
+    from linmix.apps.physics.pde import solvers
 
     if problem == "darcy":
         return solvers.solve_darcy
@@ -36,7 +36,7 @@ def _solver(problem: str) -> Callable:
     if problem == "elasticity":
         return solvers.solve_elasticity
     if problem == "flow":
-        from linmix.apps.physics.flow_solver import solve_flow
+        from linmix.apps.physics.pde.flow import solve_flow
 
         return solve_flow
     raise ValueError(f"unknown problem {problem!r}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from linmix.apps.physics.geometry import (
+from linmix.apps.physics.pde.geometry import (
     DIRICHLET,
     INTERIOR,
     NEUMANN,
@@ -35,7 +35,7 @@ from linmix.apps.physics.geometry import (
     on_hole,
     random_domain,
 )
-from linmix.apps.physics.solvers import SolverError
+from linmix.apps.physics.pde.solvers import SolverError
 from skfem import (
     Basis,
     BilinearForm,

@@ -133,7 +133,7 @@ def join_unique(df: pl.DataFrame, right: pl.DataFrame, on: str | list[str]) -> p
 
 
 def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
-    """Patients ``P``, encounters ``E`` and events ``V`` (frames of :mod:`linmix.apps.ehr.ingest_read`) -> MEDS rows."""
+    """Patients ``P``, encounters ``E`` and events ``V`` (frames of :mod:`linmix.apps.ehr.ingest.read`) -> MEDS rows."""
     # ---- patients
     P = P.with_columns(birth_t=parse_times(P["birth"]), death_t=parse_times(P["death"]),
                        _first=first_distinct(P, ["rid"]))

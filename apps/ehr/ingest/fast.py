@@ -5,7 +5,7 @@ A block (whole lines, about :data:`BLOCK_BYTES`) of a bulk NDJSON file is decode
 Structs that hold only the fields ingestion needs (unknown fields are skipped without building Python objects).
 Each piece's Structs become polars Series at once (while they are in the CPU cache) and are freed; the block's
 Series make one polars frame, and the checks msgspec cannot express (reference shapes, non-empty code, display,
-time and unit) run vectorised on it, in one pass. The rows are exactly those :class:`linmix.apps.ehr.fhir.Flattener` gives
+time and unit) run vectorised on it, in one pass. The rows are exactly those :class:`linmix.apps.ehr.ingest.fhir.Flattener` gives
 for the same lines (tested).
 
 A block takes the fast path only as a whole: every line non-blank, of the block's resource type, of the common
@@ -18,7 +18,7 @@ So bad lines cost at most one extra decode of their block plus a sub-block on th
 is lost or reordered: rows stay in input order.
 
 Frames per block: ``(kind, frame)`` with kind ``"p"``, ``"e"`` or ``"v"`` and the columns of ``P_SCHEMA``,
-``E_SCHEMA`` or ``V_SCHEMA`` (:mod:`linmix.apps.ehr.ingest_read`). Ref: msgspec typed decoding
+``E_SCHEMA`` or ``V_SCHEMA`` (:mod:`linmix.apps.ehr.ingest.read`). Ref: msgspec typed decoding
 (https://jcristharif.com/msgspec/structs.html); FHIR R4 bulk data export (one resource type per file).
 """
 
@@ -30,7 +30,7 @@ from typing import Literal
 
 import msgspec
 import polars as pl
-from linmix.apps.ehr.fhir import _PREFERRED, VOCAB
+from linmix.apps.ehr.ingest.fhir import _PREFERRED, VOCAB
 
 #: bytes per block read from an NDJSON file (a block is cut at the last newline)
 BLOCK_BYTES = 8 << 20

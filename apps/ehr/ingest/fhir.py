@@ -3,7 +3,7 @@
 A :class:`Flattener` appends one row per resource to column lists (``patients``, ``encounters``) or one row per
 emitted event (``events``: Condition, Procedure, MedicationRequest, Observation and its components). Local problems
 (missing subject, no code, no value, no time) reject the resource at once; cross-resource checks (dangling
-references, duplicates, unparseable times, events after death) happen later in :mod:`linmix.apps.ehr.ingest_resolve`.
+references, duplicates, unparseable times, events after death) happen later in :mod:`linmix.apps.ehr.ingest.resolve`.
 Every row carries its location ``(src, line, entry)``: file index, 1-based NDJSON line (0 for Bundle files) and
 Bundle entry index (-1 for NDJSON lines).
 

@@ -4,7 +4,7 @@ Pipeline: discover files -> read them (bulk NDJSON: msgspec typed block decoding
 flattening general path for unusual or bad records; bounded blocks and chunks; with ``workers > 1`` a
 process pool over batches of files, big plain NDJSON files cut into line-aligned byte ranges; optional per-resource
 ``fhir.resources.R4B`` validation) -> cross-resource checks in
-polars (:mod:`linmix.apps.ehr.ingest_resolve`) -> MEDS dataset (:mod:`linmix.apps.ehr.meds`) + ``quarantine/*.ndjson`` +
+polars (:mod:`linmix.apps.ehr.ingest.resolve`) -> MEDS dataset (:mod:`linmix.apps.ehr.meds`) + ``quarantine/*.ndjson`` +
 ``report.json``, all written into a temporary folder beside ``--out`` and renamed into place (atomic). The output
 depends only on the input (no timestamps), so a rerun gives byte-identical files; a non-empty ``--out`` is refused
 unless ``--overwrite``. Exit codes: 0 ok, 1 written but some files had errors (e.g. truncated gzip), 2 refused.
@@ -25,7 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import polars as pl
-from linmix.apps.ehr.ingest_read import (
+from linmix.apps.ehr.ingest.read import (
     E_SCHEMA,
     P_SCHEMA,
     V_SCHEMA,
@@ -35,8 +35,8 @@ from linmix.apps.ehr.ingest_read import (
     read_files,
     split_ranges,
 )
-from linmix.apps.ehr.ingest_report import IngestReport, category, write_quarantine
-from linmix.apps.ehr.ingest_resolve import resolve
+from linmix.apps.ehr.ingest.report import IngestReport, category, write_quarantine
+from linmix.apps.ehr.ingest.resolve import resolve
 from linmix.apps.ehr.meds import dataset_metadata, write_dataset
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
