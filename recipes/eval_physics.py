@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--name", default="physics_gpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "recipes" / "physics_eval", help="scratch folder")
     p.add_argument("--publish", metavar="NAME", help="also copy the weights to models/physics/NAME.ckpt with a card")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     curve = [json.loads(x) for x in (src / "curve.jsonl").read_text().splitlines()] if (src / "curve.jsonl").is_file() else []
     dev_test = read_json(src / "device_test.json")
     t0 = time.perf_counter()
-    metrics, cli = cli_test(ckpt, data, ROOT / "runs" / "recipes" / "physics_eval", 4 if smoke else None)
+    metrics, cli = cli_test(ckpt, data, a.work, 4 if smoke else None)
     rows = per_mesh(cli)
     eval_s = time.perf_counter() - t0
     errs = np.array([r["rel_l2"] for r in rows])

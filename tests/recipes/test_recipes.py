@@ -102,7 +102,7 @@ def test_physics_recipe_rehearsal_scores_and_publishes(tmp_path, monkeypatch):
     assert run["steps"] > 0 and run["device_test"]["test/rel_l2"] > 0 and (out / "model.ckpt").is_file()
     results = tmp_path / "results"
     assert eval_physics.main(["--from", str(out), "--data", str(data), "--results", str(results), "--name", "p",
-                              "--publish", "gto_smoke"]) == 0
+                              "--work", str(tmp_path / "eval"), "--publish", "gto_smoke"]) == 0
     scored = json.loads((results / "p.json").read_text())
     assert scored["cpu_on_device_meshes"]["abs_diff"] < 1e-4  # the device's test and this one: same meshes, weights
     sample = sorted(data.glob("*.npz"))[0]
