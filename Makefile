@@ -38,7 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/mixers.py --out runs/bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check apps shared tests benchmarks
+	$(BIN)/ruff check apps shared tests benchmarks recipes
 
 clean:
 	rm -rf runs lightning_logs

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/speech_voice_gap.py --ckpt NAME=PATH [NAME=PATH ...] [--splits dev test heldout]
         [--data-root data/speech/synth] [--heldout-root /tmp/speech4/heldout] [--out benchmarks/results]
 
-For each checkpoint (weights + hyper_parameters, e.g. the GPU job's ``model.ckpt``) and split, every mixture is
+For each checkpoint (weights + hyper_parameters, e.g. the speech recipe's ``model.ckpt``) and split, every mixture is
 separated whole (batch of one, CPU) and scored with uPIT SI-SNRi (mixture and per source; the app's ``si_snr``).
 Traits per mixture, read from the mixture ID (``<accent>-<variant>-p<pitch>-r<rate>-<index>`` per speaker) and the
 source files: the two espeak-ng variants and accents, same-variant / same-accent / same-gender pair, measured F0 of

@@ -1,5 +1,5 @@
 """``TimeBudget``: the warmup + cosine schedule of :class:`linmix.shared.lightning.LinmixModule` sized by wall time, for runs
-that must end by a deadline on a device of unknown speed or share (the GPU jobs in ``benchmarks/gpu/``).
+that must end by a deadline on a device of unknown speed or share (the training recipes in ``recipes/``).
 
 A step-sized schedule needs the step rate in advance; on a shared GPU it is unknown, so such a run either stops before
 its cosine ends or ends early and wastes the budget. Here the learning rate is a linear warmup over ``warmup_steps``

@@ -69,3 +69,9 @@ def test_installed_console_scripts_answer_help(installed: Path, script: str):
                         f"sys.exit({func}())")
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"usage: {script}" in r.stdout
+
+
+def test_installed_package_carries_the_models_folder(installed: Path):
+    assert (installed / "linmix" / "models" / "README.md").is_file()
+    r = _run(installed, "from linmix.shared.models import models_root; print(models_root())")
+    assert r.returncode == 0 and r.stdout.strip() == str(installed / "linmix" / "models"), r.stderr[-2000:]

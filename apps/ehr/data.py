@@ -23,7 +23,7 @@ import polars as pl
 import pytorch_lightning as pl_
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
-from linmix.apps.ehr.batches import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
+from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
 from linmix.apps.ehr.meds import atomic_write
 from torch.utils.data import DataLoader, Dataset
 

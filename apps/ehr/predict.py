@@ -99,16 +99,17 @@ def visit_ends(arrays: dict[str, np.ndarray]) -> list[int]:
 def score_main(argv=None) -> int:
     """incremental scoring of appended events, reusing the Mamba recurrent state"""
     from linmix.apps.ehr.lit_module import EHRLitModule
+    from linmix.shared.models import add_checkpoint_args, checkpoint_path
 
     p = argparse.ArgumentParser(prog="linmix-ehr score", description=score_main.__doc__)
-    p.add_argument("--ckpt", required=True, help="finetuned checkpoint (.ckpt)")
+    add_checkpoint_args(p, ckpt_help="finetuned checkpoint (.ckpt)")
     p.add_argument("--meds", required=True, help="MEDS folder to score (its vocabulary is the checkpoint's)")
     p.add_argument("--task", default="mortality", help="task name (see the checkpoint's tasks)")
     p.add_argument("--split", default="held_out", help="split to score")
     p.add_argument("--limit", type=int, default=100, help="at most this many patients")
     p.add_argument("--out", default="runs/ehr/scores.parquet")
     args = p.parse_args(argv)
-    lit = EHRLitModule.load(args.ckpt)
+    lit = EHRLitModule.load(checkpoint_path(args, app="ehr"))
     if args.task not in lit.task_names:
         p.error(f"task {args.task!r} not in the checkpoint's tasks {lit.task_names}")
     if not lit.vocab_json:

@@ -1,4 +1,4 @@
-"""Per-epoch progress of a time-boxed physics run (the GPU job): throughput and learning-curve records.
+"""Per-epoch progress of a time-boxed physics run (``recipes/physics.py``): throughput and learning-curve records.
 
 The schedule, the deadline stop and the atomic checkpoints are the shared :class:`linmix.shared.lightning.TimeBudget`
 (``stop_at: epoch``); :class:`EpochLog` beside it appends one plain-text line to ``log_path`` and one JSON record to

@@ -132,14 +132,16 @@ def write_outputs(sample: dict, pred: np.ndarray, metrics: dict, out: Path, max_
 
 def main(argv: list[str] | None = None) -> int:
     """Roll a checkpoint out on one sample; write XDMF/VTU, PNGs and metrics."""
+    from linmix.shared.models import add_checkpoint_args, checkpoint_path
+
     p = argparse.ArgumentParser(prog="linmix-physics rollout", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="Lightning checkpoint (.ckpt)")
+    add_checkpoint_args(p, ckpt_help="Lightning checkpoint (.ckpt)")
     p.add_argument("--sample", required=True, help="sample .npz (from linmix-physics synth)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, default=None, help="rollout steps (transient; default: all data frames)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    lit = load_checkpoint(a.ckpt)
+    lit = load_checkpoint(checkpoint_path(a, app="physics"))
     sample = load_sample(a.sample)
     pred, metrics = predict_sample(lit, sample, a.steps)
     files = write_outputs(sample, pred, metrics, Path(a.out))

@@ -1,4 +1,4 @@
-"""``linmix-speech separate IN... --ckpt C --out-dir D``: separate files of any rate and length.
+"""``linmix-speech separate IN... --ckpt C | --model NAME --out-dir D``: separate files of any rate and length.
 
 Long inputs are cut into overlapping chunks (``--chunk-s``, ``--overlap-s``); each chunk's sources are put in the
 order of what is already written by the best permutation of their correlation on the overlap (asteroid's
@@ -229,10 +229,10 @@ def _check_args(a: argparse.Namespace) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     """separate audio files into one wav per source (chunked overlap-add, any rate/length)"""
     p = argparse.ArgumentParser(prog="linmix-speech separate", description=__doc__.split("\n\n")[0])
+    from linmix.shared.models import add_checkpoint_args, checkpoint_path
+
     p.add_argument("inputs", nargs="+", help="audio files or folders")
-    p.add_argument(
-        "--ckpt", required=True, help="Lightning .ckpt or TorchScript file from `linmix-speech export`"
-    )
+    add_checkpoint_args(p, ckpt_help="Lightning .ckpt or TorchScript file from `linmix-speech export`")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--chunk-s", type=float, default=8.0, help="chunk length in seconds (bounds model memory)")
     p.add_argument("--overlap-s", type=float, default=None,
@@ -249,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if a.threads:
         torch.set_num_threads(a.threads)
-    net, sr, n_src = load_separator(a.ckpt)
+    net, sr, n_src = load_separator(checkpoint_path(a, app="speech"))
     out_dir.mkdir(parents=True, exist_ok=True)
     files, dups, skipped = expand_inputs(a.inputs)
     for f in skipped:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from linmix.apps.ehr import sequences as S
-from linmix.apps.ehr.batches import collate, collate_packed
+from linmix.apps.ehr.batching import collate, collate_ref
 from linmix.apps.ehr.data import BucketBatchSampler, EHRDataModule, SortedBatchSampler
 from linmix.apps.ehr.lit_module import EHRLitModule
 from linmix.apps.ehr.model import EHRMambaConfig
@@ -41,17 +41,23 @@ def test_sorted_eval_batches_cover_everything_once_in_fixed_length_order():
     assert padded < 0.6 * in_order
 
 
-def test_collate_packed_equals_collate_of_the_items():
+def test_collate_equals_the_per_item_reference():
     rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 40, 60)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    arrays = {k: rng.integers(1, 99, offsets[-1]).astype(np.int32) for k in
-              ("tokens", "token_type", "visit_order", "visit_segment")}
-    arrays |= {k: rng.random(offsets[-1]).astype(np.float32) * 90 for k in ("age", "time")}
-    for rows in (np.array([5]), rng.permutation(60)[:17], np.array([3, 3, 59, 0])):
-        items = [{**{k: v[offsets[j]:offsets[j + 1]] for k, v in arrays.items()}, "subject_id": 0} for j in rows]
-        want, got = collate(items), collate_packed(arrays, offsets[rows], lengths[rows])
-        assert set(got) == set(want) - {"subject_id"}
+
+    def item(n: int, finetune: bool) -> dict:
+        it = {k: rng.integers(1, 99, n).astype(np.int32) for k in ("tokens", "token_type", "visit_order", "visit_segment")}
+        it |= {k: rng.random(n).astype(np.float32) * 90 for k in ("age", "time")}
+        it["subject_id"] = int(rng.integers(1, 10**6))
+        if finetune:
+            it |= {"task": int(rng.integers(0, 8)), "task_token": int(rng.integers(3, 20)), "label": float(rng.integers(0, 2)),
+                   "prediction_time": int(rng.integers(0, 10**15))}
+        return it
+
+    for lengths, finetune in (([5], False), (rng.integers(1, 40, 17), True), ([3, 3, 60, 1], True)):
+        items = [item(int(n), finetune) for n in lengths]
+        want, got = collate_ref(items), collate(items)
+        assert set(got) == set(want)
+        assert got["tokens"].shape == (len(items), max(lengths)) and (got["tokens"][0, lengths[0]:] == 0).all()
         for k, v in got.items():
             assert v.dtype == want[k].dtype and torch.equal(v, want[k]), k
 

@@ -1,4 +1,4 @@
-"""The GPU job's time-boxed fit: the shared TimeBudget (wall-clock schedule, stop before the deadline at an epoch end,
+"""The physics recipe's time-boxed fit: the shared TimeBudget (wall-clock schedule, stop before the deadline at an epoch end,
 atomic weights-only checkpoint that the CLI's test loads) with the physics per-epoch throughput log (EpochLog)."""
 
 from __future__ import annotations
