@@ -154,7 +154,7 @@ def main(argv=None) -> int:
              f"Trained by `python recipes/physics.py {' '.join(job.get('argv', []))}` (`linmix-physics fit -c {CONFIG}` "
              f"+ the wall-clock `TimeBudget` schedule) on {hw}; scored on CPU by `linmix-physics test` (fp32): `{cmd}`.",
              "", *table, "",
-             "Data: Darcy samples from `linmix.apps.physics.synth` (seed 0, h = 0.1, one shared random domain with holes, "
+             "Data: Darcy samples from `linmix.apps.physics.pde.synth` (seed 0, h = 0.1, one shared random domain with holes, "
              "log-normal k and f, random Dirichlet arc and inflow flux), split by the data module (seed 0) 80 / 4 / 16 % "
              f"as in PhysGTO's task1 recipe. Figure: `{a.name}.png` (learning curve, median test mesh)."]
     (a.results / f"{a.name}.md").write_text("\n".join(lines) + "\n")

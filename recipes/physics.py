@@ -4,7 +4,7 @@
     python recipes/physics.py --smoke --accel cpu --budget 90 --out /tmp/physics_smoke   # rehearsal on a CPU
 
 1. Data: the 1,250 Darcy samples ``configs/physics/gto_darcy_gpu.yaml`` describes (seed 0, h = 0.1, one shared domain
-   with holes), made with the app's own solver (``linmix.apps.physics.synth.synthesize``, ``--workers`` processes)
+   with holes), made with the app's own solver (``linmix.apps.physics.pde.synth.synthesize``, ``--workers`` processes)
    into ``--data`` unless it already holds them.
 2. ``linmix-physics fit -c configs/physics/gto_darcy_gpu.yaml -c <out>/fit.yaml``: the second file sets the data
    folder, the accelerator, CSV logs under ``<out>/logs`` and two callbacks: the shared
@@ -40,7 +40,7 @@ DATA = {"problem": "darcy", "n_samples": 1250, "h": 0.1, "seed": 0}  # what CONF
 
 def make_data(folder: Path, n_samples: int, workers: int, log) -> dict:
     """Synthesise ``n_samples`` Darcy samples of CONFIG into ``folder`` unless it already holds them."""
-    from linmix.apps.physics.synth import synthesize
+    from linmix.apps.physics.pde.synth import synthesize
 
     have = len(list(folder.glob("*.npz"))) if folder.is_dir() else 0
     if have >= n_samples:
