@@ -10,9 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-import torch
 from linmix.apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
-from linmix.shared.checkpoint import load_lit
 
 
 def _schema(fmt: str, schema_path: Optional[str], libfm_fields: int, min_count: Optional[int]) -> DataSchema:
@@ -62,8 +60,10 @@ def encode_main(argv: list[str] | None = None) -> int:
 def export_model(ckpt: str | Path, out: str | Path, vocab: Optional[str] = None,
                  batch_sizes: tuple[int, int] = (3, 257)) -> dict:
     """Export a checkpoint as ``model.ts`` (CTRServing: idx, val[, seq] -> probability) + ``vocab.json``."""
+    import torch  # here, not at the top: `encode` runs without torch
     from linmix.apps.ctr.lit_module import CTRLitModule
     from linmix.apps.ctr.model import CTRServing
+    from linmix.shared.checkpoint import load_lit
     from linmix.shared.export import check_roundtrip, export_torchscript
 
     out = Path(out)
