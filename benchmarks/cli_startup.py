@@ -31,7 +31,11 @@ COMMANDS = (
     ("linmix-speech", "synth", "--help"),
     ("linmix-lm", "--help"),
     ("linmix-lm", "fit", "--help"),
+    ("linmix-ehr", "export", "--help"),
+    ("linmix-speech", "separate", "--help"),
+    ("linmix-physics", "rollout", "--help"),
 )
+"""The app overviews, the tools that need no model, one training subcommand and three model tools."""
 
 
 def wall_time(argv: list[str]) -> float:
