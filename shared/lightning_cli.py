@@ -9,18 +9,16 @@ its named subclass (``EHRCLI``, ``PhysicsCLI``, ...).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
 from linmix.shared.checkpoint import read_checkpoint
+from linmix.shared.cli import App, load
 from linmix.shared.errors import UserError
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelSummary, RichModelSummary
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
-
-if TYPE_CHECKING:
-    from linmix.shared.cli import App
 
 __all__ = ["LinmixCLI", "cli_class", "trainer_defaults", "SummaryWithoutFlops", "RichSummaryWithoutFlops"]
 
@@ -71,8 +69,6 @@ class LinmixCLI(LightningCLI):
             super()._run_subcommand(subcommand)
 
     def add_arguments_to_parser(self, parser) -> None:
-        from linmix.shared.cli import load
-
         parser.set_defaults(trainer_defaults(self.app))
         for link in self.links:
             src, dst = link[0], link[1]
