@@ -23,23 +23,15 @@ FRAGMENTS = [p for p in ALL if _is_fragment(p)]
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_config_instantiates(path, tmp_path, monkeypatch):
     app = path.parent.name
-    cli_mod = importlib.import_module(f"linmix.apps.{app}.cli")
-    cli_cls = next(v for k, v in vars(cli_mod).items() if isinstance(v, type) and k.endswith("CLI") and k != "LinmixCLI")
-    from linmix.shared.cli import LinmixCLI
+    spec = importlib.import_module(f"linmix.apps.{app}.cli").APP
+    from linmix.shared.cli import load
+    from linmix.shared.lightning_cli import LinmixCLI
 
-    assert issubclass(cli_cls, LinmixCLI)
+    cli_cls = spec.cli_class()
+    assert issubclass(cli_cls, LinmixCLI) and cli_cls.__name__ == spec.cli_name and cli_cls.app_name == app
     monkeypatch.chdir(ROOT)
-    captured = {}
-
-    def fake_run_app(prog, cli_class, model_class, data_class, tools=None, argv=None, subclass_mode_model=False):
-        cli = cli_class(model_class, data_class, args=["-c", str(path)], run=False, app=app,
-                        subclass_mode_model=subclass_mode_model)
-        captured["cli"] = cli
-        return 0
-
-    monkeypatch.setattr(cli_mod, "run_app", fake_run_app)
-    cli_mod.main([])
-    cli = captured["cli"]
+    cli = cli_cls(load(spec.model), load(spec.datamodule), args=["-c", str(path)], run=False,
+                  subclass_mode_model=spec.subclass_mode_model)
     assert cli.model is not None and cli.datamodule is not None
     assert sum(p.numel() for p in cli.model.parameters()) > 0
 

@@ -71,12 +71,12 @@ def export_main(argv: list[str] | None = None) -> int:
 
 def demo_main(argv: list[str] | None = None) -> int:
     """End-to-end demo on small synthetic data: synth -> fit FCN and DCNv2 -> test -> export -> summary.json."""
-    from linmix.apps.ctr.demo import run_demo
-
     ap = argparse.ArgumentParser(prog="linmix-ctr demo", description=demo_main.__doc__)
     ap.add_argument("--out", default="runs/demo/ctr")
     ap.add_argument("--rows", type=int, default=30_000)
     ap.add_argument("--epochs", type=int, default=5)
     a = ap.parse_args(argv)
+    from linmix.apps.ctr.demo import run_demo
+
     run_demo(a.out, a.rows, a.epochs)
     return 0

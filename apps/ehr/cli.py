@@ -1,55 +1,41 @@
 """``linmix-ehr``: fit/validate/test/predict (LightningCLI, ``configs/ehr/*.yaml``) plus the synth, ingest, export,
-demo and score tools."""
+demo and score tools.
+
+A declaration only (import strings, no torch): ``linmix-ehr --help`` answers at once and each tool imports just what
+it needs (:mod:`linmix.shared.cli`).
+"""
 
 from __future__ import annotations
 
-from linmix.apps.ehr.data import EHRDataModule
-from linmix.apps.ehr.lit_module import EHRLitModule
-from linmix.apps.ehr.predict_writer import ParquetPredictionWriter
-from linmix.shared.cli import LinmixCLI, run_app
+from linmix.shared.cli import App, run_app
 
-
-class EHRCLI(LinmixCLI):
-    links = (("data.vocab_size", "model.net.vocab_size"), ("data.objective", "model.objective"))
-
-    def add_arguments_to_parser(self, parser) -> None:
-        super().add_arguments_to_parser(parser)
-        parser.add_lightning_class_args(ParquetPredictionWriter, "predictions")  # `predict` writes --predictions.output
-
-
-def synth_tool(argv):
-    """write a synthetic FHIR R4 cohort (bundle or bulk NDJSON) with oracle.parquet"""
-    from linmix.apps.ehr.synth import synth_main
-    return synth_main(argv)
-
-
-def ingest_tool(argv):
-    """FHIR R4 Bundles / NDJSON -> MEDS dataset"""
-    from linmix.apps.ehr.ingest import ingest_main
-    return ingest_main(argv)
-
-
-def export_tool(argv):
-    """TorchScript export of a finetuned checkpoint (tokens + side arrays + task -> probability)"""
-    from linmix.apps.ehr.export import export_main
-    return export_main(argv)
-
-
-def demo_tool(argv):
-    """synth -> ingest -> pretrain -> finetune -> test -> baseline -> export on a small cohort"""
-    from linmix.apps.ehr.demo import demo_main
-    return demo_main(argv)
-
-
-def score_tool(argv):
-    """incremental scoring of appended events, reusing the Mamba recurrent state"""
-    from linmix.apps.ehr.predict import score_main
-    return score_main(argv)
+APP = App(
+    name="ehr",
+    cli_name="EHRCLI",
+    model="linmix.apps.ehr.lit_module:EHRLitModule",
+    datamodule="linmix.apps.ehr.data:EHRDataModule",
+    links=(("data.vocab_size", "model.net.vocab_size"), ("data.objective", "model.objective")),
+    # `predict` writes --predictions.output
+    class_args={"predictions": "linmix.apps.ehr.predict_writer:ParquetPredictionWriter"},
+    tools={
+        "synth": ("linmix.apps.ehr.synth:synth_main",
+                  "write a synthetic FHIR R4 cohort (bundle or bulk NDJSON) with oracle.parquet"),
+        "ingest": ("linmix.apps.ehr.ingest:ingest_main", "FHIR R4 Bundles / NDJSON -> MEDS dataset"),
+        "export": ("linmix.apps.ehr.export:export_main",
+                   "TorchScript export of a finetuned checkpoint (tokens + side arrays + task -> probability)"),
+        "demo": ("linmix.apps.ehr.demo:demo_main",
+                 "synth -> ingest -> pretrain -> finetune -> test -> baseline -> export on a small cohort"),
+        "score": ("linmix.apps.ehr.predict:score_main",
+                  "incremental scoring of appended events, reusing the Mamba recurrent state"),
+    },
+)
 
 
 def main(argv=None) -> int:
-    tools = {"synth": synth_tool, "ingest": ingest_tool, "export": export_tool, "demo": demo_tool, "score": score_tool}
-    return run_app("linmix-ehr", EHRCLI, EHRLitModule, EHRDataModule, tools=tools, argv=argv)
+    return run_app(APP, argv)
+
+
+__getattr__ = APP.module_getattr(__name__)  # <module>.EHRCLI: the LightningCLI subclass
 
 
 if __name__ == "__main__":

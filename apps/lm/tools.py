@@ -39,7 +39,7 @@ def export_main(argv: Sequence[str]) -> int:
 
 def demo_main(argv: Sequence[str]) -> int:
     """Train the tiny Mamba2 LM on the built-in additions corpus for about a minute, then test and export."""
-    from linmix.apps.lm.lightning_cli import run_lightning as main
+    from linmix.apps.lm.cli import main
 
     ap = argparse.ArgumentParser(prog="linmix-lm demo", description=demo_main.__doc__)
     ap.add_argument("--out", default="runs/demo/lm")

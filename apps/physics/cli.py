@@ -1,22 +1,39 @@
-"""``linmix-physics``: fit / validate / test / predict (LightningCLI) plus the tools synth, rollout, export, demo."""
+"""``linmix-physics``: fit / validate / test / predict (LightningCLI) plus the tools synth, rollout, export, demo.
+
+A declaration only (import strings, no torch): see :mod:`linmix.shared.cli`.
+"""
 
 from __future__ import annotations
 
-from linmix.apps.physics.data import PhysicsDataModule
-from linmix.apps.physics.lit_module import PhysicsLitModule
-from linmix.shared.cli import LinmixCLI, run_app
+from linmix.shared.cli import App, run_app
 
-
-class PhysicsCLI(LinmixCLI):
-    links = (("data.problem", "model.problem"), ("data.n_in", "model.net.n_in"), ("data.n_out", "model.net.n_out"),
-             ("data.n_globals", "model.net.n_globals"), ("data.transient", "model.net.transient"))
+APP = App(
+    name="physics",
+    cli_name="PhysicsCLI",
+    model="linmix.apps.physics.lit_module:PhysicsLitModule",
+    datamodule="linmix.apps.physics.data:PhysicsDataModule",
+    links=(("data.problem", "model.problem"), ("data.n_in", "model.net.n_in"),
+           ("data.n_out", "model.net.n_out"), ("data.n_globals", "model.net.n_globals"),
+           ("data.transient", "model.net.transient")),
+    tools={
+        "synth": ("linmix.apps.physics.pde.synth:main",
+                  "Generate PDE samples (scikit-fem on random triangle meshes with holes) as npz, in parallel."),
+        "rollout": ("linmix.apps.physics.rollout_tool:main",
+                    "Roll a checkpoint out on one sample; write XDMF/VTU, PNGs and metrics."),
+        "export": ("linmix.apps.physics.export:main",
+                   "Export a checkpoint to TorchScript and check the round trip on two meshes."),
+        "demo": ("linmix.apps.physics.demo:main",
+                 "Run the physics app end to end at small size (synth -> fit -> test -> plot -> export)."),
+    },
+)
 
 
 def main(argv=None) -> int:
-    from linmix.apps.physics.demo import main as demo_main
-    from linmix.apps.physics.export import main as export_main
-    from linmix.apps.physics.pde.synth import main as synth_main
-    from linmix.apps.physics.rollout_tool import main as rollout_main
+    return run_app(APP, argv)
 
-    tools = {"synth": synth_main, "rollout": rollout_main, "export": export_main, "demo": demo_main}
-    return run_app("linmix-physics", PhysicsCLI, PhysicsLitModule, PhysicsDataModule, tools=tools, argv=argv)
+
+__getattr__ = APP.module_getattr(__name__)  # <module>.PhysicsCLI: the LightningCLI subclass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,20 +1,25 @@
 """Audio I/O: soundfile reading with checks, mono downmix, torchaudio resampling, atomic writing.
 
 ``torchaudio.load`` needs torchcodec + FFmpeg in torchaudio >= 2.9, so all file I/O goes through soundfile;
-``torchaudio.functional.resample`` does the rate conversion.  Shapes: T samples, C channels.
+``torchaudio.functional.resample`` does the rate conversion.  Shapes: T samples, C channels.  torch and torchaudio are
+imported by the functions that return tensors, so writing audio (``linmix-speech synth``) runs without them.
 """
+
+from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("linmix.speech")
 
@@ -42,6 +47,8 @@ def resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """(..., T) at orig_sr -> (..., T') at new_sr (torchaudio windowed-sinc); identity when equal."""
     if orig_sr == new_sr:
         return x
+    import torchaudio
+
     return torchaudio.functional.resample(x, orig_sr, new_sr)
 
 
@@ -51,13 +58,15 @@ def read_audio(
     *,
     allow_silent: bool = False,
     quiet: bool = False,
-) -> "tuple[torch.Tensor, AudioInfo]":
+) -> tuple[torch.Tensor, AudioInfo]:
     """Read a file as float32 mono at ``sample_rate``: (T,) tensor and an ``AudioInfo``.
 
     Raises ``AudioError`` for missing, unreadable or non-audio files, empty audio and (unless ``allow_silent``)
     all-silent audio.  Stereo/multichannel input is averaged to mono, another rate is resampled, and clipping is
     detected; each of these is logged (``quiet`` turns the log lines off but they stay in ``info.notes``).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
@@ -96,7 +105,8 @@ def write_audio(path: Union[str, Path], x: Union[torch.Tensor, np.ndarray], samp
     """Write mono (T,) float audio as 16-bit PCM wav atomically (tmp file in the same folder, then os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(x, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported; never import it just to check
+    if torch is not None and isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=f".{path.stem}.", dir=path.parent)
@@ -123,6 +133,8 @@ def read_span(path: Path, sample_rate: int, start: int, n: int | None) -> torch.
     """Mono samples [start, start+n) of ``path`` at ``sample_rate`` (T,) (whole file if n is None); a partial read when
     the file's rate is ``sample_rate`` (training's hot path: one open for the rate check, seek and read), else the
     whole file read, resampled and cut."""
+    import torch
+
     if n is not None:
         with sf.SoundFile(str(path)) as f:
             if f.samplerate == sample_rate:

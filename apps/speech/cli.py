@@ -1,17 +1,37 @@
-"""``linmix-speech``: LightningCLI fit/validate/test/predict plus the synth, separate, export and demo tools."""
+"""``linmix-speech``: LightningCLI fit/validate/test/predict plus the synth, separate, export and demo tools.
 
-from linmix.shared.cli import run_app
+A declaration only (import strings, no torch): see :mod:`linmix.shared.cli`.
+"""
 
-from .data import SpeechDataModule
-from .lightning_cli import SpeechCLI
-from .lit_module import SpeechLitModule
+from __future__ import annotations
+
+from linmix.shared.cli import App, run_app
+
+APP = App(
+    name="speech",
+    cli_name="SpeechCLI",
+    model="linmix.apps.speech.lit_module:SpeechLitModule",
+    datamodule="linmix.apps.speech.data:SpeechDataModule",
+    links=(("data.n_src", "model.net.n_src"),),
+    tools={
+        "synth": ("linmix.apps.speech.synth:main",
+                  "generate an espeak-ng two/three-speaker corpus in the LibriMix layout (no download)"),
+        "separate": ("linmix.apps.speech.separate:main",
+                     "separate audio files into one wav per source (chunked overlap-add, any rate/length)"),
+        "export": ("linmix.apps.speech.export:main",
+                   "export a checkpoint to TorchScript (waveform in, sources out), round-trip checked"),
+        "demo": ("linmix.apps.speech.demo:main",
+                 "end-to-end demo on the synthetic corpus: synth, fit tiny, test, separate, stream, export"),
+    },
+)
 
 
 def main(argv=None) -> int:
-    from .demo import main as demo_main
-    from .export import main as export_main
-    from .separate import main as separate_main
-    from .synth import main as synth_main
+    return run_app(APP, argv)
 
-    tools = {"synth": synth_main, "separate": separate_main, "export": export_main, "demo": demo_main}
-    return run_app("linmix-speech", SpeechCLI, SpeechLitModule, SpeechDataModule, tools=tools, argv=argv)
+
+__getattr__ = APP.module_getattr(__name__)  # <module>.SpeechCLI: the LightningCLI subclass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,9 +25,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--n-train", type=int, default=64, help="synthetic training mixtures")
     a = p.parse_args(argv)
     from .audio import read_audio
+    from .cli import main as cli_main
     from .data import SpeechDataModule
     from .export import export_separator
-    from .lightning_cli import run_lightning as cli_main
     from .lit_module import SpeechLitModule
     from .losses import pit_si_snr_loss
     from .model import ConvTasNet, ConvTasNetConfig

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from scipy.signal import lfilter, resample_poly
 
 from .audio import write_audio
 from .espeak import BASE_VOICES, VARIANTS, EspeakSynth
@@ -105,12 +104,17 @@ def speak(speaker: Speaker, text: str, sample_rate: int, rng: np.random.Generato
     if nz.size:
         wav = wav[max(nz[0] - 200, 0) : nz[-1] + 200]
     # Polyphase resampling (scipy): 10x faster than torchaudio's sinc kernel for 22050 -> 8000 (= 160/441).
+    # Imported here, not at the top: `synth --help` answers without scipy.signal.
+    from scipy.signal import resample_poly
+
     g = math.gcd(synth.sample_rate, sample_rate)
     return resample_poly(wav, sample_rate // g, synth.sample_rate // g).astype(np.float32)
 
 
 def make_noise(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
     """Slowly modulated low-passed noise (a stand-in for WHAM! ambience), unit RMS, (T,)."""
+    from scipy.signal import lfilter
+
     white = rng.standard_normal(n).astype(np.float32)
     alpha = float(np.exp(-2 * np.pi * rng.uniform(300, 3000) / sample_rate))  # one-pole low-pass cut-off
     out = lfilter([1 - alpha], [1, -alpha], white).astype(np.float32)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 INTERIOR, DIRICHLET, NEUMANN, OBSTACLE = 0, 1, 2, 3
 N_NODE_TYPES = 4
@@ -148,6 +147,8 @@ def dirichlet_distance(pos: np.ndarray, node_type: np.ndarray) -> np.ndarray:
     fixed = np.flatnonzero(node_type == DIRICHLET)
     if len(fixed) == 0:
         return np.zeros(len(pos))
+    from scipy.spatial import cKDTree  # here, not at the top: `linmix-physics synth --help` stays quick
+
     return cKDTree(pos[fixed]).query(pos)[0]
 
 
@@ -167,6 +168,8 @@ def knn_edges(pos: np.ndarray, k: int = 6) -> np.ndarray:
     if n < 2:
         return np.zeros((2, 0), dtype=np.int64)
     kk = min(k + 1, n)
+    from scipy.spatial import cKDTree
+
     _, idx = cKDTree(pos).query(pos, k=kk)
     src = np.repeat(np.arange(n), kk - 1)
     dst = idx[:, 1:].reshape(-1)

@@ -1,0 +1,171 @@
+"""The LightningCLI behind ``linmix-<app> fit|validate|test|predict``; imported only when one of those runs.
+
+:class:`LinmixCLI` adds linmix's trainer defaults, the argument links and extra class groups an app declares
+(:class:`linmix.shared.cli.App`), weights-only vetting of every checkpoint the Trainer reads (``--ckpt_path``), and a
+model summary without Lightning's FLOPs column when there is nothing to count. :func:`cli_class` turns an ``App`` into
+its named subclass (``EHRCLI``, ``PhysicsCLI``, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Tuple
+
+import torch
+from linmix.shared.checkpoint import read_checkpoint
+from linmix.shared.errors import UserError
+from linmix.shared.loading import load
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelSummary, RichModelSummary
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+
+__all__ = ["LinmixCLI", "cli_class", "trainer_defaults", "SummaryWithoutFlops", "RichSummaryWithoutFlops"]
+
+
+class LinmixCLI(LightningCLI):
+    """LightningCLI with linmix defaults.
+
+    Class attributes (set per app by :func:`cli_class`): ``links``: ``(source, target)`` or
+    ``(source, target, compute_fn)`` pairs linked on instantiation (derived sizes from the data module to the model);
+    ``class_args``: ``{group: "module:Class"}`` extra class groups (``linmix-ehr predict --predictions.output``);
+    ``app_name``: the app's short name (checkpoint stamps, ``runs/<app>``).
+    """
+
+    links: Tuple[tuple, ...] = ()
+    class_args: Mapping[str, str] = {}
+    app_name: str = "linmix"
+
+    def __init__(self, *args: Any, app: str | None = None, **kwargs: Any) -> None:
+        self.app = app or self.app_name
+        super().__init__(*args, **kwargs)
+
+    def _checkpoint_globals(self) -> list:
+        return list(getattr(self.model_class, "checkpoint_globals", ()))
+
+    def _parse_ckpt_path(self) -> None:
+        """Vet ``--ckpt_path`` (weights-only, right app, one clear line otherwise) before Lightning reads it."""
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not str(ckpt_path).startswith(
+                "registry:"):
+            if not Path(ckpt_path).is_file():
+                raise UserError(f"--ckpt_path {ckpt_path}: no such file")
+            read_checkpoint(ckpt_path, app=self.app, safe_globals=self._checkpoint_globals())
+        with torch.serialization.safe_globals(self._checkpoint_globals()):
+            super()._parse_ckpt_path()
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> Dict[str, Any]:
+        """Every checkpoint the Trainer reads (``--ckpt_path``) is unpickled weights-only, whatever the flags say."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("weights_only") is False:
+            raise UserError("--weights_only false is not supported: linmix loads checkpoints weights-only")
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
+            kwargs["weights_only"] = True
+        return kwargs
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        with torch.serialization.safe_globals(self._checkpoint_globals()):
+            super()._run_subcommand(subcommand)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.set_defaults(trainer_defaults(self.app))
+        for link in self.links:
+            src, dst = link[0], link[1]
+            fn = link[2] if len(link) > 2 else None
+            parser.link_arguments(src, dst, compute_fn=fn, apply_on="instantiate")
+        for group, target in self.class_args.items():
+            parser.add_lightning_class_args(load(target), group)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks = [_without_flops(cb) for cb in trainer.callbacks]
+        return trainer
+
+
+def trainer_defaults(app: str) -> Dict[str, Any]:
+    """CSV logs under ``runs/<app>``, last + best checkpoints kept."""
+    return {
+        "trainer.logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": f"runs/{app}"}},
+        "trainer.callbacks": [
+            {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+        ],
+    }
+
+
+_CLASSES: Dict[str, type] = {}
+
+
+def cli_class(app: Any) -> type:  # app: linmix.shared.cli.App (not imported: no cycle)
+    """The app's :class:`LinmixCLI` subclass (``linmix.apps.ehr.cli.EHRCLI``), made once per app."""
+    if app.name not in _CLASSES:
+        attrs = {"links": tuple(app.links), "class_args": dict(app.class_args), "app_name": app.name,
+                 "__module__": f"linmix.apps.{app.name}.cli", "__doc__": f"LightningCLI of ``{app.prog}``."}
+        _CLASSES[app.name] = type(app.cli_name, (LinmixCLI,), attrs)
+    return _CLASSES[app.name]
+
+
+def _drop_flops(summary_data: list) -> list:
+    return [(name, column) for name, column in summary_data if name != "FLOPs"]
+
+
+class SummaryWithoutFlops(ModelSummary):
+    """Lightning's text model summary; without the FLOPs column and total when no FLOPs were counted (Lightning
+    counts them only for a module with ``example_input_array``, and shows 0 otherwise)."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        if total_flops:
+            return ModelSummary.summarize(summary_data, total_parameters, trainable_parameters, model_size,
+                                          total_training_modes, total_flops, **summarize_kwargs)
+        from pytorch_lightning.callbacks.model_summary import log
+        from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
+
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes, 0,
+                                      *_drop_flops(summary_data))
+        log.info("\n" + table.rsplit("\n", 1)[0])  # the last line is "Total Flops"
+
+
+class RichSummaryWithoutFlops(RichModelSummary):
+    """:class:`~pytorch_lightning.callbacks.RichModelSummary` without the FLOPs column and total when none were
+    counted."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        if total_flops:
+            return RichModelSummary.summarize(summary_data, total_parameters, trainable_parameters, model_size,
+                                              total_training_modes, total_flops, **summarize_kwargs)
+        from rich import get_console
+        from rich.table import Table
+
+        summary_data = _drop_flops(summary_data)
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        right = {"Params", "Params per Device", "In sizes", "Out sizes"}
+        for name, _ in summary_data:
+            table.add_column(name, style="dim" if name == " " else None, justify="right" if name in right else "left",
+                             no_wrap=name == "Name")
+        for row in zip(*(column for _, column in summary_data)):
+            table.add_row(*row)
+        console = get_console()
+        console.print(table)
+        grid = Table.grid(expand=True)
+        grid.add_column()
+        for label, value in (("Trainable params", get_human_readable_count(int(trainable_parameters))),
+                             ("Non-trainable params", get_human_readable_count(int(total_parameters
+                                                                                   - trainable_parameters))),
+                             ("Total params", get_human_readable_count(int(total_parameters))),
+                             ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+                             ("Modules in train mode", total_training_modes["train"]),
+                             ("Modules in eval mode", total_training_modes["eval"])):
+            grid.add_row(f"[bold]{label}[/]: {value}")
+        console.print(grid)
+
+
+def _without_flops(callback: Any) -> Any:
+    """Lightning's own summary callbacks (exact types, as the Trainer adds them) -> the FLOPs-free ones."""
+    swap = {ModelSummary: SummaryWithoutFlops, RichModelSummary: RichSummaryWithoutFlops}.get(type(callback))
+    if swap is None:
+        return callback
+    return swap(max_depth=callback._max_depth, **callback._summarize_kwargs)
