@@ -77,6 +77,19 @@ class LinmixCLI(LightningCLI):
         for group, target in self.class_args.items():
             parser.add_lightning_class_args(load(target), group)
 
+    def before_instantiate_classes(self) -> None:
+        """``trainer.default_root_dir`` (flag or config) moves the default CSV logs, and with them the checkpoints,
+        from ``runs/<app>`` to that folder; a logger the config names itself keeps its own folder."""
+        sub = self.config.get("subcommand")
+        trainer = (self.config[sub] if sub else self.config).get("trainer")
+        root = trainer.get("default_root_dir") if trainer is not None else None
+        logger = trainer.get("logger") if trainer is not None else None
+        default = trainer_defaults(self.app)["trainer.logger"]
+        if root and logger is not None and getattr(logger, "class_path", None) == default["class_path"]:
+            args = logger.init_args
+            if str(args.get("save_dir")) == default["init_args"]["save_dir"]:
+                args.save_dir = str(root)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks = [_without_flops(cb) for cb in trainer.callbacks]

@@ -31,3 +31,13 @@ def test_help_lists_subcommands_and_tools(capsys):
     for word in ("fit", "validate", "test", "predict", "export", "demo"):
         assert word in out
     assert main(["nonsense"]) == 2
+
+
+def test_default_root_dir_is_honoured(tmp_path, monkeypatch):
+    """``--trainer.default_root_dir D`` puts the logs and checkpoints under D, not under ``runs/<app>``."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "elsewhere"
+    main(["fit", "-c", TINY, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+          "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)])
+    assert next(root.rglob("last.ckpt")).is_file()
+    assert not (tmp_path / "runs").exists()
