@@ -25,7 +25,7 @@ APP = App(
                    "TorchScript export of a finetuned checkpoint (tokens + side arrays + task -> probability)"),
         "demo": ("linmix.apps.ehr.demo:demo_main",
                  "synth -> ingest -> pretrain -> finetune -> test -> baseline -> export on a small cohort"),
-        "score": ("linmix.apps.ehr.predict:score_main",
+        "score": ("linmix.apps.ehr.score:score_main",
                   "incremental scoring of appended events, reusing the Mamba recurrent state"),
     },
 )

@@ -14,10 +14,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
-import torch
-from linmix.apps.ehr.model import EHRMambaConfig
+
+if TYPE_CHECKING:  # torch loads when the demo runs, not for --help
+    from linmix.apps.ehr.model import EHRMambaConfig
+
+
+def _demo_net() -> EHRMambaConfig:
+    from linmix.apps.ehr.model import EHRMambaConfig
+
+    return EHRMambaConfig(vocab_size=512, d_model=32, n_layers=2, d_state=16, d_time=8, max_visits=64, dropout=0.1)
 
 
 @dataclass
@@ -26,8 +34,7 @@ class PipelineSettings:
 
     n_patients: int = 400
     seed: int = 0
-    net: EHRMambaConfig = field(default_factory=lambda: EHRMambaConfig(
-        vocab_size=512, d_model=32, n_layers=2, d_state=16, d_time=8, max_visits=64, dropout=0.1))
+    net: EHRMambaConfig = field(default_factory=_demo_net)
     max_len: int = 512
     batch_size: int = 32
     pretrain_epochs: float = 1.0
@@ -66,6 +73,8 @@ def oracle_metrics(fhir_dir: Path, meds_dir: Path, dm) -> dict[str, dict]:
         part = joined.filter(pl.col("task") == name)
         if part.height == 0:
             continue
+        import torch
+
         m = task_metrics(torch.as_tensor(part["probability"].to_numpy(), dtype=torch.float32),
                          torch.as_tensor(part["label"].to_numpy()))
         m["label_agreement"] = float((part["label"] == part["ours"]).mean())

@@ -12,13 +12,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-from linmix.apps.ehr.lit_module import INPUTS, EHRLitModule
-from linmix.shared.export import check_roundtrip, export_torchscript
-
 
 def example_inputs(vocab_size: int, n_tasks: int, batch: int, length: int, seed: int = 0) -> tuple:
     """Random but valid scorer inputs (B = batch, L = length), the last row right-padded to half length."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(7, vocab_size, (batch, length), generator=g)
     token_type = torch.randint(1, 9, (batch, length), generator=g)
@@ -33,6 +31,9 @@ def example_inputs(vocab_size: int, n_tasks: int, batch: int, length: int, seed:
 
 def export_checkpoint(ckpt: str | Path, out: str | Path, lengths: tuple[int, int] = (24, 61)) -> tuple[Path, float]:
     """Export ``ckpt`` to ``out``; returns (path, max abs round-trip difference over both lengths)."""
+    from linmix.apps.ehr.lit_module import INPUTS, EHRLitModule
+    from linmix.shared.export import check_roundtrip, export_torchscript
+
     lit = EHRLitModule.load(ckpt)
     lit.eval()
     scorer = lit.exportable().eval()

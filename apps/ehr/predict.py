@@ -6,19 +6,14 @@ scoring at t2 after t1 only needs the tokens between them: ``IncrementalScorer.a
 equals a full recompute (tests/ehr/test_ehr_predict.py) as long as the history is not truncated to ``max_len``: the
 recurrent state keeps the whole history, a recompute would keep the most recent ``max_len`` tokens.
 
-``linmix-ehr score`` streams every held-out patient of a MEDS folder visit by visit and writes the probability after
-each visit (``scores.parquet``: subject_id, visit, time, task, probability).
+``linmix-ehr score`` (:mod:`linmix.apps.ehr.score`) streams the patients of a MEDS split through it visit by visit.
 """
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-import polars as pl
 import torch
 from linmix.apps.ehr import sequences as S
-from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.model import EHRMamba, prompt
 
 KEYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
@@ -94,48 +89,3 @@ class IncrementalScorer:
 def visit_ends(arrays: dict[str, np.ndarray]) -> list[int]:
     """Token counts at the end of each visit (after its ``[REG]``)."""
     return [i + 1 for i, t in enumerate(arrays["token_type"]) if t == S.TYPE_REG]
-
-
-def score_main(argv=None) -> int:
-    """incremental scoring of appended events, reusing the Mamba recurrent state"""
-    from linmix.apps.ehr.lit_module import EHRLitModule
-    from linmix.shared.models import add_checkpoint_args, checkpoint_path
-
-    p = argparse.ArgumentParser(prog="linmix-ehr score", description=score_main.__doc__)
-    add_checkpoint_args(p, ckpt_help="finetuned checkpoint (.ckpt)")
-    p.add_argument("--meds", required=True, help="MEDS folder to score (its vocabulary is the checkpoint's)")
-    p.add_argument("--task", default="mortality", help="task name (see the checkpoint's tasks)")
-    p.add_argument("--split", default="held_out", help="split to score")
-    p.add_argument("--limit", type=int, default=100, help="at most this many patients")
-    p.add_argument("--out", default="runs/ehr/scores.parquet")
-    args = p.parse_args(argv)
-    lit = EHRLitModule.load(checkpoint_path(args, app="ehr"))
-    if args.task not in lit.task_names:
-        p.error(f"task {args.task!r} not in the checkpoint's tasks {lit.task_names}")
-    if not lit.vocab_json:
-        p.error("the checkpoint carries no vocabulary (it was not trained through EHRDataModule)")
-    vocab = S.Vocabulary.from_json(lit.vocab_json)
-    settings = S.SequenceSettings(vocab_size=lit.net.cfg.vocab_size, n_conditions=vocab.n_conditions)
-    frame = S.load_meds(args.meds).filter(pl.col("split") == args.split)
-    seqs, _, _ = S.build_sequences(frame, settings, vocab=vocab)
-    scorer = IncrementalScorer(lit.net, lit.task_token_ids)
-    task = lit.task_names.index(args.task)
-    rows: dict[str, list] = {"subject_id": [], "visit": [], "time": [], "task": [], "probability": []}
-    for r in range(min(args.limit, seqs.height)):
-        row = seqs.row(r, named=True)
-        arrays = S.row_arrays(row)
-        done = 0
-        for v, end in enumerate(visit_ends(arrays)):
-            chunk = {k: a[done:end] for k, a in arrays.items()}
-            prob = scorer.start(row["subject_id"], task, chunk) if done == 0 else scorer.append(row["subject_id"], chunk)
-            rows["subject_id"].append(row["subject_id"])
-            rows["visit"].append(v + 1)
-            rows["time"].append(int(arrays["abs_time"][end - 1]))
-            rows["task"].append(args.task)
-            rows["probability"].append(prob)
-            done = end
-        scorer.states.pop(row["subject_id"], None)
-    out = pl.DataFrame(rows).with_columns(pl.col("time").cast(pl.Datetime("us")))
-    atomic_write(args.out, out.write_parquet)
-    print(f"scored {out['subject_id'].n_unique()} patients at {out.height} visit ends -> {args.out}")
-    return 0

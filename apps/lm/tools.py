@@ -8,15 +8,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-from linmix.apps.lm.lit_module import LMLitModule
-from linmix.shared.checkpoint import load_lit
-
 __all__ = ["export_main", "demo_main", "export_checkpoint"]
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> float:
     """Export the net of ``ckpt`` to ``out`` and round-trip check it at two lengths; returns the max abs diff."""
+    import torch
+    from linmix.apps.lm.lit_module import LMLitModule
+    from linmix.shared.checkpoint import load_lit
     from linmix.shared.export import check_roundtrip, export_torchscript
 
     lit = load_lit(LMLitModule, ckpt, app="lm")
@@ -53,8 +52,12 @@ def demo_main(argv: Sequence[str]) -> int:
           "--trainer.max_epochs", "100", "--trainer.val_check_interval", "1.0", *common])
     ckpt = sorted(out.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
     train_s = time.time() - t0
-    lit = load_lit(LMLitModule, ckpt, app="lm")
+    import torch
     from linmix.apps.lm.data import LMDataModule
+    from linmix.apps.lm.lit_module import LMLitModule
+    from linmix.shared.checkpoint import load_lit
+
+    lit = load_lit(LMLitModule, ckpt, app="lm")
 
     dm = LMDataModule(seq_len=128, n_val=128)
     dm.setup()

@@ -11,9 +11,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import torch
-from linmix.shared.checkpoint import load_lit
-
 TINY = Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml"
 
 
@@ -24,6 +21,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=150, help="training steps of the tiny model")
     p.add_argument("--n-train", type=int, default=64, help="synthetic training mixtures")
     a = p.parse_args(argv)
+    import torch
+    from linmix.shared.checkpoint import load_lit
+
     from .audio import read_audio
     from .cli import main as cli_main
     from .data import SpeechDataModule

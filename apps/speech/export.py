@@ -4,19 +4,22 @@ Exports the pure ``ConvTasNet`` (never the LightningModule) with its config and 
 ``config.json``, then reloads it and checks the outputs at two input lengths (neither a multiple of the hop).
 """
 
+from __future__ import annotations
+
 import argparse
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
-from linmix.shared.export import check_roundtrip, export_torchscript
-
-from .model import ConvTasNet
+if TYPE_CHECKING:  # torch loads when a model is exported, not for --help
+    from .model import ConvTasNet
 
 
 def export_separator(net: ConvTasNet, path: str, sample_rate: int, lengths=(1001, 2403)) -> float:
     """Script, save and round-trip-check ``net``; returns the max abs difference over the check lengths."""
+    import torch
+    from linmix.shared.export import check_roundtrip, export_torchscript
+
     config = {**asdict(net.config), "sample_rate": sample_rate}
     net = net.eval()
     export_torchscript(net, path, config)

@@ -11,6 +11,8 @@ Outputs: ``D/<stem>/s1.wav ... sS.wav`` (16-bit, at the input's rate), ``--plot`
 ``D/separate_summary.json`` (read = written + rejected) and ``D/rejects.csv`` for files that could not be used.
 """
 
+from __future__ import annotations
+
 import argparse
 import csv
 import json
@@ -18,19 +20,20 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
 from linmix.shared.errors import UserError
 
 from .audio import AudioError, read_audio, resample, write_audio
-from .losses import best_permutation
+
+if TYPE_CHECKING:  # torch loads when a file is separated, not for --help
+    import torch
 
 log = logging.getLogger("linmix.speech")
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".w64",
              ".rf64", ".wv", ".voc", ".sd2", ".mat", ".pvf", ".xi", ".htk", ".sds", ".avr", ".nist", ".sph", ".ircam",
              ".sf", ".paf", ".svx", ".mpc2k")
-Net = Callable[[torch.Tensor], torch.Tensor]
+Net = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 def load_separator(path: str) -> tuple[Net, int, int]:
@@ -61,9 +64,19 @@ def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return num / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1).unsqueeze(0) + 1e-8)
 
 
-@torch.inference_mode()
 def separate_long(net: Net, x: torch.Tensor, n_src: int, chunk: int, overlap: int) -> torch.Tensor:
     """x (T,) -> (S, T) by chunked overlap-add with consistent source order across chunks."""
+    import torch
+
+    with torch.inference_mode():
+        return _separate_long(net, x, n_src, chunk, overlap)
+
+
+def _separate_long(net: Net, x: torch.Tensor, n_src: int, chunk: int, overlap: int) -> torch.Tensor:
+    import torch
+
+    from .losses import best_permutation
+
     t = x.shape[-1]
     if t <= chunk:
         return net(x.unsqueeze(0))[0]
@@ -98,6 +111,8 @@ def match_loudness(est: torch.Tensor, mix: torch.Tensor, peak: Optional[float] =
 
     With ``peak``, the result is lowered as a whole if its peak would exceed it (no clipping on write).
     """
+    import torch
+
     e = est.double()
     gram = e @ e.T + 1e-9 * torch.eye(e.shape[0], dtype=e.dtype)
     g = torch.linalg.solve(gram, e @ mix.double())
@@ -139,6 +154,8 @@ def separate_file(
     keep_model_rate: bool = False,
 ) -> list[Path]:
     """Separate one file into ``dest/s{i}.wav``; raises AudioError for unusable input."""
+    import torch
+
     x, info = read_audio(path, sr)
     est = separate_long(net, x, n_src, int(chunk_s * sr), int(overlap_s * sr))
     est = match_loudness(est, x)
@@ -248,6 +265,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     check_out_dir(out_dir, a.inputs)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if a.threads:
+        import torch
+
         torch.set_num_threads(a.threads)
     net, sr, n_src = load_separator(checkpoint_path(a, app="speech"))
     out_dir.mkdir(parents=True, exist_ok=True)
