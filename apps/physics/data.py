@@ -102,8 +102,8 @@ class PhysicsDataModule(pl.LightningDataModule):
             len(self.rejects), listed)
         if not paths:
             first = f"; first: {self.rejects[0]['reason']}" if self.rejects else ""
-            raise UserError(f"{self.data_dir}: no usable {self.problem} samples ({found} *.npz found, "
-                            f"{len(self.rejects)} rejected{listed}){first}")
+            raise UserError(f"{self.data_dir}: no usable {self.problem} samples: {found} *.npz found, "
+                            f"{len(self.rejects)} rejected{listed}{first}")
         order = np.random.default_rng(self.seed).permutation(len(paths))
         n = len(paths)
         n_test = max(1, int(round(self.test_fraction * n))) if n >= 3 else 0

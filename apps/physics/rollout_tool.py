@@ -45,8 +45,8 @@ def check_problem(lit, sample: dict, where: str = "sample") -> None:
     known = PROBLEMS.get(str(sample["problem"]))
     chans = tuple(sample["channels"]) if "channels" in sample else (known.channels if known else ())
     if sample["problem"] != spec.name or chans != tuple(spec.channels):
-        raise SampleError(f"{where}: checkpoint was trained on {spec.name!r} (channels {tuple(spec.channels)}) but the "
-                          f"sample is {sample['problem']!r} (channels {chans}); use a {spec.name} sample or a "
+        raise SampleError(f"{where}: checkpoint was trained on {spec.name!r} (channels {tuple(spec.channels)}) but "
+                          f"the sample is {sample['problem']!r} (channels {chans}); use a {spec.name} sample or a "
                           f"checkpoint trained on {sample['problem']!r}")
 
 
@@ -187,18 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is an existing file; give a folder")
     ckpt = checkpoint_path(a, app="physics")
-    sample = load_sample(a.sample)  # the cheap checks first
     lit = load_checkpoint(ckpt)
+    sample = load_sample(a.sample)
     pred, metrics = predict_sample(lit, sample, a.steps, where=a.sample)
     bad = metrics["non_finite_from_step"]
     if bad is not None or not np.isfinite(metrics["rel_l2"]):
         _write_metrics(metrics, out)
-        where = f"from step {bad} on" if bad is not None else "in its error"
-        n_bad = int((~np.isfinite(pred[bad])).any(axis=-1).sum()) if bad is not None else 0
-        raise UserError(f"the prediction of {ckpt} on {a.sample} is NaN/inf {where}"
-                        + (f" ({n_bad} of {pred.shape[1]} nodes)" if bad is not None else "")
-                        + ": the checkpoint diverged or the sample lies far outside its training data; wrote only "
-                        f"{out / 'rollout_metrics.json'}")
+        if bad is not None:
+            n_bad = int((~np.isfinite(pred[bad])).any(axis=-1).sum())
+            what = (f"the prediction of {ckpt} on {a.sample} is NaN/inf from step {bad} on ({n_bad} of "
+                    f"{pred.shape[1]} nodes)")
+        else:
+            what = f"the error of {ckpt} on {a.sample} overflows to NaN/inf (prediction values too large)"
+        raise UserError(f"{what}: the checkpoint diverged or the sample lies far outside its training data; "
+                        f"wrote only {out / 'rollout_metrics.json'}")
     files = write_outputs(sample, pred, metrics, out)
     print(f"rel-L2 {metrics['rel_l2']:.4g} over {len(metrics['rel_l2_per_step'])} step(s)"
           + (f"; {metrics['steps_beyond_data']} step(s) beyond the data" if metrics["steps_beyond_data"] else "")

@@ -26,6 +26,7 @@ from linmix.apps.physics.pde.sample_io import SampleError, get_problem, load_sam
 from linmix.apps.physics.pde.synth import synthesize
 from linmix.shared.errors import UserError
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(d_model=16, n_layers=1, n_heads=2, n_slots=4, d_hidden=16, n_freq=2)
 
 
@@ -406,13 +407,19 @@ def test_data_folder_keeps_bad_files_and_reports_each(tmp_path, caplog, monkeypa
     assert "skipped 8 as unusable (list not written: " in caplog.text and "Permission denied" in caplog.text
 
 
-def test_data_folder_without_usable_samples_is_a_user_error(tmp_path):
+def test_data_folder_without_usable_samples_is_a_user_error(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "data"
     folder.mkdir()
     _write(folder / "a.npz", _set("node_type", 1, 9)(_arrays("darcy")))
-    with pytest.raises(UserError, match=r"no usable darcy samples \(1 \*\.npz found, 1 rejected \(listed in .*\)\); "
-                                        r"first: .*a\.npz: node_type values must lie in 0\.\.3"):
+    pattern = r"no usable darcy samples: 1 \*\.npz found, 1 rejected \(listed in .*\); first: .*a\.npz: node_type values"
+    with pytest.raises(UserError, match=pattern):
         PhysicsDataModule(problem="darcy", data_dir=str(folder)).setup("fit")
+    monkeypatch.chdir(tmp_path)  # the fit command, end to end: status 2, the bad file named, nothing written into it
+    before = _sha(folder / "a.npz")
+    _refused(capsys, ["fit", "-c", str(ROOT / "configs/physics/tiny.yaml"), "--data.data_dir", str(folder),
+                      "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
+                      "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")], pattern)
+    assert _sha(folder / "a.npz") == before
     with pytest.raises(UserError, match=r"does not exist or is not a folder"):
         PhysicsDataModule(problem="darcy", data_dir=str(tmp_path / "nowhere")).setup("fit")
 
