@@ -1,9 +1,11 @@
 """LightningDataModule for the physics app: a folder of npz samples, synthesised on first use when empty.
 
 ``prepare_data`` runs the scikit-fem synthesis (:func:`linmix.apps.physics.pde.synth.synthesize`) only if ``data_dir`` holds no
-samples; ``setup`` validates every file (bad ones are listed with their reason in ``data_dir/rejects_scan.jsonl`` and
-counted: found = accepted + rejected), splits train/val/test deterministically and builds PyG datasets. Nothing is
-generated in ``__init__``, so every config instantiates instantly.
+samples; ``setup`` validates every file (:func:`linmix.apps.physics.pde.sample_io.validate_sample`). A bad file is
+skipped, never changed or deleted: it is logged with its name and reason, listed in ``data_dir/rejects_scan.jsonl``
+(when the folder is writable) and counted (found = accepted + rejected); a folder without one usable sample is a
+:class:`~linmix.shared.errors.UserError`. Then the files are split into train/val/test deterministically and built into
+PyG datasets. Nothing is generated in ``__init__``, so every config instantiates instantly.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
 from linmix.apps.physics.pde.sample_io import get_problem
+from linmix.shared.errors import UserError
 from torch_geometric.loader import DataLoader
 
 log = logging.getLogger("linmix.physics.data")
@@ -85,19 +88,22 @@ class PhysicsDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         if not self.data_dir.is_dir():
-            raise FileNotFoundError(f"data_dir {self.data_dir} does not exist (run prepare_data or linmix-physics synth)")
+            raise UserError(f"data_dir {self.data_dir} does not exist or is not a folder (run prepare_data or "
+                            "linmix-physics synth)")
         paths, self.rejects = scan_folder(self.data_dir, self.problem)
         found = len(paths) + len(self.rejects)
+        listed = ""
         if self.rejects:
             for r in self.rejects:
-                log.warning("rejected %s", r["reason"])
-            fd, tmp = tempfile.mkstemp(dir=self.data_dir, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write("".join(json.dumps(r) + "\n" for r in self.rejects))
-            os.replace(tmp, self.data_dir / "rejects_scan.jsonl")
-        log.info("%s: found %d samples, accepted %d, rejected %d", self.data_dir, found, len(paths), len(self.rejects))
+                log.warning("skipped %s", r["reason"])
+            listed = self._write_rejects()
+        (log.warning if self.rejects else log.info)(
+            "%s: found %d sample files, using %d, skipped %d as unusable%s", self.data_dir, found, len(paths),
+            len(self.rejects), listed)
         if not paths:
-            raise ValueError(f"{self.data_dir}: no usable {self.problem} samples ({len(self.rejects)} rejected)")
+            first = f"; first: {self.rejects[0]['reason']}" if self.rejects else ""
+            raise UserError(f"{self.data_dir}: no usable {self.problem} samples: {found} *.npz found, "
+                            f"{len(self.rejects)} rejected{listed}{first}")
         order = np.random.default_rng(self.seed).permutation(len(paths))
         n = len(paths)
         n_test = max(1, int(round(self.test_fraction * n))) if n >= 3 else 0
@@ -109,6 +115,21 @@ class PhysicsDataModule(pl.LightningDataModule):
             split["test"] = split["train"][:1]
         sets = {k: MeshFieldDataset([paths[i] for i in sorted(v)], self.graph, self.k) for k, v in split.items()}
         self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
+
+    def _write_rejects(self) -> str:
+        """Write ``rejects_scan.jsonl``; returns a note for the log (where the list is, or why it is not written)."""
+        target = self.data_dir / "rejects_scan.jsonl"
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.data_dir, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in self.rejects))
+            os.replace(tmp, target)
+        except OSError as exc:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+            return f" (list not written: {target}: {exc.strerror or type(exc).__name__})"
+        return f" (listed in {target})"
 
     def train_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, Optional[torch.Tensor]]:
         """(inputs (ΣN, F_in), globals (B, G), fields (ΣT·N, C), t_max, increments (Σ(T-1)·N, C) u_{t+1} − u_t or

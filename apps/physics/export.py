@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from linmix.apps.physics.dataset import build_edges
 from linmix.apps.physics.pde.sample_io import load_sample
+from linmix.apps.physics.rollout_tool import check_problem, load_checkpoint
+from linmix.shared.errors import UserError
 from linmix.shared.export import check_roundtrip, export_torchscript
 
 log = logging.getLogger("linmix.physics.export")
@@ -47,18 +49,27 @@ def export_config(lit) -> dict:
             "hparams": {k: v for k, v in dict(lit.hparams).items() if isinstance(v, (int, float, str, bool))}}
 
 
-def export_operator(lit, out: str | Path, samples: list[dict]) -> tuple[Path, float]:
-    """Export ``lit.exportable()`` to ``out`` and check the round trip on ``samples`` (>= 2 meshes of different sizes).
-    Returns (path, max abs difference)."""
+def export_operator(lit, out: str | Path, samples: list[dict], where: list[str] | None = None) -> tuple[Path, float]:
+    """Export ``lit.exportable()`` to ``out`` and check the round trip on ``samples`` (>= 2 meshes of different sizes,
+    of the checkpoint's problem, named ``where`` in messages). Returns (path, max abs difference). Raises
+    :class:`UserError` for fewer than two mesh sizes, a sample of another problem, or a non-finite prediction."""
+    where = list(where or [f"sample {i}" for i in range(len(samples))])
     sizes = {len(s["pos"]) for s in samples}
     if len(samples) < 2 or len(sizes) < 2:
-        raise ValueError(f"export: round trip needs two meshes of different sizes, got node counts {sorted(sizes)}")
-    for s in samples:
-        if s["problem"] != lit.spec.name:
-            raise ValueError(f"export: sample is {s['problem']!r} but the model was trained on {lit.spec.name!r}")
+        raise UserError(f"export: the round trip needs two meshes of different sizes, got {len(samples)} sample(s) "
+                        f"with node counts {sorted(len(s['pos']) for s in samples)}; pass --sample twice with "
+                        "meshes of different sizes, or no --sample to synthesise two")
+    for s, w in zip(samples, where):
+        check_problem(lit, s, w)
     net = lit.exportable().eval()
-    path = export_torchscript(net, out, export_config(lit))
     inputs = [operator_inputs(s, lit.spec.transient) for s in samples]
+    with torch.no_grad():
+        for args, w in zip(inputs, where):
+            y = net(*args)
+            if not torch.isfinite(y).all():
+                raise UserError(f"export: the model's prediction on {w} holds {int((~torch.isfinite(y)).sum())} "
+                                "NaN/inf values (a diverged checkpoint?); nothing exported")
+    path = export_torchscript(net, out, export_config(lit))
     diff = check_roundtrip(net, path, inputs)
     return path, diff
 
@@ -72,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="sample .npz for the round-trip check (give two of different sizes; default: synthesise two)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from linmix.apps.physics.rollout_tool import load_checkpoint
-
+    if Path(a.out).is_dir():
+        raise UserError(f"--out {a.out} is a folder; give the path of the .pt file to write")
     lit = load_checkpoint(a.ckpt)
     if a.sample:
         samples = [load_sample(s) for s in a.sample]
     else:
         samples = synth_pair(lit.spec.name)
-    path, diff = export_operator(lit, a.out, samples)
+    path, diff = export_operator(lit, a.out, samples, where=a.sample or None)
     print(f"exported {path} ({lit.spec.name}, channels {list(lit.spec.channels)}); round trip on meshes of "
           f"{[len(s['pos']) for s in samples]} nodes: max abs diff {diff:.3g}")
     return 0

@@ -3,7 +3,8 @@ ParaView), a VTU of the last frame, PNGs of truth / prediction / error on the me
 
 Transient problems roll out autoregressively (``--steps``, default: all frames of the sample); steps beyond the
 data run on the model alone (said in the log, no error reported for them). Steady problems predict the one field.
-A checkpoint trained on another problem is refused with a message naming both problems' channels.
+A checkpoint trained on another problem is refused with a message naming both problems' channels. A prediction that
+turns NaN/inf is an error too (exit status 2): only ``rollout_metrics.json`` is written, with the first bad step.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from linmix.apps.physics.argtypes import at_least
 from linmix.apps.physics.dataset import to_graph
 from linmix.apps.physics.graph_ops import num_graphs
 from linmix.apps.physics.losses import rel_l2
-from linmix.apps.physics.pde.sample_io import load_sample
+from linmix.apps.physics.pde.sample_io import PROBLEMS, SampleError, load_sample
 from linmix.apps.physics.rollout import node_features, rollout
+from linmix.shared.errors import UserError
 
 log = logging.getLogger("linmix.physics.rollout")
 
@@ -35,12 +38,33 @@ def load_checkpoint(path: str | Path):
     return lit
 
 
-def predict_sample(lit, sample: dict, steps: int | None = None) -> tuple[np.ndarray, dict]:
-    """Prediction (T', N, C) for ``sample`` and metrics {rel_l2_per_step, rel_l2, steps_beyond_data}."""
+def check_problem(lit, sample: dict, where: str = "sample") -> None:
+    """:class:`SampleError` (a ``UserError``) naming both channel lists when ``sample`` is not of the checkpoint's
+    problem or its channel names differ from the checkpoint's."""
     spec = lit.spec
-    if sample["problem"] != spec.name:
-        raise ValueError(f"checkpoint was trained on {spec.name!r} (channels {spec.channels}) but the sample is "
-                         f"{sample['problem']!r} (channels {tuple(sample['channels'])})")
+    known = PROBLEMS.get(str(sample["problem"]))
+    chans = tuple(sample["channels"]) if "channels" in sample else (known.channels if known else ())
+    if sample["problem"] != spec.name or chans != tuple(spec.channels):
+        raise SampleError(f"{where}: checkpoint was trained on {spec.name!r} (channels {tuple(spec.channels)}) but "
+                          f"the sample is {sample['problem']!r} (channels {chans}); use a {spec.name} sample or a "
+                          f"checkpoint trained on {sample['problem']!r}")
+
+
+def first_non_finite(pred: np.ndarray) -> int | None:
+    """Index of the first frame of ``pred`` (T', N, C) holding NaN/inf, or None."""
+    bad = ~np.isfinite(pred).reshape(pred.shape[0], -1).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def predict_sample(lit, sample: dict, steps: int | None = None, where: str = "sample") -> tuple[np.ndarray, dict]:
+    """Prediction (T', N, C) for ``sample`` and metrics {rel_l2_per_step, rel_l2, steps_beyond_data, channels,
+    non_finite_from_step (first frame with NaN/inf in the prediction, or None)}."""
+    spec = lit.spec
+    check_problem(lit, sample, where)
+    if steps is not None and steps < 1:
+        raise UserError(f"rollout steps must be >= 1, got {steps}")
+    if steps is not None and not spec.transient:
+        log.info("%s is steady: steps=%d is not used", spec.name, steps)
     from torch_geometric.data import Batch
 
     batch = Batch.from_data_list([to_graph(sample)])
@@ -58,9 +82,30 @@ def predict_sample(lit, sample: dict, steps: int | None = None) -> tuple[np.ndar
             pred = lit.net(batch.pos, feats, batch.node_type, batch.edge_index, batch.batch)[None]
             errs = [rel_l2(pred[0], batch.fields[0], batch.batch, g).mean().item()]
             beyond = 0
+    pred = pred.numpy()
     metrics = {"rel_l2_per_step": errs, "rel_l2": float(np.mean(errs)) if errs else float("nan"),
-               "steps_beyond_data": beyond, "channels": list(spec.channels)}
-    return pred.numpy(), metrics
+               "steps_beyond_data": beyond, "channels": list(spec.channels),
+               "non_finite_from_step": first_non_finite(pred)}
+    return pred, metrics
+
+
+def _json_safe(metrics: dict) -> dict:
+    """``metrics`` with NaN/inf floats as None (strict JSON)."""
+    def fix(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        return [fix(x) for x in v] if isinstance(v, list) else v
+
+    return {k: fix(v) for k, v in metrics.items()}
+
+
+def _write_metrics(metrics: dict, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(_json_safe(metrics), fh, indent=2)
+    os.replace(tmp, out / "rollout_metrics.json")
+    return out / "rollout_metrics.json"
 
 
 def write_outputs(sample: dict, pred: np.ndarray, metrics: dict, out: Path, max_pngs: int = 3) -> list[Path]:
@@ -122,11 +167,7 @@ def write_outputs(sample: dict, pred: np.ndarray, metrics: dict, out: Path, max_
         fig.savefig(out / "rel_l2_vs_step.png", dpi=90)
         plt.close(fig)
         written.append(out / "rel_l2_vs_step.png")
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(metrics, fh, indent=2)
-    os.replace(tmp, out / "rollout_metrics.json")
-    written.append(out / "rollout_metrics.json")
+    written.append(_write_metrics(metrics, out))
     return written
 
 
@@ -138,13 +179,29 @@ def main(argv: list[str] | None = None) -> int:
     add_checkpoint_args(p, ckpt_help="Lightning checkpoint (.ckpt)")
     p.add_argument("--sample", required=True, help="sample .npz (from linmix-physics synth)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=None, help="rollout steps (transient; default: all data frames)")
+    p.add_argument("--steps", type=at_least(1), default=None,
+                   help="rollout steps >= 1 (transient; default: all data frames)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    lit = load_checkpoint(checkpoint_path(a, app="physics"))
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file; give a folder")
+    ckpt = checkpoint_path(a, app="physics")
+    lit = load_checkpoint(ckpt)
     sample = load_sample(a.sample)
-    pred, metrics = predict_sample(lit, sample, a.steps)
-    files = write_outputs(sample, pred, metrics, Path(a.out))
+    pred, metrics = predict_sample(lit, sample, a.steps, where=a.sample)
+    bad = metrics["non_finite_from_step"]
+    if bad is not None or not np.isfinite(metrics["rel_l2"]):
+        _write_metrics(metrics, out)
+        if bad is not None:
+            n_bad = int((~np.isfinite(pred[bad])).any(axis=-1).sum())
+            what = (f"the prediction of {ckpt} on {a.sample} is NaN/inf from step {bad} on ({n_bad} of "
+                    f"{pred.shape[1]} nodes)")
+        else:
+            what = f"the error of {ckpt} on {a.sample} overflows to NaN/inf (prediction values too large)"
+        raise UserError(f"{what}: the checkpoint diverged or the sample lies far outside its training data; "
+                        f"wrote only {out / 'rollout_metrics.json'}")
+    files = write_outputs(sample, pred, metrics, out)
     print(f"rel-L2 {metrics['rel_l2']:.4g} over {len(metrics['rel_l2_per_step'])} step(s)"
           + (f"; {metrics['steps_beyond_data']} step(s) beyond the data" if metrics["steps_beyond_data"] else "")
           + f"; wrote {len(files)} files to {a.out}")

@@ -18,7 +18,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from linmix.apps.physics.pde.sample_io import get_problem, save_sample
+from linmix.apps.physics.argtypes import at_least, positive_float
+from linmix.apps.physics.pde.sample_io import get_problem, save_sample, validate_sample
+from linmix.shared.errors import UserError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 log = logging.getLogger("linmix.physics.synth")
@@ -56,6 +58,7 @@ def synth_one(problem: str, index: int, seed: int, h: float, out: str, n_steps: 
     try:
         sample = _solver(problem)(rng, **kwargs)
         dt = float(sample.pop("dt", 0.05 if get_problem(problem).transient else 0.0))
+        validate_sample({**sample, "problem": problem, "dt": dt}, where=f"{problem} sample {index}")
         path = save_sample(Path(out) / f"{problem}_{index:05d}.npz", sample, problem, dt=dt)
     except Exception as exc:  # any solver failure: skip, report, count
         return {"index": index, "ok": False, "reason": f"{type(exc).__name__}: {exc}",
@@ -78,9 +81,21 @@ def synthesize(problem: str, n_samples: int, out: str | Path, seed: int = 0, h: 
                workers: int = 1, n_steps: int | None = None, progress: bool = True,
                random_domains: bool = False) -> dict:
     """Generate ``n_samples`` samples of ``problem`` into ``out``; returns the summary dict (also written to
-    ``out/synth_summary.json``; failures to ``out/rejects.jsonl``)."""
-    get_problem(problem)
+    ``out/synth_summary.json``; failures to ``out/rejects.jsonl``). Raises :class:`UserError` for an unknown problem,
+    ``n_samples`` < 1, a non-positive or non-finite ``h``, ``workers`` < 1, ``n_steps`` < 1 or a negative ``seed``."""
+    if problem not in DEFAULT_H:
+        raise UserError(f"synth: unknown problem {problem!r}; expected one of {sorted(DEFAULT_H)}")
+    for name, value, low in (("n_samples", n_samples, 1), ("workers", workers, 1), ("seed", seed, 0),
+                             ("n_steps", 1 if n_steps is None else n_steps, 1)):
+        if int(value) != value or value < low:
+            raise UserError(f"synth: {name} must be an integer >= {low}, got {value}")
+    if h is not None and not (np.isfinite(h) and h > 0):
+        raise UserError(f"synth: the mesh size h must be a finite number > 0, got {h}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"synth: output folder {out} is an existing file")
+    if n_steps is not None and not get_problem(problem).transient:
+        log.info("%s is steady: n_steps %d is not used", problem, n_steps)
     out.mkdir(parents=True, exist_ok=True)
     h = DEFAULT_H[problem] if h is None else h
     records: list[dict] = []
@@ -120,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="linmix-physics synth",
                                 description="Generate PDE samples (scikit-fem on random triangle meshes) as npz.")
     p.add_argument("--problem", required=True, choices=["darcy", "heat", "elasticity", "flow"])
-    p.add_argument("--samples", type=int, required=True, help="number of samples to attempt")
+    p.add_argument("--samples", type=at_least(1), required=True, help="number of samples to attempt (>= 1)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--h", type=float, default=None, help="target mesh edge length (default per problem)")
-    p.add_argument("--steps", type=int, default=None, help="time steps per trajectory (transient problems)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
+    p.add_argument("--seed", type=at_least(0), default=0, help="base seed (>= 0); sample i uses (seed, i)")
+    p.add_argument("--h", type=positive_float, default=None, help="target mesh edge length > 0 (default per problem)")
+    p.add_argument("--steps", type=at_least(1), default=None, help="time steps per trajectory (transient problems)")
+    p.add_argument("--workers", type=at_least(1), default=min(2, os.cpu_count() or 1), help="parallel processes (>= 1)")
     p.add_argument("--random-domains", action="store_true",
                    help="darcy: a new random domain per sample (default: one domain per seed, all samples share it)")
     a = p.parse_args(argv)
