@@ -19,7 +19,7 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 
 def test_package_list_matches_the_folders():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {"linmix"} | {"linmix." + ".".join(p.parent.relative_to(ROOT).parts)
+    found = {"linmix", "linmix.models"} | {"linmix." + ".".join(p.parent.relative_to(ROOT).parts)
                           for top in ("apps", "shared") for p in (ROOT / top).rglob("__init__.py")}
     assert listed == found, f"pyproject packages differ from the folders: missing {found - listed}, extra {listed - found}"
 

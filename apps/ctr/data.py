@@ -22,6 +22,7 @@ from linmix.apps.ctr.encoder import FeatureEncoder
 from linmix.apps.ctr.pipeline import encode_dataset
 from linmix.apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
 from linmix.apps.ctr.synth import SynthConfig, synth_schema_dict, write_synth
+from linmix.shared.errors import UserError
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 
@@ -132,6 +133,11 @@ class CTRDataModule(pl_.LightningDataModule):
         self.encoder = FeatureEncoder.load(self.cache_dir / "vocab.json")
         for split in self.report["splits"]:
             df = pl.read_parquet(self.cache_dir / f"{split}.parquet")
+            if split == "val" and stage in (None, "fit") and df.height and df["label"].n_unique() < 2:
+                raise UserError(f"the validation split ({self.report['splits'][split]['source']}) holds only label "
+                                f"{int(df['label'][0])} ({df.height:,} rows): AUC is undefined on it, and checkpoints "
+                                "and early stopping are chosen on validation AUC; give a validation file with both "
+                                "labels")
             self.datasets[split] = TensorBatches(self.encoder.arrays(df))
         pp = self.hparams.predict_path
         if pp:

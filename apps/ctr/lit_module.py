@@ -26,6 +26,7 @@ from linmix.apps.ctr.model import CTRNet, CTRNetConfig
 from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
@@ -65,6 +66,7 @@ class CTRLitModule(LinmixModule):
         self.net: Optional[CTRNet] = CTRNet(net) if (net.field_sizes or net.seq_sizes) else None
         self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
         self.val_ll, self.test_ll = MeanMetric(), MeanMetric()
+        self.val_ctr, self.test_ctr = MeanMetric(), MeanMetric()  # label mean: 0 or 1 means one class only
         self._test: list[dict] = []
         self._pred: list[torch.Tensor] = []
 
@@ -102,24 +104,27 @@ class CTRLitModule(LinmixModule):
         self.log_stage("train", {"loss": loss}, prog_bar=True, batch_size=len(z))
         return loss
 
-    def _eval(self, batch: dict, auc: BinaryAUROC, ll: MeanMetric) -> torch.Tensor:
+    def _eval(self, batch: dict, auc: BinaryAUROC, ll: MeanMetric, ctr: MeanMetric) -> torch.Tensor:
         z = self._logits(batch)[0]
         p = torch.sigmoid(z)
         y = batch["label"]
         auc.update(p, y.long())
+        ctr.update(y.double())
         ll.update(F.binary_cross_entropy(p.double().clamp(1e-7, 1 - 1e-7), y.double(), reduction="none"))
         return p
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval(batch, self.val_auc, self.val_ll)
+        self._eval(batch, self.val_auc, self.val_ll, self.val_ctr)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_stage("val", {"auc": self.val_auc.compute(), "logloss": self.val_ll.compute()}, prog_bar=True)
-        self.val_auc.reset()
+        auc, why = auc_or_nan(self.val_auc, self.val_ctr, "validation")
+        if why and not self.trainer.sanity_checking:
+            rank_zero_warn(f"{why}; val/auc is logged as NaN, so no checkpoint or early stop is chosen on it")
+        self.log_stage("val", {"auc": auc, "logloss": self.val_ll.compute()}, prog_bar=True)
         self.val_ll.reset()
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        p = self._eval(batch, self.test_auc, self.test_ll)
+        p = self._eval(batch, self.test_auc, self.test_ll, self.test_ctr)
         keep = {"p": p.detach().double().cpu(), "y": batch["label"].cpu()}
         for k in ("group", "p_true"):
             if k in batch:
@@ -131,8 +136,11 @@ class CTRLitModule(LinmixModule):
         return Path(d)
 
     def on_test_epoch_end(self) -> None:
-        m = {"auc": float(self.test_auc.compute()), "logloss": float(self.test_ll.compute())}
-        self.test_auc.reset()
+        auc, why = auc_or_nan(self.test_auc, self.test_ctr, "test")
+        m = {"auc": float(auc), "logloss": float(self.test_ll.compute())}
+        if why:
+            rank_zero_warn(f"{why}; test/auc is NaN")
+            m["auc_undefined"] = why
         self.test_ll.reset()
         cat = {k: torch.cat([b[k] for b in self._test]).numpy() for k in self._test[0]} if self._test else {}
         self._test = []
@@ -151,9 +159,10 @@ class CTRLitModule(LinmixModule):
             if self.trainer.is_global_zero:
                 plot_calibration(p, y, out / "calibration.png", title=as_config(CTRNetConfig, self.hparams.net).arch)
                 tmp = out / ".test_metrics.json.tmp"
-                tmp.write_text(json.dumps(m, indent=1))
+                tmp.write_text(json.dumps({k: None if isinstance(v, float) and v != v else v for k, v in m.items()},
+                                          indent=1))
                 os.replace(tmp, out / "test_metrics.json")
-        self.log_stage("test", m)
+        self.log_stage("test", {k: v for k, v in m.items() if not isinstance(v, str)})
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         p = torch.sigmoid(self._logits(batch)[0])
@@ -169,3 +178,18 @@ class CTRLitModule(LinmixModule):
         tmp = out / ".predictions.parquet.tmp"
         pl.DataFrame({"row": np.arange(len(p)), "p": p}).write_parquet(tmp)
         os.replace(tmp, out / "predictions.parquet")
+
+
+def auc_or_nan(auc: BinaryAUROC, label_mean: MeanMetric, split: str) -> tuple[torch.Tensor, Optional[str]]:
+    """The split's AUC, or NaN and the reason when its labels hold one class (AUC is undefined there; torchmetrics
+    would return 0.0, which a checkpoint monitor would read as a real score). Resets both metrics."""
+    ctr = float(label_mean.compute()) if label_mean.update_count else float("nan")
+    label_mean.reset()
+    if ctr in (0.0, 1.0) or ctr != ctr:
+        auc.reset()
+        what = f"only label {int(ctr)}" if ctr == ctr else "no rows"
+        return torch.tensor(float("nan")), f"the {split} split holds {what}: AUC is undefined"
+    value = auc.compute()
+    auc.reset()
+    return value, None
+

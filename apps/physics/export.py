@@ -13,18 +13,18 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-from linmix.apps.physics.dataset import build_edges
 from linmix.apps.physics.pde.sample_io import load_sample
 from linmix.apps.physics.rollout_tool import check_problem, load_checkpoint
 from linmix.shared.errors import UserError
-from linmix.shared.export import check_roundtrip, export_torchscript
 
 log = logging.getLogger("linmix.physics.export")
 
 
 def operator_inputs(sample: dict, transient: bool) -> tuple:
     """Exported-model inputs for a sample dict: (pos, feats, node_type, edge_index); transient uses frame 0, t = 0."""
+    import torch
+    from linmix.apps.physics.dataset import build_edges
+
     n = len(sample["pos"])
     parts = []
     if transient:
@@ -53,6 +53,9 @@ def export_operator(lit, out: str | Path, samples: list[dict], where: list[str] 
     """Export ``lit.exportable()`` to ``out`` and check the round trip on ``samples`` (>= 2 meshes of different sizes,
     of the checkpoint's problem, named ``where`` in messages). Returns (path, max abs difference). Raises
     :class:`UserError` for fewer than two mesh sizes, a sample of another problem, or a non-finite prediction."""
+    import torch
+    from linmix.shared.export import check_roundtrip, export_torchscript
+
     where = list(where or [f"sample {i}" for i in range(len(samples))])
     sizes = {len(s["pos"]) for s in samples}
     if len(samples) < 2 or len(sizes) < 2:

@@ -17,13 +17,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from linmix.apps.physics.argtypes import at_least
-from linmix.apps.physics.dataset import to_graph
-from linmix.apps.physics.graph_ops import num_graphs
-from linmix.apps.physics.losses import rel_l2
 from linmix.apps.physics.pde.sample_io import PROBLEMS, SampleError, load_sample
-from linmix.apps.physics.rollout import node_features, rollout
 from linmix.shared.errors import UserError
 
 log = logging.getLogger("linmix.physics.rollout")
@@ -59,6 +54,12 @@ def first_non_finite(pred: np.ndarray) -> int | None:
 def predict_sample(lit, sample: dict, steps: int | None = None, where: str = "sample") -> tuple[np.ndarray, dict]:
     """Prediction (T', N, C) for ``sample`` and metrics {rel_l2_per_step, rel_l2, steps_beyond_data, channels,
     non_finite_from_step (first frame with NaN/inf in the prediction, or None)}."""
+    import torch
+    from linmix.apps.physics.dataset import to_graph
+    from linmix.apps.physics.graph_ops import num_graphs
+    from linmix.apps.physics.losses import rel_l2
+    from linmix.apps.physics.rollout import node_features, rollout
+
     spec = lit.spec
     check_problem(lit, sample, where)
     if steps is not None and steps < 1:

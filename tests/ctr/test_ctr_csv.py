@@ -128,3 +128,39 @@ def test_console_script_reports_user_errors_in_one_line(tmp_path, capsys):
     rc = main(["encode", "--format", "criteo", "--train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err
     assert rc == 2 and "does not exist" in err and "Traceback" not in err
+
+
+def test_single_class_split_has_no_auc():
+    """One class in a split: AUC is undefined (NaN and the reason), never torchmetrics' 0.0."""
+    import torch
+    from linmix.apps.ctr.lit_module import auc_or_nan
+    from sklearn.metrics import roc_auc_score
+    from torchmetrics import MeanMetric
+    from torchmetrics.classification import BinaryAUROC
+
+    auc, mean = BinaryAUROC(), MeanMetric()
+    p = torch.tensor([0.2, 0.7, 0.4])
+    for y in (torch.zeros(3), torch.zeros(3)):
+        auc.update(p, y.long())
+        mean.update(y.double())
+    value, why = auc_or_nan(auc, mean, "validation")
+    assert torch.isnan(value) and why == "the validation split holds only label 0: AUC is undefined"
+    y = torch.tensor([0, 1, 1])
+    auc.update(p, y)
+    mean.update(y.double())
+    value, why = auc_or_nan(auc, mean, "test")
+    assert why is None and abs(float(value) - roc_auc_score(y.numpy(), p.numpy())) < 1e-6
+
+
+def test_fit_refuses_a_single_class_validation_split(tmp_path, capsys):
+    from linmix.apps.ctr.cli import main
+
+    (tmp_path / "train.csv").write_text("y,c,d\n" + "".join(f"{i % 2},a{i % 3},b{i % 5}\n" for i in range(40)))
+    (tmp_path / "val.csv").write_text("y,c,d\n" + "".join(f"0,a{i % 3},b{i % 5}\n" for i in range(10)))
+    (tmp_path / "s.yaml").write_text("format: csv\nlabel: y\nfields: [c, d]\n")
+    rc = main(["fit", "--data.format", "schema", "--data.schema_path", str(tmp_path / "s.yaml"),
+               "--data.train_path", str(tmp_path / "train.csv"), "--data.val_path", str(tmp_path / "val.csv"),
+               "--data.test_path", str(tmp_path / "val.csv"), "--data.cache_dir", str(tmp_path / "cache"),
+               "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds only label 0 (10 rows): AUC is undefined" in err and "Traceback" not in err
