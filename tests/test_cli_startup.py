@@ -55,6 +55,16 @@ def test_app_help_imports_no_torch(app, tmp_path):
         assert f"  {command} " in row["stdout"], (command, row["stdout"])
 
 
+@pytest.mark.parametrize("app", APPS)
+def test_every_tool_help_imports_no_torch(app, tmp_path):
+    """Tools that load a model too (export, score, separate, rollout, demo) read their arguments first: --help
+    answers without torch."""
+    spec = importlib.import_module(f"linmix.apps.{app}.cli").APP
+    rows = probe(app, [[tool, "--help"] for tool in spec.tools], tmp_path)
+    for row in rows:
+        assert row["rc"] == 0 and row["heavy"] == [], (row["argv"], row["heavy"])
+
+
 # Each tool that needs no model: its --help, then a small real run, all without torch / Lightning / PyG.
 TOOL_RUNS = {
     "ehr": [["synth", "--help"], ["ingest", "--help"],
