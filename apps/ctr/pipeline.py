@@ -55,6 +55,10 @@ def _reason_kinds(reasons: pl.Series) -> dict[str, int]:
     return {str(k): int(c) for k, c in vc.iter_rows()}
 
 
+LIBFM_CONVENTION = ("positional: the k-th idx:val pair of a line is field k and its idx is that field's token "
+                    "(as Frappe and MovieLens ship); lines with another number of pairs are rejected")
+
+
 def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: str | Path,
                    force: bool = False, console: Optional[Console] = None,
                    encoder: Optional[FeatureEncoder] = None, chunk_rows: int = 50_000) -> dict:
@@ -98,6 +102,7 @@ def encode_dataset(sources: dict[str, str | Path], schema: DataSchema, out_dir: 
                 good_train = pl.scan_parquet(staged["train"]).filter(pl.col("_reason").is_null())
                 enc = FeatureEncoder(schema).fit(good_train)
         report = {"fingerprint": fp, "schema": schema.to_dict(), "field_sizes": enc.field_sizes,
+                  **({"libfm_convention": LIBFM_CONVENTION} if schema.format == "libfm" else {}),
                   "seq_sizes": enc.seq_sizes, "seq_len": enc.seq_len, "splits": {}}
         for split, p in srcs.items():
             with con.status(f"[ctr] encoding {split}"):

@@ -50,6 +50,8 @@ def encode_main(argv: list[str] | None = None) -> int:
               f"OOV {r['oov_total']:>9,}  rejects: {r['rejects_file']}")
         for reason, n in list(r["rejects_by_reason"].items())[:8]:
             print(f"        {n:>8,} x {reason}")
+    if "libfm_convention" in rep:
+        print(f"libfm fields are {rep['libfm_convention']}")
     print(f"report: {Path(a.out) / 'report.json'}")
     return 0
 

@@ -18,6 +18,7 @@ from typing import Literal, Optional
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
+from linmix.shared.errors import UserError
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import AudioError, read_perturbed, read_span
@@ -26,6 +27,10 @@ from .records import MixtureRecord
 log = logging.getLogger("linmix.speech")
 
 WSJ_ALIASES = {"train-100": "tr", "train-360": "tr", "dev": "cv", "test": "tt"}
+
+
+class DatasetError(UserError, ValueError):
+    """A data folder or metadata file that cannot be read as the configured corpus (the message says what to fix)."""
 
 
 @dataclass
@@ -69,7 +74,7 @@ def read_librimix_csv(csv_path: Path, n_src: int) -> tuple[list[MixtureRecord], 
         need = ["mixture_ID", "mixture_path"] + [f"source_{k + 1}_path" for k in range(n_src)]
         missing_cols = [c for c in need if c not in (reader.fieldnames or [])]
         if missing_cols:
-            raise ValueError(
+            raise DatasetError(
                 f"{csv_path}: missing columns {missing_cols} for {n_src} sources (has {reader.fieldnames})"
             )
         for line, row in enumerate(reader, start=2):
@@ -99,7 +104,7 @@ def scan_wsj0mix(split_dir: Path, n_src: int) -> tuple[list[MixtureRecord], list
     """List a wsj0-mix / WHAM! split folder (``mix`` or ``mix_clean``, ``s1..sS``) matched by file name."""
     mix_dir = next((split_dir / d for d in ("mix", "mix_clean") if (split_dir / d).is_dir()), None)
     if mix_dir is None:
-        raise FileNotFoundError(
+        raise DatasetError(
             f"{split_dir}: no mix/ or mix_clean/ folder (wsj0-2mix layout tr|cv|tt/mix, s1, s2)"
         )
     records, rejects = [], []
@@ -136,7 +141,7 @@ class MixtureDataset(Dataset):
         self, records: list[MixtureRecord], sample_rate: int, segment: Optional[int] = None, speed: float = 0.0
     ):
         if not records:
-            raise ValueError("no usable mixtures (see the rejects file for why)")
+            raise DatasetError("no usable mixtures (see the rejects file for why)")
         self.records = records
         self.sample_rate = sample_rate
         self.segment = segment
@@ -272,7 +277,7 @@ class SpeechDataModule(pl.LightningDataModule):
         else:
             path = self.csv_path(subset)
             if not path.is_file():
-                raise FileNotFoundError(
+                raise DatasetError(
                     f"{path} not found: point data.root at the folder holding Libri{self.n_src}Mix "
                     f"(or set data.synthesize=true for the synthetic corpus)"
                 )

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from linmix.shared.errors import UserError
 
 from .audio import write_audio
 from .espeak import BASE_VOICES, VARIANTS, EspeakSynth
@@ -280,6 +281,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes rendering mixtures (same output for any value)")
     a = p.parse_args(argv)
+    for flag, value, low in (("--n-src", a.n_src, 2), ("--n-train", a.n_train, 0), ("--n-dev", a.n_dev, 0),
+                             ("--n-test", a.n_test, 0), ("--n-speakers", a.n_speakers, 2), ("--workers", a.workers, 1),
+                             ("--seed", a.seed, 0)):
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    bad_rates = [r for r in a.sample_rates if r not in (8000, 16000)]
+    if bad_rates:
+        raise UserError(f"--sample-rates takes 8000 and/or 16000 (LibriMix's rates), got {bad_rates}")
     counts = {"train-100": a.n_train, "dev": a.n_dev, "test": a.n_test}
     done = generate(a.out, a.n_src, counts, a.sample_rates, a.modes, a.types, a.n_speakers, a.seed,
                     workers=a.workers)

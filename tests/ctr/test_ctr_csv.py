@@ -6,12 +6,14 @@ the value linmix reads, the line number of every reject, and that read = written
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 from linmix.apps.ctr.delimited import EncodingError
 from linmix.apps.ctr.pipeline import encode_dataset
 from linmix.apps.ctr.readers import EmptyFileError, scan_source
-from linmix.apps.ctr.schema import DataSchema, SchemaError
+from linmix.apps.ctr.schema import DataSchema, SchemaError, libfm_schema
 
 SC = {"format": "csv", "label": "y", "fields": ["c", "d"]}
 
@@ -164,3 +166,55 @@ def test_fit_refuses_a_single_class_validation_split(tmp_path, capsys):
                "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert rc == 2 and "holds only label 0 (10 rows): AUC is undefined" in err and "Traceback" not in err
+
+
+def test_libfm_report_states_the_pair_convention(tmp_path, capsys):
+    from linmix.apps.ctr.cli import main
+
+    (tmp_path / "f.libfm").write_text("1 3:1 10:0.5\n0 4:1 11:1\n1 4:1\n")
+    rc = main(["encode", "--format", "libfm", "--libfm-fields", "2", "--train", str(tmp_path / "f.libfm"),
+               "--out", str(tmp_path / "e")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "positional: the k-th idx:val pair of a line is field k" in out
+    rep = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert rep["libfm_convention"].startswith("positional") and rep["splits"]["train"]["rejected"] == 1
+
+
+NUM = {"format": "csv", "label": "y", "fields": ["c", {"name": "x", "type": "numeric"}]}
+
+
+@pytest.mark.parametrize("row, reason", [
+    ("2,a,1", "label '2' is not 0/1"),
+    ("yes,a,1", "label 'yes' is not 0/1"),
+    (",a,1", "label '' is not 0/1"),
+    ("1,a", "wrong column count: expected 3 comma-separated columns, found 2"),
+    ("1,a,1,9", "wrong column count: expected 3 comma-separated columns, found 4"),
+    ("1;a;1", "(wrong delimiter?)"),
+    ("1,a,abc", "non-numeric text 'abc' in numeric field x"),
+    ("1,a,nan", "non-finite value 'nan' in numeric field x"),
+    ("1,a,1e400", "non-finite value '1e400' in numeric field x"),
+    ("1,a,-3", "negative value -3 in field x"),
+    ('1,"a"b,1', "malformed quoting"),
+])
+def test_bad_csv_rows_are_rejected_with_line_reason_and_raw(tmp_path, row, reason):
+    (tmp_path / "a.csv").write_text(f"y,c,x\n1,good,2\n{row}\n0,good,3\n")
+    rep = encode_dataset({"train": tmp_path / "a.csv"}, DataSchema.from_dict(NUM), tmp_path / "e")
+    r = rep["splits"]["train"]
+    assert (r["read"], r["written"], r["rejected"]) == (3, 2, 1)
+    rej = pl.read_csv(tmp_path / "e" / "rejects_train.csv")
+    assert rej["line"].to_list() == [3] and reason in rej["reason"][0] and rej["raw"][0] == row
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("1 3:1", "expected label + 2 idx:val pairs, found 2 items"),
+    ("1 3:1 4:1 5:1", "found 4 items"),
+    ("1 3-1 4:1", "malformed pair '3-1'"),
+    ("1 3:x 4:1", "value 'x' is not a finite number"),
+    ("5 3:1 4:1", "label '5' is not 0/1 (or -1/+1)"),
+])
+def test_bad_libfm_lines_are_rejected(tmp_path, line, reason):
+    (tmp_path / "f.libfm").write_text(f"1 3:1 4:1\n{line}\n-1 3:1 4:0.5\n")
+    rep = encode_dataset({"train": tmp_path / "f.libfm"}, libfm_schema(2), tmp_path / "e")
+    assert rep["splits"]["train"]["rejected"] == 1 and rep["splits"]["train"]["written"] == 2
+    rej = pl.read_csv(tmp_path / "e" / "rejects_train.csv")
+    assert rej["line"].to_list() == [2] and reason in rej["reason"][0]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from linmix.apps.speech.data import SpeechDataModule, read_librimix_csv
+from linmix.apps.speech.data import DatasetError, SpeechDataModule, read_librimix_csv
 
 BASE = ("Libri2Mix", "wav8k", "min")
 
@@ -79,7 +79,7 @@ def test_metadata_naming_missing_file_is_rejected_counted_and_listed(synth_root,
 
 def test_missing_dataset_gives_a_clear_error(tmp_path):
     dm = _dm(tmp_path / "nowhere")  # instantiating without the data works (configs point at user paths)
-    with pytest.raises(FileNotFoundError, match="data.root"):
+    with pytest.raises(DatasetError, match="data.root"):
         dm.setup("fit")
 
 

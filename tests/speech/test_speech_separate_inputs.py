@@ -4,6 +4,7 @@ audio format soundfile reads, and its summary equals what is on disk."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,72 @@ def test_numeric_flags_checked_before_any_work(tmp_path, model, capsys, flags, w
     err = capsys.readouterr().err
     assert rc == 2 and words in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _bad_inputs(tmp_path):
+    """(path, words expected in its rejects.csv reason) for files a user could plausibly hand over."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "text.wav").write_text("RIFF but not really")
+    (d / "zero.flac").write_bytes(b"")
+    sf.write(d / "silent.wav", np.zeros(800, dtype=np.float32), SR)
+    sf.write(d / "nan.wav", np.full(800, np.nan, dtype=np.float32), SR, subtype="FLOAT")
+    sf.write(d / "inf.wav", np.full(800, np.inf, dtype=np.float32), SR, subtype="FLOAT")
+    sf.write(d / "empty.wav", np.zeros(0, dtype=np.float32), SR)
+    (d / "notes.mp3").write_text("an mp3 extension on a text file")
+    return [(d / "text.wav", "not a readable audio file"), (d / "zero.flac", "not a readable audio file"),
+            (d / "silent.wav", "all-silent"), (d / "nan.wav", "NaN or infinite"), (d / "inf.wav", "NaN or infinite"),
+            (d / "empty.wav", "empty audio"), (d / "notes.mp3", "not a readable audio file"),
+            (tmp_path / "missing.wav", "no such file")]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_each_bad_file_is_rejected_with_its_reason_and_counted(tmp_path, model, capsys, case):
+    path, words = _bad_inputs(tmp_path)[case]
+    good = _audio(tmp_path / "good.wav")
+    out = tmp_path / "out"
+    rc, _ = _run([str(good), str(path), "--out-dir", str(out)], model, capsys)
+    summary = json.loads((out / "separate_summary.json").read_text())
+    assert rc == 0 and (summary["read"], summary["written"], summary["rejected"]) == (2, 1, 1)
+    rejects = (out / "rejects.csv").read_text()
+    assert str(path) in rejects and words in rejects
+    assert sorted(p.name for p in out.iterdir()) == ["good", "rejects.csv", "separate_summary.json"]
+
+
+def test_only_bad_files_exit_nonzero_with_nothing_written(tmp_path, model, capsys):
+    path, _ = _bad_inputs(tmp_path)[0]
+    out = tmp_path / "out"
+    rc, _ = _run([str(path), "--out-dir", str(out)], model, capsys)
+    assert rc == 1 and json.loads((out / "separate_summary.json").read_text())["written"] == 0
+
+
+def test_stereo_and_other_rates_come_back_at_the_input_rate_and_length(tmp_path, model, capsys):
+    x = np.random.default_rng(0).normal(0, 0.1, (4410, 2)).astype(np.float32)
+    sf.write(tmp_path / "st.wav", x, 44100, subtype="PCM_24")
+    out = tmp_path / "out"
+    rc, _ = _run([str(tmp_path / "st.wav"), "--out-dir", str(out)], model, capsys)
+    y, sr = sf.read(out / "st" / "s1.wav")
+    assert rc == 0 and sr == 44100 and len(y) == 4410
+
+
+@pytest.mark.parametrize("flags, words", [(["--n-src", "1"], "--n-src must be >= 2"),
+                                          (["--n-train", "-3"], "--n-train must be >= 0"),
+                                          (["--workers", "0"], "--workers must be >= 1"),
+                                          (["--seed", "-1"], "--seed must be >= 0"),
+                                          (["--sample-rates", "44100"], "--sample-rates takes 8000 and/or 16000")])
+def test_synth_flags_checked_before_any_work(tmp_path, capsys, flags, words):
+    from linmix.apps.speech.cli import main
+
+    rc = main(["synth", "--out", str(tmp_path / "corpus"), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err and "Traceback" not in err and not (tmp_path / "corpus").exists()
+
+
+def test_fit_on_a_folder_without_librimix_is_one_line(tmp_path, capsys):
+    from linmix.apps.speech.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    rc = main(["fit", "-c", str(root / "configs/speech/convtasnet_libri2mix.yaml"), "--data.root",
+               str(tmp_path / "nothing"), "--trainer.default_root_dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "point data.root at the folder holding Libri2Mix" in err and "Traceback" not in err
