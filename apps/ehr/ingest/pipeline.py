@@ -242,11 +242,13 @@ def _check_out(inputs: list[Path], out: Path) -> None:
 def ingest_main(argv: list[str] | None = None) -> int:
     """``linmix-ehr ingest INPUT... --out DIR [--overwrite] [--validate] [--workers N]``."""
     ap = argparse.ArgumentParser(prog="linmix-ehr ingest", description=(
-        "Convert FHIR R4 files (transaction/collection Bundles .json[.gz], bulk NDJSON .ndjson[.gz]) into a MEDS "
-        "dataset: data/{train,tuning,held_out}/0.parquet, metadata/, quarantine/*.ndjson (rejected records with "
-        "file, line and reason) and report.json. Exit 0 ok, 1 written with file errors, 2 refused."))
+        "Convert FHIR R4 files (transaction/collection Bundles .json[.gz], bulk NDJSON .ndjson/.jsonl[.gz], any "
+        "letter case) into a MEDS dataset: data/{train,tuning,held_out}/0.parquet, metadata/, quarantine/*.ndjson "
+        "(rejected records with file, line and reason; skipped files) and report.json. Exit 0 ok, 1 written with "
+        "file errors, 2 refused."))
     ap.add_argument("inputs", nargs="+", type=Path, help="FHIR files or folders (searched recursively)")
-    ap.add_argument("--out", type=Path, required=True, help="output MEDS folder (must be empty or absent)")
+    ap.add_argument("--out", type=Path, required=True,
+                    help="output MEDS folder (empty or absent, outside the input folders)")
     ap.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     ap.add_argument("--validate", action="store_true",
                     help="also validate every resource with fhir.resources.R4B (slow; invalid ones are quarantined)")
