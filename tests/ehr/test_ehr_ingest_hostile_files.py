@@ -20,7 +20,6 @@ import polars as pl
 import pytest
 from hostile_fhir import bulk, enc, lines, make_both, obs, pat, quarantine, tree
 from linmix.apps.ehr.ingest import IngestError, ingest, ingest_main
-from linmix.shared.errors import UserError
 
 
 @pytest.fixture
@@ -100,7 +99,7 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     src = bulk(tmp_path / "in", pat())
     f = tmp_path / "meds.parquet"
     f.write_bytes(b"precious")
-    with pytest.raises(UserError, match="is a file"):
+    with pytest.raises(IngestError, match="is a file"):
         ingest([src], f, overwrite=True)
     assert ingest_main([str(src), "--out", str(f), "--overwrite"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err and f.read_bytes() == b"precious"
@@ -129,6 +128,26 @@ def test_meds_output_inside_the_input_is_never_read_as_fhir(tmp_path, both):
     rep, out, _ = both([src])
     assert rep["counts"] == rep0["counts"] and rep["skipped_files"] == {"inside a MEDS dataset folder": n_files}
     assert all("old_meds" in x["file"] for x in quarantine(out, "_skipped_files"))
+
+
+def test_worker_processes_agree_on_hostile_input(tmp_path):
+    """Reading in worker processes gives the same output, also for what is counted while reading (contained
+    resources, a Patient rejected while reading and named by its dependents, skipped files)."""
+    src = bulk(tmp_path / "in", pat(birthDate=1960), pat("p2", contained=[{"resourceType": "Organization"}]), enc(),
+               enc("e2", "p2", start="2020-01-01T08:00:00"),
+               obs("o1", valueQuantity={"value": 5, "unit": "mg", "comparator": "<"}), obs("o2", "p2", "e2"),
+               obs("o3", "p2", "e2", valueQuantity={"value": 1e39, "unit": "mg"}))
+    (src / "x.txt").write_text("x")
+    (src / "more.jsonl").write_bytes(gzip.compress(lines(obs("o4", "p2", "e2", code=" 1//2 ")), mtime=0))
+    ingest([src], tmp_path / "serial")
+    ingest([src], tmp_path / "par", workers=2)
+    assert tree(tmp_path / "par") == tree(tmp_path / "serial")
+    rep = orjson.loads((tmp_path / "par" / "report.json").read_bytes())
+    assert rep["reasons"] == {"rejected subject": 2, "unparseable dateTime": 1, "value out of range": 1}
+    assert rep["suspicious"]["time_without_timezone"] == 1 and rep["stats"]["values_with_comparator"] == 0
+    assert rep["counts"]["(contained) Organization"]["ignored"] == 1 and rep["skipped_files"]
+    codes = set(pl.concat([pl.read_parquet(f) for f in (tmp_path / "par" / "data").rglob("*.parquet")])["code"])
+    assert "LOINC//1%2F%2F2" in codes
 
 
 # ---- both read paths on a cohort with hostile mutations

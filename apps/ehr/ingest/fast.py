@@ -205,8 +205,9 @@ def _events(rtype: str, df: pl.DataFrame, src: int, first_line: int) -> pl.DataF
     if rtype != "Condition":  # Condition: null time allowed
         checks += [pl.col("time").is_not_null(), *_nonempty("time")]
     if rtype == "Observation":  # unit "" -> the general path (``unit or code``)
-        checks += [*_nonempty("unit"), pl.col("num").abs() <= F32_MAX,
-                   pl.col("text").is_null() | pl.col("text").is_in(COMPARATORS)]
+        checks += [*_nonempty("unit"), pl.col("num").abs() <= F32_MAX]
+        if df["text"].null_count() < df.height:  # comparators
+            checks.append(pl.col("text").is_null() | pl.col("text").is_in(COMPARATORS))
     if not _all(df, checks):
         return None
     return df.select(*_loc(src, first_line, df.height), pl.lit(rtype).alias("rtype"), "rid", "subject", "enc",
