@@ -10,8 +10,9 @@ for the same lines (tested).
 
 A block takes the fast path only as a whole: every line non-blank, of the block's resource type, of the common
 bulk-export shape (``Patient/<id>`` subject and ``Encounter/<id>`` encounter references; exactly one coding, of the
-type's preferred system, with a code and a display; a string time; for Observations a ``valueQuantity`` with a
-numeric value and a unit) and with the right JSON types. Otherwise the block is retried
+type's preferred system, with a plain code (:func:`linmix.apps.ehr.ingest.checks.is_plain`) and a display; a string
+time; for Observations a ``valueQuantity`` with a numeric value within float32, a unit and at most a valid
+comparator; no ``contained`` resources) and with the right JSON types. Otherwise the block is retried
 as sub-blocks of :data:`SUB_LINES` lines and the sub-blocks that still fail go line by line through the general
 path (orjson + Flattener), which gives the precise quarantine reason (malformed JSON, missing reference, ...).
 So bad lines cost at most one extra decode of their block plus a sub-block on the general path, and nothing
@@ -30,6 +31,7 @@ from typing import Literal
 
 import msgspec
 import polars as pl
+from linmix.apps.ehr.ingest.checks import COMPARATORS, F32_MAX, plain_expr
 from linmix.apps.ehr.ingest.fhir import _PREFERRED, VOCAB
 
 #: bytes per block read from an NDJSON file (a block is cut at the last newline)
@@ -42,6 +44,8 @@ SUB_LINES = 256
 PIECE_BYTES = 384 << 10
 
 _S = {"gc": False, "kw_only": True}  # no cycles: untracked by the GC (cheaper to create and to free)
+#: ``contained`` resources are counted by the general path: typed ``None``, a ``contained`` list fails the block here
+_CONTAINED = ("contained", None, None)
 
 
 class _Ref(msgspec.Struct, **_S):
@@ -61,6 +65,7 @@ class _EncPeriod(msgspec.Struct, **_S):
 class _Quantity(msgspec.Struct, **_S):
     value: float  # int or float in JSON; bool, string and null fail
     unit: str
+    comparator: str | None = None
 
 
 class _Class(msgspec.Struct, **_S):
@@ -83,7 +88,7 @@ def _cc(rtype: str) -> type:
 def _event(rtype: str, code_field: str, extra: list) -> type:
     fields = [("resourceType", Literal[rtype]), ("id", str), ("subject", _Ref), ("encounter", _Ref),
               (code_field, _cc(rtype))]
-    return msgspec.defstruct(f"{rtype}Fast", fields + extra, **_S)
+    return msgspec.defstruct(f"{rtype}Fast", fields + extra + [_CONTAINED], **_S)
 
 
 class PatientFast(msgspec.Struct, **_S):
@@ -93,6 +98,7 @@ class PatientFast(msgspec.Struct, **_S):
     birthDate: str | None = None  # noqa: N815
     deceasedDateTime: str | None = None  # noqa: N815
     deceasedBoolean: bool | None = None  # noqa: N815
+    contained: None = None
 
 
 class EncounterFast(msgspec.Struct, **_S):
@@ -101,6 +107,7 @@ class EncounterFast(msgspec.Struct, **_S):
     subject: _Ref
     cls: _Class = msgspec.field(name="class")
     period: _EncPeriod
+    contained: None = None
 
 
 #: Field order of the event Structs: required fields first (defstruct needs defaults last).
@@ -165,10 +172,13 @@ def _event_cols(rtype: str, recs: list) -> dict[str, list | None] | None:
     """Python columns of event Structs (None: a record needs the general path)."""
     code_field = "medicationCodeableConcept" if rtype == "MedicationRequest" else "code"
     c0 = list(map(_first, map(attrgetter(code_field + ".coding"), recs)))
-    num = unit = None
+    num = unit = text = None
     if rtype == "Observation":
         time = _get(recs, "effectiveDateTime")
-        num, unit = _get(recs, "valueQuantity.value"), _get(recs, "valueQuantity.unit")
+        q = _get(recs, "valueQuantity")
+        num, unit, text = _get(q, "value"), _get(q, "unit"), _get(q, "comparator")
+        if text.count(None) == len(text):  # no comparator (C-speed identity scan): a null column
+            text = None
     elif rtype == "MedicationRequest":
         time = _get(recs, "authoredOn")
     elif rtype == "Procedure":
@@ -181,26 +191,28 @@ def _event_cols(rtype: str, recs: list) -> dict[str, list | None] | None:
         time = [a or b for a, b in zip(onset, rec, strict=True)]
     return {"rid": _get(recs, "id"), "sref": _get(recs, "subject.reference"),
             "eref": _get(recs, "encounter.reference"), "time": time, "code": _get(c0, "code"),
-            "desc": _get(c0, "display"), "num": num, "unit": unit}
+            "desc": _get(c0, "display"), "num": num, "text": text, "unit": unit}
 
 
 _EVENT_SCHEMA = {"rid": pl.String, "sref": pl.String, "eref": pl.String, "time": pl.String, "code": pl.String,
-                 "desc": pl.String, "num": pl.Float64, "unit": pl.String}
+                 "desc": pl.String, "num": pl.Float64, "text": pl.String, "unit": pl.String}
 
 
 def _events(rtype: str, df: pl.DataFrame, src: int, first_line: int) -> pl.DataFrame | None:
     df = df.with_columns(subject=pl.col("sref").str.slice(8), enc=pl.col("eref").str.slice(10))
-    checks = [*_nonempty("code", "desc"), _ref_ok("sref", "subject", "Patient/"),
+    checks = [*_nonempty("code", "desc"), plain_expr("code"), _ref_ok("sref", "subject", "Patient/"),
               _ref_ok("eref", "enc", "Encounter/")]
     if rtype != "Condition":  # Condition: null time allowed
         checks += [pl.col("time").is_not_null(), *_nonempty("time")]
     if rtype == "Observation":  # unit "" -> the general path (``unit or code``)
-        checks += _nonempty("unit")
+        checks += [*_nonempty("unit"), pl.col("num").abs() <= F32_MAX]
+        if df["text"].null_count() < df.height:  # comparators
+            checks.append(pl.col("text").is_null() | pl.col("text").is_in(COMPARATORS))
     if not _all(df, checks):
         return None
     return df.select(*_loc(src, first_line, df.height), pl.lit(rtype).alias("rtype"), "rid", "subject", "enc",
                      "time", (pl.lit(f"{VOCAB[_PREFERRED[rtype]]}//") + pl.col("code")).alias("code"), "desc",
-                     "num", pl.lit(None, pl.String).alias("text"), "unit")
+                     "num", "text", "unit")
 
 
 def _patient_cols(recs: list) -> dict[str, list]:
@@ -213,7 +225,7 @@ _PATIENT_SCHEMA = {"rid": pl.String, "gender": pl.String, "birth": pl.String, "d
 
 
 def _patients(df: pl.DataFrame, src: int, first_line: int) -> pl.DataFrame | None:
-    if not _all(df, _nonempty("rid")):
+    if not _all(df, [*_nonempty("rid"), plain_expr("gender")]):
         return None
     return df.select(*_loc(src, first_line, df.height), "rid",
                      pl.when(pl.col("gender") != "").then(pl.col("gender")).alias("gender"), "birth", "death",
@@ -231,7 +243,7 @@ _ENCOUNTER_SCHEMA = dict.fromkeys(("rid", "sref", "cls", "cls_display", "start",
 
 def _encounters(df: pl.DataFrame, src: int, first_line: int) -> pl.DataFrame | None:
     df = df.with_columns(subject=pl.col("sref").str.slice(8))
-    if not _all(df, [*_nonempty("rid", "cls"), _ref_ok("sref", "subject", "Patient/")]):
+    if not _all(df, [*_nonempty("rid", "cls"), plain_expr("cls"), _ref_ok("sref", "subject", "Patient/")]):
         return None
     return df.select(*_loc(src, first_line, df.height), "rid", "subject", "cls", "cls_display", "start", "end")
 
@@ -280,10 +292,16 @@ def decode_block(block: bytes, rtype: str, src: int, first_line: int, n_lines: i
             for k, v in got.items():
                 if v is not None:
                     series[k].append(pl.Series(k, v, dtype=schema[k]))
+                elif series[k]:  # a column missing in this piece but not in an earlier one (comparators)
+                    series[k].append(pl.repeat(None, len(got["rid"]), dtype=schema[k], eager=True).alias(k))
     except msgspec.MsgspecError:  # DecodeError (malformed), ValidationError (shape or type)
         return None
     if total != n_lines or not total:  # blank lines (skipped by decode_lines) keep the general path
         return None
+    for k, v in series.items():  # a column missing in the first pieces but not in a later one
+        got = sum(x.len() for x in v)
+        if v and got < total:
+            v.insert(0, pl.repeat(None, total - got, dtype=schema[k], eager=True).alias(k))
     df = pl.DataFrame([pl.concat(v, rechunk=True) if len(v) > 1 else v[0] if v else
                        pl.repeat(None, total, dtype=schema[k], eager=True).alias(k) for k, v in series.items()])
     if rtype == "Patient":

@@ -9,13 +9,25 @@ Bundle entry index (-1 for NDJSON lines).
 
 References: ``Patient/<id>``, absolute ``.../Patient/<id>[/_history/v]`` and ``urn:uuid:<id>`` (resolved through the
 Bundle's ``fullUrl`` map). Conditional references (``Patient?identifier=...``) cannot be resolved and reject.
-Codes become ``<VOCAB>//<code>`` with VOCAB from the coding system (LOINC, SNOMED, RXNORM, ICD10CM, ...).
-Observation values: ``valueQuantity`` -> numeric_value + unit; ``valueInteger`` -> numeric_value;
+Codes become ``<VOCAB>//<code>`` with VOCAB from the coding system (LOINC, SNOMED, RXNORM, ICD10CM, ...) and the code
+trimmed and escaped (:func:`linmix.apps.ehr.ingest.checks.code_part`).
+Observation values: ``valueQuantity`` -> numeric_value + unit (a ``comparator`` -> text_value, values beyond float32
+reject); ``valueInteger`` -> numeric_value;
 ``valueCodeableConcept`` / ``valueString`` / ``valueBoolean`` -> text_value (kept: MEDS has a text column);
 other ``value[x]`` types and Observations with no value (and no valued component) are rejected.
 """
 
 from __future__ import annotations
+
+from linmix.apps.ehr.ingest.checks import (
+    BAD_COMPARATOR,
+    COMPARATORS,
+    OUT_OF_RANGE,
+    WS,
+    code_part,
+    is_plain,
+    value_ok,
+)
 
 SUPPORTED = ("Patient", "Encounter", "Condition", "Procedure", "MedicationRequest", "Observation")
 
@@ -44,13 +56,20 @@ class Reject(Exception):
     """A resource that cannot be ingested; the message is the quarantine reason (``category: detail``)."""
 
 
-def vocab_of(system: str | None) -> str:
-    if not system:
+#: code prefixes of the rows ingestion makes itself: an unknown system's name never gives one (``LOCAL<name>``)
+RESERVED = ("ENCOUNTER", "GENDER")
+
+
+def vocab_of(system: object) -> str:
+    """Coding system -> MEDS vocabulary name: letters and digits only (never ``/``), ``UNKNOWN`` when absent."""
+    if not system or not isinstance(system, str):
         return "UNKNOWN"
     v = VOCAB.get(system)
     if v is None:
         tail = system.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
         v = "".join(ch for ch in tail.upper() if ch.isalnum()) or "UNKNOWN"
+        if v in RESERVED:
+            v = "LOCAL" + v
     return v
 
 
@@ -59,21 +78,29 @@ def code_of(cc: object, preferred: str | None) -> tuple[str, str | None]:
     if cc.__class__ is not dict:
         raise Reject("no code: missing CodeableConcept")
     coding = cc.get("coding")
-    if coding and coding.__class__ is list:  # fast path: the first coding is of the preferred system
+    if coding and coding.__class__ is list:  # fast path: the first coding is of the preferred system, plain code
         c = coding[0]
-        if c.__class__ is dict and c.get("system") == preferred and c.get("code"):
-            return f"{VOCAB[preferred]}//{c['code']}", c.get("display") or cc.get("text")
+        if c.__class__ is dict and c.get("system") == preferred:
+            code = c.get("code")
+            if code and code.__class__ is str and is_plain(code):
+                return f"{VOCAB[preferred]}//{code}", c.get("display") or cc.get("text")
     best = None
     for c in cc.get("coding") or ():
         if isinstance(c, dict) and c.get("code"):
-            if c.get("system") == preferred:
-                best = c
+            part = code_part(c["code"])
+            if not part:
+                continue
+            system = c.get("system")
+            system = system.strip(WS) if isinstance(system, str) else system
+            if system == preferred:
+                best = (system, part, c)
                 break
             if best is None:
-                best = c
+                best = (system, part, c)
     if best is None:
         raise Reject("no code: CodeableConcept without a coded coding")
-    return f"{vocab_of(best.get('system'))}//{best['code']}", best.get("display") or cc.get("text")
+    system, part, c = best
+    return f"{vocab_of(system)}//{part}", c.get("display") or cc.get("text")
 
 
 def ref_id(obj: object, rtype: str, urls: dict[str, tuple[str, str]] | None, what: str) -> str:
@@ -193,7 +220,7 @@ class Flattener:
             return False
         code = c0.get("code")
         subject, enc = sref[8:], eref[10:]
-        if not code or not subject or not enc or "/" in subject or "?" in subject or "/" in enc or "?" in enc:
+        if not code or code.__class__ is not str or not is_plain(code) or not subject or not enc or "/" in subject or "?" in subject or "/" in enc or "?" in enc:
             return False
         num = unit = None
         if rtype == "Observation":
@@ -201,9 +228,11 @@ class Flattener:
             if q.__class__ is not dict:
                 return False
             num = q.get("value")
-            if num.__class__ is not float and num.__class__ is not int:
+            if num.__class__ is not float and num.__class__ is not int or "comparator" in q:
                 return False
             num = float(num)
+            if not value_ok(num):
+                return False
             unit = q.get("unit") or q.get("code")
         self.v.append((src, line, entry, rtype, rid, subject, enc, t, f"{VOCAB[_PREFERRED[rtype]]}//{code}",
                        c0.get("display") or cc.get("text"), num, None, unit))
@@ -221,8 +250,8 @@ class Flattener:
         if (birth is not None and not isinstance(birth, str)) or (death is not None and not isinstance(death, str)):
             raise Reject("unparseable dateTime: not a string")
         gender = d.get("gender")
-        self.p.append((src, line, entry, rid, gender if isinstance(gender, str) and gender else None, birth, death,
-                       d.get("deceasedBoolean") is True))
+        gender = code_part(gender) if isinstance(gender, str) else None
+        self.p.append((src, line, entry, rid, gender or None, birth, death, d.get("deceasedBoolean") is True))
 
     def _encounter(self, d: dict, rid, subject, src, line, entry) -> None:
         if not rid:
@@ -238,9 +267,10 @@ class Flattener:
         if isinstance(cls, list):  # R5 style: list of CodeableConcept
             cls = ((cls[0].get("coding") or [None])[0]) if cls and isinstance(cls[0], dict) else None
         code = cls.get("code") if isinstance(cls, dict) else None
+        code = code_part(code) if code else None
         if not code:
             raise Reject("no code: Encounter without class code")
-        self.e.append((src, line, entry, rid, subject, str(code), cls.get("display"), start, end))
+        self.e.append((src, line, entry, rid, subject, code, cls.get("display"), start, end))
 
     def _observation(self, d: dict, rid, subject, enc, src, line, entry) -> None:
         time = d.get("effectiveDateTime") or _period_start(d.get("effectivePeriod")) or d.get("effectiveInstant")
@@ -270,7 +300,12 @@ def _obs_value(d: dict) -> tuple[float | None, str | None, str | None] | None:
         v = q.get("value") if isinstance(q, dict) else None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise Reject("non-numeric value: valueQuantity without a numeric value")
-        return float(v), None, q.get("unit") or q.get("code")
+        if not value_ok(v):
+            raise Reject(OUT_OF_RANGE.format("valueQuantity.value"))
+        cmp = q.get("comparator")
+        if cmp is not None and cmp not in COMPARATORS:
+            raise Reject(BAD_COMPARATOR)
+        return float(v), cmp, q.get("unit") or q.get("code")
     if "valueCodeableConcept" in d:
         cc = d["valueCodeableConcept"]
         c0 = (cc.get("coding") or [{}])[0] if isinstance(cc, dict) else {}
@@ -286,6 +321,8 @@ def _obs_value(d: dict) -> tuple[float | None, str | None, str | None] | None:
         v = d["valueInteger"]
         if isinstance(v, bool) or not isinstance(v, int):
             raise Reject("non-numeric value: valueInteger not an integer")
+        if not value_ok(v):
+            raise Reject(OUT_OF_RANGE.format("valueInteger"))
         return float(v), None, None
     for k in d:
         if k.startswith("value") and k != "value":

@@ -7,7 +7,8 @@ process pool over batches of files, big plain NDJSON files cut into line-aligned
 polars (:mod:`linmix.apps.ehr.ingest.resolve`) -> MEDS dataset (:mod:`linmix.apps.ehr.meds`) + ``quarantine/*.ndjson`` +
 ``report.json``, all written into a temporary folder beside ``--out`` and renamed into place (atomic). The output
 depends only on the input (no timestamps), so a rerun gives byte-identical files; a non-empty ``--out`` is refused
-unless ``--overwrite``. Exit codes: 0 ok, 1 written but some files had errors (e.g. truncated gzip), 2 refused.
+unless ``--overwrite``, and so is an ``--out`` that is a file, lies inside an input folder or holds an input.
+Exit codes: 0 ok, 1 written but some files had errors (e.g. truncated gzip), 2 refused.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import polars as pl
+from linmix.apps.ehr.ingest.files import discover, fhir_kind, is_gzip
 from linmix.apps.ehr.ingest.read import (
     E_SCHEMA,
     P_SCHEMA,
     V_SCHEMA,
     ReadResult,
-    discover,
     fetch_records,
     read_files,
     split_ranges,
@@ -45,7 +46,10 @@ log = logging.getLogger("linmix.apps.ehr.ingest")
 
 
 class IngestError(Exception):
-    """Ingestion refused (empty input, non-empty output folder, missing input)."""
+    """Ingestion refused (empty input, missing input, non-empty output folder, an output folder that is a file or
+    overlaps the input): a user error; :func:`ingest_main` prints it in one line and exits 2, as the console
+    dispatcher does for :class:`linmix.shared.errors.UserError` (not its subclass: importing ``linmix.shared``
+    imports torch, which ingestion does not need and which slows it)."""
 
 
 #: With ``workers > 1``, plain NDJSON files larger than this are cut into line-aligned byte ranges read in parallel.
@@ -56,7 +60,7 @@ def _items(files: list[Path], sizes: list[int], workers: int) -> tuple[list[tupl
     """Read-task items ``(src, path, start, end, first_line)`` and their byte sizes, in input order."""
     items, nbytes = [], []
     for i, (f, size) in enumerate(zip(files, sizes, strict=True)):
-        if workers > 1 and size > RANGE_BYTES and f.name.endswith(".ndjson"):
+        if workers > 1 and size > RANGE_BYTES and fhir_kind(f) == "ndjson" and not is_gzip(f):
             parts = min(4 * workers, -(-size // RANGE_BYTES))
             for start, end, first in split_ranges(f, parts):
                 items.append((i, f, start, end, first))
@@ -115,14 +119,17 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
     CLI and written to ``out/report.json``). Raises :class:`IngestError` when refused (nothing is written)."""
     t0, c0 = time.perf_counter(), time.process_time()
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    inputs = [Path(p) for p in inputs]
+    _check_out(inputs, out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise IngestError(f"output folder {out} is not empty: pass --overwrite to replace it")
     try:
-        files = discover([Path(p) for p in inputs], exclude=[out])
+        files, skipped = discover(inputs, exclude=[out])
     except FileNotFoundError as err:
         raise IngestError(str(err)) from None
     if not files:
-        raise IngestError("empty input: no .ndjson, .ndjson.gz, .json or .json.gz files found")
+        raise IngestError("empty input: no .ndjson, .jsonl, .json files (optionally .gz) found"
+                          + (f" ({_skipped_text(skipped)})" if skipped else ""))
     results = _read_all(files, validate, workers, progress)
     c1 = time.process_time()
     read, ignored = Counter(), Counter()
@@ -136,7 +143,10 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
     V = _concat([f for r in results for f in r.v], V_SCHEMA)
     for r in results:  # the concatenated frames now own the chunks
         r.p, r.e, r.v = [], [], []
-    res = resolve(P, E, V)
+    early = [(j["rtype"], j["rid"], j["reason"]) for r in results for j in r.rejects
+             if j["rid"] is not None and j["rtype"] in ("Patient", "Encounter")]
+    res = resolve(P, E, V, pl.DataFrame(early, schema=dict.fromkeys(("rtype", "rid", "reason"), pl.String),
+                                        orient="row"))
     c2 = time.process_time()
 
     # quarantine records: read-time rejects carry the record; cross-resource rejects are fetched again
@@ -162,7 +172,9 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
                   "ignored": ignored[t]} for t in sorted(set(read) | set(rejected))}
     reasons = Counter(category(q["reason"]) for q in qrecs if q["resourceType"] != "(file)")
     report = IngestReport(counts=counts, reasons=dict(sorted(reasons.items())), files=len(files), file_errors=ferrs,
-                          codes=res.codes.height, stats=res.stats, validate=validate, out=str(out))
+                          skipped_files=dict(sorted(Counter(r for _, r in skipped).items())),
+                          codes=res.codes.height, stats=res.stats, suspicious=res.suspicious, validate=validate,
+                          out=str(out))
     report.reconcile()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +185,9 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
         os.chmod(tmp, 0o777 & ~umask)
         report.rows_written = write_dataset(tmp, res.events, res.codes, res.subjects, dataset_metadata())
         report.subjects = {s: res.subjects.filter(pl.col("split") == s).height for s in report.rows_written}
-        write_quarantine(tmp / "quarantine", qrecs)
+        write_quarantine(tmp / "quarantine", qrecs + [
+            {"file": str(p), "line": 0, "entry": None, "resourceType": "(skipped file)", "reason": r, "record": None}
+            for p, r in skipped])
         (tmp / "report.json").write_bytes(report.to_json())
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -194,20 +208,48 @@ def ingest(inputs: list[Path], out: Path, overwrite: bool = False, validate: boo
                     tot["read"], out / "quarantine")
     if res.stats["patients_without_encounters"]:
         log.warning("%d patients have no encounters (kept)", res.stats["patients_without_encounters"])
+    if skipped:
+        log.warning("%d files skipped (%s; paths in %s)", len(skipped), _skipped_text(skipped),
+                    out / "quarantine" / "_skipped_files.ndjson")
+    sus = {k: v for k, v in report.suspicious.items() if v}
+    if sus:
+        log.warning("accepted but suspicious: %s (counts in report.json)",
+                    ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sus.items()))
     for fe in ferrs:
         log.warning("file error in input file #%d at line %d: %s (path in %s)", fe["file_index"], fe["line"],
                     category(fe["reason"]), out / "quarantine" / "_files.ndjson")
     return report
 
 
+def _skipped_text(skipped: list[tuple[Path, str]]) -> str:
+    return ", ".join(f"{r}: {n}" for r, n in sorted(Counter(r for _, r in skipped).items()))
+
+
+def _check_out(inputs: list[Path], out: Path) -> None:
+    """Refuse an ``--out`` that is a file, is or lies inside an input folder, or holds an input."""
+    if out.exists() and not out.is_dir():
+        raise IngestError(f"--out {out} is a file, not a folder: name a new or empty folder (or a MEDS folder to "
+                          "replace with --overwrite)")
+    o = out.resolve()
+    for inp in inputs:
+        i = inp.resolve()
+        if inp.is_dir() and o.is_relative_to(i):
+            raise IngestError(f"--out {out} is inside the input folder {inp}: choose an output folder outside the "
+                              "input (MEDS output is not FHIR input)")
+        if i.is_relative_to(o):
+            raise IngestError(f"input {inp} is inside --out {out}, which ingestion replaces: choose another --out")
+
+
 def ingest_main(argv: list[str] | None = None) -> int:
     """``linmix-ehr ingest INPUT... --out DIR [--overwrite] [--validate] [--workers N]``."""
     ap = argparse.ArgumentParser(prog="linmix-ehr ingest", description=(
-        "Convert FHIR R4 files (transaction/collection Bundles .json[.gz], bulk NDJSON .ndjson[.gz]) into a MEDS "
-        "dataset: data/{train,tuning,held_out}/0.parquet, metadata/, quarantine/*.ndjson (rejected records with "
-        "file, line and reason) and report.json. Exit 0 ok, 1 written with file errors, 2 refused."))
+        "Convert FHIR R4 files (transaction/collection Bundles .json[.gz], bulk NDJSON .ndjson/.jsonl[.gz], any "
+        "letter case) into a MEDS dataset: data/{train,tuning,held_out}/0.parquet, metadata/, quarantine/*.ndjson "
+        "(rejected records with file, line and reason; skipped files) and report.json. Exit 0 ok, 1 written with "
+        "file errors, 2 refused."))
     ap.add_argument("inputs", nargs="+", type=Path, help="FHIR files or folders (searched recursively)")
-    ap.add_argument("--out", type=Path, required=True, help="output MEDS folder (must be empty or absent)")
+    ap.add_argument("--out", type=Path, required=True,
+                    help="output MEDS folder (empty or absent, outside the input folders)")
     ap.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     ap.add_argument("--validate", action="store_true",
                     help="also validate every resource with fhir.resources.R4B (slow; invalid ones are quarantined)")

@@ -1,7 +1,8 @@
-"""Reading FHIR files into flat polars frames: file discovery, read tasks, bounded chunks, quarantine re-reads.
+"""Reading FHIR files into flat polars frames: read tasks, bounded chunks, quarantine re-reads.
 
-Formats: bulk NDJSON (``.ndjson``, ``.ndjson.gz``; any resource types per file, Bundles on a line are unpacked) and
-JSON files (``.json``, ``.json.gz``) holding a Bundle of any type or a single resource. NDJSON is read in blocks of
+Formats (:mod:`linmix.apps.ehr.ingest.files`): bulk NDJSON (``.ndjson``, ``.jsonl``; any resource types per file,
+Bundles on a line are unpacked) and JSON files (``.json``) holding a Bundle of any type or a single resource; gzip
+by its magic bytes. Resources in ``contained`` are counted as ignored, per type, under ``(contained) <Type>``. NDJSON is read in blocks of
 whole lines: a block of the common shape is decoded at once by :mod:`linmix.apps.ehr.ingest.fast` (msgspec + polars, one
 frame per block); anything else goes line by line through the general path (orjson + :class:`linmix.apps.ehr.ingest.fhir.
 Flattener`, which gives the quarantine reasons), in input order. Every ``chunk`` general-path records the columns
@@ -25,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import polars as pl
+from linmix.apps.ehr.ingest.checks import malformed_reason
 from linmix.apps.ehr.ingest.fast import BLOCK_BYTES, SUB_LINES, block_type, decode_block
 from linmix.apps.ehr.ingest.fhir import SUPPORTED, Flattener, Reject
+from linmix.apps.ehr.ingest.files import fhir_kind, is_gzip, open_input
 
-MALFORMED, NOT_FHIR = "(malformed)", "(not FHIR)"
-SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")
+MALFORMED, NOT_FHIR, CONTAINED = "(malformed)", "(not FHIR)", "(contained)"
 P_SCHEMA = {"src": pl.Int32, "line": pl.Int64, "entry": pl.Int32, "rid": pl.String, "gender": pl.String,
             "birth": pl.String, "death": pl.String, "deceased_flag": pl.Boolean}
 E_SCHEMA = {"src": pl.Int32, "line": pl.Int64, "entry": pl.Int32, "rid": pl.String, "subject": pl.String,
@@ -37,21 +39,6 @@ E_SCHEMA = {"src": pl.Int32, "line": pl.Int64, "entry": pl.Int32, "rid": pl.Stri
 V_SCHEMA = {"src": pl.Int32, "line": pl.Int64, "entry": pl.Int32, "rtype": pl.String, "rid": pl.String,
             "subject": pl.String, "enc": pl.String, "time": pl.String, "code": pl.String, "desc": pl.String,
             "num": pl.Float64, "text": pl.String, "unit": pl.String}
-
-
-def discover(inputs: list[Path], exclude: list[Path] = ()) -> list[Path]:
-    """Files under ``inputs`` with a FHIR suffix, sorted, without duplicates and without anything under ``exclude``."""
-    ex = [Path(p).resolve() for p in exclude]
-    found: dict[Path, None] = {}
-    for inp in inputs:
-        inp = Path(inp)
-        if not inp.exists():
-            raise FileNotFoundError(f"input not found: {inp}")
-        cands = [inp] if inp.is_file() else sorted(p for p in inp.rglob("*") if p.is_file())
-        for p in cands:
-            if p.name.endswith(SUFFIXES) and not any(p.resolve().is_relative_to(e) for e in ex):
-                found.setdefault(p, None)
-    return list(found)
 
 
 @dataclass
@@ -104,6 +91,9 @@ class _Reader:
             self.bundle(d, line)
             return
         self.res.read[rtype] += 1
+        contained = d.get("contained")
+        if contained:
+            self.contained(contained)
         if rtype not in SUPPORTED:
             self.res.ignored[rtype] += 1
             return
@@ -116,6 +106,14 @@ class _Reader:
         self.n += 1
         if self.n >= self.chunk:
             self.flush()
+
+    def contained(self, items: object) -> None:
+        """Count contained resources as ignored, per type (they are not read as resources of their own)."""
+        for c in items if isinstance(items, list) else [items]:
+            t = c.get("resourceType") if isinstance(c, dict) else None
+            key = f"{CONTAINED} {t if isinstance(t, str) and t else NOT_FHIR}"
+            self.res.read[key] += 1
+            self.res.ignored[key] += 1
 
     def _validate(self, rtype: str, d: dict) -> None:
         from pydantic import ValidationError
@@ -152,10 +150,6 @@ class _Reader:
                 self.reject(line, i, NOT_FHIR, None, "not FHIR: Bundle entry without a resource", en)
                 continue
             self.resource(r, line, i, urls)
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb", buffering=1 << 20)
 
 
 #: A read task item: file index, path, byte range [start, end) (end None = to the end) and the 1-based number of
@@ -267,7 +261,7 @@ def _general_lines(rd: _Reader, lines: list[bytes], first_line: int) -> None:
             d = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
             rd.res.read[MALFORMED] += 1
-            rd.reject(first_line + k, -1, MALFORMED, None, f"malformed JSON: {err}",
+            rd.reject(first_line + k, -1, MALFORMED, None, malformed_reason(err, raw, ndjson=True),
                       raw.decode("utf-8", "replace").rstrip("\n"))
             continue
         rd.resource(d, first_line + k, -1, None)
@@ -305,20 +299,22 @@ def _read_into(rd: _Reader, src: int, path: Path, start: int = 0, end: int | Non
     gc.disable()
     line = first_line - 1
     try:
-        if path.name.endswith((".ndjson", ".ndjson.gz")):
-            with _open(path) as fh:
-                for block, n in _ndjson_blocks(fh, path.name.endswith(".gz"), start, end):
+        gz = is_gzip(path)
+        if fhir_kind(path) == "ndjson":
+            with open_input(path, gz) as fh:
+                for block, n in _ndjson_blocks(fh, gz, start, end):
                     _read_block(rd, block, n, line + 1)
                     line += n
         else:
-            with _open(path) as fh:
+            with open_input(path, gz) as fh:
                 data = fh.read()
             if data.strip():
                 try:
                     d = orjson.loads(data)
                 except orjson.JSONDecodeError as err:
                     rd.res.read[MALFORMED] += 1
-                    rd.reject(0, -1, MALFORMED, None, f"malformed JSON: {err}", data[:10_000].decode("utf-8", "replace"))
+                    rd.reject(0, -1, MALFORMED, None, malformed_reason(err, data, ndjson=False),
+                              data[:10_000].decode("utf-8", "replace"))
                 else:
                     rd.resource(d, 0, 0, None)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as err:
@@ -335,8 +331,8 @@ def fetch_records(path: Path, keys: set[tuple[int, int]]) -> dict[tuple[int, int
     """Re-read the raw records at ``(line, entry)`` keys of one file (for quarantine files)."""
     out: dict[tuple[int, int], object] = {}
     try:
-        with _open(path) as fh:
-            if path.name.endswith((".ndjson", ".ndjson.gz")):
+        with open_input(path) as fh:
+            if fhir_kind(path) == "ndjson":
                 by_line: dict[int, list[int]] = {}
                 for ln, en in keys:
                     by_line.setdefault(ln, []).append(en)

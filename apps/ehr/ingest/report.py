@@ -2,7 +2,10 @@
 
 Counts are per resource type: ``read = accepted + rejected + ignored`` for every row and in total (checked by
 :meth:`IngestReport.reconcile`). ``ignored`` = resource types this tool does not read (Claim, Practitioner, ...).
-Pseudo-types: ``(malformed)`` for lines that are not JSON, ``(not FHIR)`` for JSON without a resourceType.
+Pseudo-types: ``(malformed)`` for lines that are not JSON, ``(not FHIR)`` for JSON without a resourceType,
+``(contained) <Type>`` for contained resources (always ignored). Files not read are counted per reason in
+``skipped_files`` (paths in ``quarantine/_skipped_files.ndjson``); accepted resources with suspicious values are
+counted per reason in ``suspicious`` (:data:`linmix.apps.ehr.ingest.checks.SUSPICIOUS`, rows kept).
 The report and logs hold counts, reason categories, file names and line numbers only: never names, identifiers,
 birth dates or resource ids. Quarantine files (``quarantine/<Type>.ndjson``) hold the rejected records themselves.
 """
@@ -26,10 +29,12 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)  # reason category -> n
     files: int = 0
     file_errors: list[dict] = field(default_factory=list)  # file_index, line, reason (paths: quarantine/_files)
+    skipped_files: dict[str, int] = field(default_factory=dict)  # reason -> files not read
     rows_written: dict[str, int] = field(default_factory=dict)  # split -> MEDS rows
     subjects: dict[str, int] = field(default_factory=dict)  # split -> subjects
     codes: int = 0
     stats: dict = field(default_factory=dict)
+    suspicious: dict[str, int] = field(default_factory=dict)  # reason -> accepted values (rows kept)
     validate: bool = False
     out: str = ""
     seconds: float = 0.0
@@ -72,13 +77,19 @@ class IngestReport:
                       f"{self.seconds:.1f} s{rate}")
         for reason, n in sorted(self.reasons.items(), key=lambda x: -x[1]):
             console.print(f"  rejected {n:,}: {reason}")
+        for reason, n in self.skipped_files.items():
+            console.print(f"  skipped {n:,} files: {reason} (paths in quarantine/_skipped_files.ndjson)")
+        sus = [f"{v:,} {k.replace('_', ' ')}" for k, v in self.suspicious.items() if v]
+        if sus:
+            console.print("  accepted but suspicious: " + "; ".join(sus))
         for fe in self.file_errors:
             console.print(f"  [red]file error[/red] input file #{fe['file_index']} line {fe['line']}: {fe['reason']} "
                           "(path in quarantine/_files.ndjson)")
         st = self.stats
         notes = [f"{st[k]:,} {k.replace('_', ' ')}" for k in ("patients_without_encounters",
                                                               "encounter_end_after_death", "deceased_without_date",
-                                                              "partial_dates") if st.get(k)]
+                                                              "partial_dates", "values_with_comparator")
+                 if st.get(k)]
         if st.get("multi_unit_codes"):
             notes.append(f"{len(st['multi_unit_codes'])} lab codes with several units (see report.json)")
         if notes:
@@ -102,7 +113,8 @@ def write_quarantine(qdir: Path, records: list[dict]) -> list[str]:
     names = []
     for rtype in sorted(by_type):
         rs = sorted(by_type[rtype], key=lambda r: (r["file"], r["line"], r["entry"]))
-        name = {"(malformed)": "_malformed", "(not FHIR)": "_not_fhir", "(file)": "_files"}.get(rtype, rtype)
+        name = {"(malformed)": "_malformed", "(not FHIR)": "_not_fhir", "(file)": "_files",
+                "(skipped file)": "_skipped_files"}.get(rtype, rtype)
         (qdir / f"{name}.ndjson").write_bytes(b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n"
                                                        for r in rs))
         names.append(f"{name}.ndjson")

@@ -4,15 +4,18 @@ Order of checks per resource (the first that fails is the quarantine reason; a r
 whole, with all its rows):
 
 1. duplicate id of the same type: the first in input order (files sorted, then line/entry) is kept;
-2. subject: must be an accepted Patient (``dangling subject reference`` / ``rejected subject``);
+2. subject: must be an accepted Patient (``dangling subject reference`` / ``rejected subject``, which names the
+   Patient's own reason, also for Patients rejected while reading);
 3. encounter (optional): must be an accepted Encounter of the same patient (``dangling`` / ``rejected`` /
    ``inconsistent``);
 4. times: FHIR dateTime with offsets -> UTC-naive microseconds. Partial dates take the start of the period
    (``2020`` -> 2020-01-01, ``2020-05`` -> 2020-05-01, a date -> 00:00 UTC; counted as ``partial_dates``); a
-   dateTime without offset is read as UTC; anything else (``unparseable dateTime``) rejects. A Condition without
-   onset/recordedDate takes its encounter's start;
+   dateTime without offset is read as UTC (counted as ``time_without_timezone``); anything else (``unparseable
+   dateTime``) rejects. A Condition without onset/recordedDate takes its encounter's start;
 5. death: a resource whose time is after ``deceasedDateTime`` is rejected (``event after death``); an Encounter
    that starts before death but ends after it is kept and counted as ``encounter_end_after_death``.
+
+Accepted resources with suspicious values are kept and counted (:func:`linmix.apps.ehr.ingest.checks.suspicious`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
+from linmix.apps.ehr.ingest.checks import suspicious
 from linmix.apps.ehr.meds import subject_table
 
 KEY = ["src", "line", "entry"]
@@ -44,6 +48,8 @@ def parse_time(col: str) -> pl.Expr:
 _FAST_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
 #: a plain date (``birthDate``): midnight UTC
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
+#: a dateTime without offset (read as UTC)
+_NAIVE_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$"
 
 
 def _offset_minutes(tail: str) -> int | None:
@@ -61,6 +67,12 @@ def parse_times(s: pl.Series) -> pl.Series:
     (no regex chain, no time-zone machinery; the offset is worked out once per distinct tail, there are few), a
     plain date as midnight UTC; the rest (partial dates, fractions, other layouts, garbage) goes through the general
     parser. Same values as ``parse_time`` (tested)."""
+    return parse_times_tz(s)[0]
+
+
+def parse_times_tz(s: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """:func:`parse_times` and a Boolean mask of the values parsed from a dateTime without offset (read as UTC; only
+    values outside the common layout are tested)."""
     x = pl.col("x")
     df = s.to_frame("x").with_columns(tail=x.str.slice(19))
     tails = df["tail"].drop_nulls().unique().to_list()
@@ -69,6 +81,7 @@ def parse_times(s: pl.Series) -> pl.Series:
     fast = (x.str.slice(0, 19).str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S", strict=False)
             - pl.duration(minutes=off))
     out = df.select(pl.when(x.str.contains(_FAST_RE)).then(fast).alias(s.name)).to_series()
+    naive = pl.repeat(False, s.len(), dtype=pl.Boolean, eager=True)
     miss = (out.is_null() & s.is_not_null()).arg_true()
     if miss.len():  # the rest: plain dates, then the general parser
         sub = df[miss]
@@ -78,7 +91,9 @@ def parse_times(s: pl.Series) -> pl.Series:
         if left.len():
             got = got.scatter(left, sub[left].select(parse_time("x")).to_series())
         out = out.scatter(miss, got)
-    return out
+        naive = naive.scatter(miss, sub.select(x.str.strip_chars().str.contains(_NAIVE_RE)).to_series()
+                              & got.is_not_null())
+    return out, naive
 
 
 def _partial(col: str) -> pl.Expr:
@@ -97,6 +112,7 @@ class Resolved:
     rejects: pl.DataFrame  # src, line, entry, rtype, rid, reason
     accepted: dict[str, int]
     stats: dict = field(default_factory=dict)
+    suspicious: dict[str, int] = field(default_factory=dict)
 
 
 def _rej(df: pl.DataFrame, rtype: str | pl.Expr) -> pl.DataFrame:
@@ -132,10 +148,28 @@ def join_unique(df: pl.DataFrame, right: pl.DataFrame, on: str | list[str]) -> p
     return df.hstack(got)
 
 
-def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
-    """Patients ``P``, encounters ``E`` and events ``V`` (frames of :mod:`linmix.apps.ehr.ingest.read`) -> MEDS rows."""
+def _times(df: pl.DataFrame, col: str, out: str) -> dict[str, pl.Series]:
+    t, naive = parse_times_tz(df[col])
+    return {out: t, f"_nv_{col}": naive}
+
+
+def _parent_rejects(rej: pl.DataFrame, early: pl.DataFrame, rtype: str, ok: pl.DataFrame, key: str,
+                    flag: str) -> pl.DataFrame:
+    """Ids of ``rtype`` rejected here or while reading (``early``) and not accepted under another row, with the
+    first reason: ``key``, ``flag`` (the reason)."""
+    both = pl.concat([rej.filter(pl.col("reason").is_not_null()).select("rid", "reason"),
+                      early.filter(pl.col("rtype") == rtype).select("rid", "reason")])
+    return (both.group_by("rid", maintain_order=True).agg(pl.col("reason").first())
+            .rename({"rid": key, "reason": flag}).join(ok.select(key), on=key, how="anti"))
+
+
+def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame, early: pl.DataFrame | None = None) -> Resolved:
+    """Patients ``P``, encounters ``E`` and events ``V`` (frames of :mod:`linmix.apps.ehr.ingest.read`) -> MEDS rows.
+    ``early``: ``rtype, rid, reason`` of Patients and Encounters rejected while reading (their dependents name it)."""
+    if early is None:
+        early = pl.DataFrame(schema={"rtype": pl.String, "rid": pl.String, "reason": pl.String})
     # ---- patients
-    P = P.with_columns(birth_t=parse_times(P["birth"]), death_t=parse_times(P["death"]),
+    P = P.with_columns(**_times(P, "birth", "birth_t"), **_times(P, "death", "death_t"),
                        _first=first_distinct(P, ["rid"]))
     P = P.with_columns(reason=pl.when(~pl.col("_first"))
                        .then(pl.lit("duplicate id: an earlier Patient with this id was kept"))
@@ -147,18 +181,18 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
     subjects = subject_table(P_ok["rid"].to_list())
     # subject_id and split ride along the subject joins below (no separate join of all MEDS rows on patient_id)
     P_ok = P_ok.hstack(subjects.select("subject_id", "split"))
-    pk = P_ok.select(subject="rid", death_t="death_t", _pat=pl.lit(True), subject_id="subject_id", split="split")
-    prej = (P.filter(pl.col("reason").is_not_null()).select(subject="rid").unique()
-            .join(pk, on="subject", how="anti").with_columns(_prej=pl.lit(True)))
+    pk = P_ok.select(subject="rid", death_t="death_t", birth_t="birth_t", _pat=pl.lit(True), subject_id="subject_id",
+                     split="split")
+    prej = _parent_rejects(P, early, "Patient", pk, "subject", "_prej")
 
     def subject_reason(kind: str) -> pl.Expr:
-        return (pl.when(pl.col("_pat").is_null() & pl.col("_prej").fill_null(False))
-                .then(pl.lit("rejected subject: the referenced Patient was quarantined"))
+        return (pl.when(pl.col("_pat").is_null() & pl.col("_prej").is_not_null())
+                .then(pl.format("rejected subject: its Patient was rejected ({})", pl.col("_prej")))
                 .when(pl.col("_pat").is_null())
                 .then(pl.lit(f"dangling subject reference: no Patient with this id in the input ({kind})")))
 
     # ---- encounters
-    E = E.with_columns(start_t=parse_times(E["start"]), end_t=parse_times(E["end"]), _dup=~first_distinct(E, ["rid"]))
+    E = E.with_columns(**_times(E, "start", "start_t"), **_times(E, "end", "end_t"), _dup=~first_distinct(E, ["rid"]))
     E = join_unique(join_unique(E, pk, "subject"), prej, "subject")
     E = E.with_columns(reason=pl.when(pl.col("_dup")).then(pl.lit("duplicate id: an earlier Encounter with this id "
                                                                   "was kept"))
@@ -172,13 +206,12 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
                                   .then(pl.lit("event after death: Encounter starts after deceasedDateTime"))))
     E_ok = E.filter(pl.col("reason").is_null())
     ek = E_ok.select(enc="rid", enc_subject="subject", enc_start="start_t", _enc=pl.lit(True))
-    erej = (E.filter(pl.col("reason").is_not_null()).select(enc="rid").unique()
-            .join(ek, on="enc", how="anti").with_columns(_erej=pl.lit(True)))
+    erej = _parent_rejects(E, early, "Encounter", ek, "enc", "_erej")
 
     # ---- events (a resource may have several rows: Observation components)
     # a resource's rows are contiguous (Flattener, fast path): _start marks its first row
     V = V.with_columns(_start=((pl.col("line").diff() != 0) | (pl.col("src").diff() != 0)
-                               | (pl.col("entry").diff() != 0)).fill_null(True), t=parse_times(V["time"]))
+                               | (pl.col("entry").diff() != 0)).fill_null(True), **_times(V, "time", "t"))
     keys = V.select(*KEY, "rtype", "rid", "_start").filter(pl.col("_start")).drop("_start")  # narrow, then filter
     dups = keys.filter(pl.col("rid").is_not_null() & ~first_distinct(keys, ["rtype", "rid"]))
     for right, on in ((dups.select(*KEY, _dup=pl.lit(True)), KEY), (pk, "subject"), (prej, "subject"), (ek, "enc"),
@@ -190,8 +223,9 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
     V = V.with_columns(reason=pl.when(pl.col("_dup").fill_null(False))
                        .then(pl.format("duplicate id: an earlier {} with this id was kept", pl.col("rtype")))
                        .otherwise(subject_reason("event"))
-                       .fill_null(pl.when(enc_set & pl.col("_enc").is_null() & pl.col("_erej").fill_null(False))
-                                  .then(pl.lit("rejected encounter: the referenced Encounter was quarantined"))
+                       .fill_null(pl.when(enc_set & pl.col("_enc").is_null() & pl.col("_erej").is_not_null())
+                                  .then(pl.format("rejected encounter: its Encounter was rejected ({})",
+                                                  pl.col("_erej")))
                                   .when(enc_set & pl.col("_enc").is_null())
                                   .then(pl.lit("dangling encounter reference: no Encounter with this id in the input"))
                                   .when(enc_set & (pl.col("enc_subject") != pl.col("subject")))
@@ -265,5 +299,9 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame) -> Resolved:
                              + E_ok.select(_partial("start").sum() + _partial("end").sum()).item()
                              + V_ok.select((_partial("time") & pl.col("_start")).sum()).item()),
         "multi_unit_codes": {c: u for c, u in multi.iter_rows()},
+        "values_with_comparator": int(V_ok.select((pl.col("num").is_not_null() & pl.col("text").is_not_null()).sum())
+                                      .item()),
     }
-    return Resolved(events=events, codes=codes, subjects=subjects, rejects=rejects, accepted=accepted, stats=stats)
+    sus = suspicious(P_ok, E_ok, V_ok)
+    return Resolved(events=events, codes=codes, subjects=subjects, rejects=rejects, accepted=accepted, stats=stats,
+                    suspicious=sus)
