@@ -39,17 +39,17 @@ from linmix.apps.ehr.ingest.read import (
 from linmix.apps.ehr.ingest.report import IngestReport, category, write_quarantine
 from linmix.apps.ehr.ingest.resolve import resolve
 from linmix.apps.ehr.meds import dataset_metadata, write_dataset
+from linmix.shared.errors import UserError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 log = logging.getLogger("linmix.apps.ehr.ingest")
 
 
-class IngestError(Exception):
+class IngestError(UserError):
     """Ingestion refused (empty input, missing input, non-empty output folder, an output folder that is a file or
-    overlaps the input): a user error; :func:`ingest_main` prints it in one line and exits 2, as the console
-    dispatcher does for :class:`linmix.shared.errors.UserError` (not its subclass: importing ``linmix.shared``
-    imports torch, which ingestion does not need and which slows it)."""
+    overlaps the input): a user error, printed in one line with exit status 2 (:mod:`linmix.shared.errors`;
+    importing it loads no torch)."""
 
 
 #: With ``workers > 1``, plain NDJSON files larger than this are cut into line-aligned byte ranges read in parallel.
