@@ -49,8 +49,9 @@ def int8_change(net, dm) -> dict:
     """Test AUC/logloss of the trained FCN eager vs dynamic int8 Linear layers (``linmix.apps.ctr.serving``)."""
     import numpy as np
     import torch
-    from linmix.apps.ctr.serving import serving_module
     from sklearn.metrics import log_loss, roc_auc_score
+
+    from linmix.apps.ctr.serving import serving_module
 
     t = dm.datasets["test"].t
     y = t["label"].numpy()
@@ -84,8 +85,9 @@ def test_bootstrap(runs: list[dict], dm, n: int, seed: int = 0) -> dict:
     and returns {"A - B": {diff, std, p2.5, p97.5, n}}. Seed-to-seed training noise is not in it."""
     import numpy as np
     import torch
-    from linmix.apps.ctr.lit_module import CTRLitModule
     from sklearn.metrics import roc_auc_score
+
+    from linmix.apps.ctr.lit_module import CTRLitModule
 
     t = dm.datasets["test"].t
     y, q = t["label"].numpy(), t["p_true"].double().numpy()
@@ -212,6 +214,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import pytorch_lightning as pl_
     import torch
+
     from linmix.apps.ctr.data import CTRDataModule
     from linmix.apps.ctr.lit_module import CTRLitModule
     from linmix.apps.ctr.model import CTRNetConfig

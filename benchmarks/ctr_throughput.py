@@ -47,6 +47,7 @@ def _data(n: int, fields: int = F_NUM + F_CAT, seed: int = 0) -> tuple[dict, lis
 
 def _model(sizes, threads):
     import torch
+
     from linmix.apps.ctr.model import CTRNet, CTRNetConfig
 
     torch.set_num_threads(threads)
@@ -56,8 +57,9 @@ def _model(sizes, threads):
 
 def _loader(kind: str, arrays: dict, batch: int):
     import torch
-    from linmix.apps.ctr.data import TensorBatches, batch_loader
     from torch.utils.data import DataLoader, Dataset
+
+    from linmix.apps.ctr.data import TensorBatches, batch_loader
 
     if kind == "fast":
         return batch_loader(TensorBatches(arrays), batch, shuffle=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig
 from linmix.apps.ehr.predict import IncrementalScorer

@@ -9,6 +9,7 @@ checked by ``pytest -m gpu tests/core/test_gpu_parity.py``.
 import time
 
 import torch
+
 from linmix.shared import Mamba2, kernel_available
 
 

@@ -83,6 +83,7 @@ def hold_initial(loader) -> tuple:
 
 def run(problem: str, arch: str, cfg: dict, data_dir: Path, rollout_dir: Path) -> dict:
     import pytorch_lightning as pl
+
     from linmix.apps.physics.config import PhysicsConfig
     from linmix.apps.physics.data import PhysicsDataModule
     from linmix.apps.physics.lit_module import PhysicsLitModule

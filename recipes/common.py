@@ -104,6 +104,7 @@ def publish(app: str, name: str, ckpt: Path, card: str, safe_globals=()) -> Path
     ``--model`` resolves it: ``$LINMIX_MODELS``, else the package's ``models/``). The file is read weights-only
     (``linmix.shared.checkpoint``; ``safe_globals``: the app module's ``checkpoint_globals``)."""
     import torch
+
     from linmix.shared.checkpoint import read_checkpoint
     from linmix.shared.models import models_root
 

@@ -146,12 +146,13 @@ def main(argv=None) -> int:
         args.reserve_s = min(args.reserve_s, 0.3 * args.budget)
     import pytorch_lightning as pl
     import torch
+    from pytorch_lightning.loggers import CSVLogger
+
     from linmix.apps.ehr import sequences as S
     from linmix.apps.ehr.data import EHRDataModule
     from linmix.apps.ehr.lit_module import EHRLitModule
     from linmix.apps.ehr.metrics import all_task_metrics
     from linmix.apps.ehr.model import EHRMambaConfig
-    from pytorch_lightning.loggers import CSVLogger
 
     out = args.out
     log = Log(out / "log.txt", T0)

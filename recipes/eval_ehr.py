@@ -42,8 +42,9 @@ def _keys(d: dict) -> list[tuple]:
 def cpu_predictions(dm, fine, dev: dict, limit: int) -> dict[str, np.ndarray]:
     """CPU probabilities for (a seeded random ``limit`` of) the held-out datapoints the device scored: the data
     module's items and ``collate``, the module's ``predict_step``."""
-    from linmix.apps.ehr.data import collate
     from torch.utils.data import DataLoader, Subset
+
+    from linmix.apps.ehr.data import collate
 
     ds = dm.datasets["held_out"]
     scored = set(_keys(dev))

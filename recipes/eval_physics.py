@@ -47,8 +47,9 @@ def cli_test(ckpt: Path, data_dir: Path, work: Path, batch_size: int | None):
 @torch.no_grad()
 def per_mesh(cli) -> list[dict]:
     """Relative L2 and prediction of every test mesh (the test step's computation, one mesh at a time)."""
-    from linmix.apps.physics.losses import rel_l2
     from torch_geometric.data import Batch
+
+    from linmix.apps.physics.losses import rel_l2
 
     model, ds = cli.model.eval(), cli.datamodule.test_set
     rows = []

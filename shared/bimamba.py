@@ -11,10 +11,11 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from linmix.shared.mamba2 import causal_conv, init_ssm_params, resolve_backend, ssm_dims
 from linmix.shared.norms import RMSNormGated, check_input
 from linmix.shared.ssd import ssd_scan
-from torch import Tensor, nn
 
 __all__ = ["BiMamba2"]
 

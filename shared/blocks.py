@@ -13,13 +13,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from linmix.shared.bimamba import BiMamba2
 from linmix.shared.linear_attention import LinearAttention
 from linmix.shared.mamba2 import Mamba2
 from linmix.shared.norms import RMSNorm, check_input
 from linmix.shared.projection_attention import ProjectionAttention
 from linmix.shared.softmax_attention import SoftmaxAttention
-from torch import Tensor, nn
 
 __all__ = ["GatedMLP", "ResidualBlock", "MixerStack", "build_mixer", "mixer_options", "MIXERS"]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Sequence
 
 import torch
+
 from linmix.shared.errors import UserError
 
 __all__ = ["read_checkpoint", "load_lit", "is_torchscript", "checkpoint_app"]

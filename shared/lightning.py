@@ -15,8 +15,9 @@ from typing import Any, Dict, Tuple
 
 import pytorch_lightning as pl
 import torch
-from linmix.shared.time_budget import TimeBudget
 from torch import Tensor, nn
+
+from linmix.shared.time_budget import TimeBudget
 
 __all__ = ["LinmixModule", "TimeBudget", "warmup_cosine", "param_groups"]
 

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
 
 import torch
-from linmix.shared.checkpoint import read_checkpoint
-from linmix.shared.errors import UserError
-from linmix.shared.loading import load
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelSummary, RichModelSummary
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+
+from linmix.shared.checkpoint import read_checkpoint
+from linmix.shared.errors import UserError
+from linmix.shared.loading import load
 
 __all__ = ["LinmixCLI", "cli_class", "trainer_defaults", "SummaryWithoutFlops", "RichSummaryWithoutFlops"]
 

@@ -13,8 +13,9 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from linmix.shared.norms import check_input
 from torch import Tensor, nn
+
+from linmix.shared.norms import check_input
 
 __all__ = ["LinearAttention", "linear_attention_ref", "feature_map"]
 

@@ -13,10 +13,11 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from linmix.shared.kernels import mamba_chunk_scan
 from linmix.shared.norms import RMSNormGated, check_input
 from linmix.shared.ssd import ssd_scan
-from torch import Tensor, nn
 
 __all__ = ["Mamba2", "causal_conv", "init_ssm_params", "resolve_backend", "ssm_dims"]
 

@@ -6,8 +6,9 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from linmix.shared.norms import check_input
 from torch import Tensor, nn
+
+from linmix.shared.norms import check_input
 
 __all__ = ["SoftmaxAttention"]
 

@@ -29,8 +29,9 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from linmix.shared.kernels import mamba_chunk_scan
 from torch import Tensor
+
+from linmix.shared.kernels import mamba_chunk_scan
 
 __all__ = ["segsum", "ssd_scan_ref", "ssd_segment", "ssd_chunked", "ssd_scan"]
 

@@ -6,6 +6,7 @@ import logging
 import warnings
 
 import pytest
+
 from linmix.shared.noise import quiet_dependencies
 
 
@@ -62,6 +63,7 @@ def test_rich_summary_drops_zero_flops(capsys):
 
 def test_text_summary_drops_zero_flops(monkeypatch):
     import pytorch_lightning.callbacks.model_summary as ms
+
     from linmix.shared.lightning_cli import SummaryWithoutFlops
 
     lines = []
@@ -73,8 +75,9 @@ def test_text_summary_drops_zero_flops(monkeypatch):
 
 
 def test_summary_swap_keeps_depth():
-    from linmix.shared.lightning_cli import RichSummaryWithoutFlops, SummaryWithoutFlops, _without_flops
     from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, RichModelSummary
+
+    from linmix.shared.lightning_cli import RichSummaryWithoutFlops, SummaryWithoutFlops, _without_flops
 
     swapped = _without_flops(RichModelSummary(max_depth=2))
     assert type(swapped) is RichSummaryWithoutFlops and swapped._max_depth == 2

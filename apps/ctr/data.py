@@ -18,12 +18,13 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as pl_
 import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
 from linmix.apps.ctr.encoder import FeatureEncoder
 from linmix.apps.ctr.pipeline import encode_dataset
 from linmix.apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
 from linmix.apps.ctr.synth import SynthConfig, synth_schema_dict, write_synth
 from linmix.shared.errors import UserError
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 
 class TensorBatches(Dataset):

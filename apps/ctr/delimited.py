@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import polars as pl
+
 from linmix.shared.errors import UserError
 
 __all__ = ["EncodingError", "iter_record_chunks", "parse_record", "read_header_record"]

@@ -15,18 +15,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+
 from linmix.shared.checkpoint import load_lit
 
 
 def run_demo(out: str | Path, rows: int = 30_000, epochs: int = 5) -> list[dict]:
     import pytorch_lightning as pl_
+    from pytorch_lightning.loggers import CSVLogger
+
     from linmix.apps.ctr.data import CTRDataModule
     from linmix.apps.ctr.encoder import FeatureEncoder
     from linmix.apps.ctr.export import export_model
     from linmix.apps.ctr.lit_module import CTRLitModule
     from linmix.apps.ctr.model import CTRNetConfig
     from linmix.shared.export import load_torchscript
-    from pytorch_lightning.loggers import CSVLogger
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 import polars as pl
+
 from linmix.apps.ctr.readers import categorical_expr
 from linmix.apps.ctr.schema import DataSchema, FieldSpec
 

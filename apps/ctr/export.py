@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
 from linmix.shared.checkpoint import load_lit
 
 

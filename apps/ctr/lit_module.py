@@ -19,16 +19,17 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_warn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAUROC
+
 from linmix.apps.ctr.encoder import FIRST
 from linmix.apps.ctr.evaluation import calibration_table, group_auc, plot_calibration
 from linmix.apps.ctr.losses import TriBCEMode, tri_bce
 from linmix.apps.ctr.model import CTRNet, CTRNetConfig
 from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_warn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import BinaryAUROC
 
 
 class CTRLitModule(LinmixModule):

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
+from torch import Tensor, nn
+
 from linmix.apps.ctr.baselines import DCNv2Body, DNNBody, LRBody
 from linmix.apps.ctr.embedding import FieldEmbedding
 from linmix.apps.ctr.fcn import FCNBody
-from torch import Tensor, nn
 
 
 @dataclass

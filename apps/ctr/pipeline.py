@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Optional
 
 import polars as pl
+from rich.console import Console
+
 from linmix.apps.ctr.encoder import MISSING, OOV, FeatureEncoder
 from linmix.apps.ctr.readers import EmptyFileError, check_file, iter_source_chunks
 from linmix.apps.ctr.schema import DataSchema
-from rich.console import Console
 
 SPLITS = ("train", "val", "test")
 

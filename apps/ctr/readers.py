@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import polars as pl
+
 from linmix.apps.ctr.delimited import EncodingError, _physical_lines, iter_record_chunks, read_header_record
 from linmix.apps.ctr.schema import DataSchema, FieldSpec, SchemaError
 from linmix.shared.errors import UserError

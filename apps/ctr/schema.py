@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
+
 from linmix.shared.errors import UserError
 
 FieldType = Literal["categorical", "numeric", "sequence"]

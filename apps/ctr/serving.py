@@ -16,8 +16,9 @@ import copy
 import warnings
 
 import torch
-from linmix.apps.ctr.model import CTRNet
 from torch import nn
+
+from linmix.apps.ctr.model import CTRNet
 
 MODES = ("eager", "script", "int8")
 

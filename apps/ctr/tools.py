@@ -39,8 +39,9 @@ def encode_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--force", action="store_true", help="re-encode even if the cache is current")
     a = ap.parse_args(argv)
-    from linmix.apps.ctr.pipeline import encode_dataset
     from rich.console import Console
+
+    from linmix.apps.ctr.pipeline import encode_dataset
 
     src = {k: v for k, v in (("train", a.train), ("val", a.val), ("test", a.test)) if v}
     rep = encode_dataset(src, _schema(a.format, a.schema, a.libfm_fields, a.min_count), a.out, force=a.force,

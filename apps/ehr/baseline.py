@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.data import EHRDataModule, FinetuneDataset
 from linmix.apps.ehr.metrics import task_metrics
-from sklearn.ensemble import HistGradientBoostingClassifier
 
 STRUCTURE = (S.PAD, S.CLS, S.VS, S.VE, S.REG, S.MASK)
 

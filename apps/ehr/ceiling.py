@@ -42,10 +42,11 @@ def features(ds, lab_ids: dict[int, str], labs: list[str], vocab_size: int) -> n
 
 def main(argv=None) -> int:
     import torch
-    from linmix.apps.ehr.data import EHRDataModule
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
+
+    from linmix.apps.ehr.data import EHRDataModule
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="run folder with fhir/ (oracle.parquet), meds/ and cache/")

@@ -21,11 +21,12 @@ from typing import Literal, Optional
 import numpy as np
 import polars as pl
 import pytorch_lightning as pl_
+from torch.utils.data import DataLoader, Dataset
+
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
 from linmix.apps.ehr.meds import atomic_write
-from torch.utils.data import DataLoader, Dataset
 
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+
 from linmix.apps.ehr.meds import atomic_write
 
 BASE_TASKS = ("mortality", "los", "readmission")

@@ -18,6 +18,7 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
+
 from linmix.apps.ehr.metrics import all_task_metrics, plot_curves
 from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
 from linmix.shared.config import as_config

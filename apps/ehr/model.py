@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
-from linmix.shared import MixerStack
 from torch import Tensor, nn
+
+from linmix.shared import MixerStack
 
 PAD_ID = 0  # == sequences.PAD
 TYPE_TASK = 9  # == sequences.TYPE_TASK

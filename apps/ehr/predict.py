@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.model import EHRMamba, prompt
 

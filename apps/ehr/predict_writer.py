@@ -13,8 +13,9 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from linmix.apps.ehr.meds import atomic_write
 from pytorch_lightning.callbacks import BasePredictionWriter
+
+from linmix.apps.ehr.meds import atomic_write
 
 
 class ParquetPredictionWriter(BasePredictionWriter):

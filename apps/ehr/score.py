@@ -23,6 +23,7 @@ def score_main(argv=None) -> int:
     p.add_argument("--out", default="runs/ehr/scores.parquet")
     args = p.parse_args(argv)
     import polars as pl
+
     from linmix.apps.ehr import sequences as S
     from linmix.apps.ehr.lit_module import EHRLitModule
     from linmix.apps.ehr.meds import atomic_write

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from linmix.apps.lm.data import STOI
 from linmix.apps.lm.model import MixerLM, MixerLMConfig
 from linmix.shared.config import as_config

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from linmix.shared.blocks import MixerStack
 from torch import Tensor, nn
+
+from linmix.shared.blocks import MixerStack
 
 __all__ = ["MixerLMConfig", "MixerLM"]
 

@@ -14,6 +14,7 @@ __all__ = ["export_main", "demo_main", "export_checkpoint"]
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> float:
     """Export the net of ``ckpt`` to ``out`` and round-trip check it at two lengths; returns the max abs diff."""
     import torch
+
     from linmix.apps.lm.lit_module import LMLitModule
     from linmix.shared.checkpoint import load_lit
     from linmix.shared.export import check_roundtrip, export_torchscript
@@ -53,6 +54,7 @@ def demo_main(argv: Sequence[str]) -> int:
     ckpt = sorted(out.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
     train_s = time.time() - t0
     import torch
+
     from linmix.apps.lm.data import LMDataModule
     from linmix.apps.lm.lit_module import LMLitModule
     from linmix.shared.checkpoint import load_lit

@@ -20,10 +20,11 @@ from typing import Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch_geometric.loader import DataLoader
+
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
 from linmix.apps.physics.pde.sample_io import get_problem
 from linmix.shared.errors import UserError
-from torch_geometric.loader import DataLoader
 
 log = logging.getLogger("linmix.physics.data")
 

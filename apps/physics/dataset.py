@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch_geometric.data import Data, Dataset
+
 from linmix.apps.physics.pde.geometry import knn_edges, mesh_edges
 from linmix.apps.physics.pde.sample_io import SampleError, load_sample
-from torch_geometric.data import Data, Dataset
 
 
 class MeshData(Data):

@@ -23,6 +23,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "physics"
 
 def _run_problem(problem: str, out: Path, n_samples: int, h: float, epochs: int, rows: list, n_steps=None) -> None:
     import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
     from linmix.apps.physics.config import PhysicsConfig
     from linmix.apps.physics.data import PhysicsDataModule
     from linmix.apps.physics.export import export_operator
@@ -30,8 +33,6 @@ def _run_problem(problem: str, out: Path, n_samples: int, h: float, epochs: int,
     from linmix.apps.physics.pde.sample_io import load_sample
     from linmix.apps.physics.pde.synth import synthesize
     from linmix.apps.physics.rollout_tool import load_checkpoint, predict_sample, write_outputs
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
 
     t0 = time.perf_counter()
     data_dir = out / f"data_{problem}"

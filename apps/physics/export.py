@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
 from linmix.apps.physics.pde.sample_io import load_sample
 from linmix.apps.physics.rollout_tool import check_problem, load_checkpoint
 from linmix.shared.errors import UserError
@@ -23,6 +24,7 @@ log = logging.getLogger("linmix.physics.export")
 def operator_inputs(sample: dict, transient: bool) -> tuple:
     """Exported-model inputs for a sample dict: (pos, feats, node_type, edge_index); transient uses frame 0, t = 0."""
     import torch
+
     from linmix.apps.physics.dataset import build_edges
 
     n = len(sample["pos"])
@@ -54,6 +56,7 @@ def export_operator(lit, out: str | Path, samples: list[dict], where: list[str] 
     of the checkpoint's problem, named ``where`` in messages). Returns (path, max abs difference). Raises
     :class:`UserError` for fewer than two mesh sizes, a sample of another problem, or a non-finite prediction."""
     import torch
+
     from linmix.shared.export import check_roundtrip, export_torchscript
 
     where = list(where or [f"sample {i}" for i in range(len(samples))])

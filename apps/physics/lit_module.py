@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
+
 from linmix.apps.physics.config import ARCHS, PhysicsConfig
 from linmix.apps.physics.graph_ops import num_graphs
 from linmix.apps.physics.losses import node_mask, rel_l2
@@ -26,7 +28,6 @@ from linmix.apps.physics.rollout import node_features, rollout
 from linmix.apps.physics.transolver import TransolverNet
 from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
-from torch import nn
 
 log = logging.getLogger("linmix.physics")
 

@@ -6,8 +6,9 @@ rel_L2[g, c] = ‖ŷ_gc − y_gc‖₂ / (‖y_gc‖₂ + eps), norms over the n
 from __future__ import annotations
 
 import torch
-from linmix.apps.physics.graph_ops import scatter_sum
 from torch import Tensor
+
+from linmix.apps.physics.graph_ops import scatter_sum
 
 
 def rel_l2(pred: Tensor, target: Tensor, batch: Tensor, n_graphs: int, eps: float = 1e-8) -> Tensor:

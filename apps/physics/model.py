@@ -22,6 +22,8 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.graph_ops import (
     MLP,
@@ -38,7 +40,6 @@ from linmix.apps.physics.graph_ops import (
 from linmix.shared.norms import RMSNorm
 from linmix.shared.projection_attention import ProjectionAttention
 from linmix.shared.softmax_attention import SoftmaxAttention
-from torch import Tensor, nn
 
 N_NODE_TYPES = 4
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch import Tensor, nn
+
 from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.model import feature_layout
-from torch import Tensor, nn
 
 
 def _safe_std(x: Tensor) -> Tensor:

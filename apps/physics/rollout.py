@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 import torch
-from linmix.apps.physics.losses import node_mask
 from torch import Tensor
+
+from linmix.apps.physics.losses import node_mask
 
 log = logging.getLogger("linmix.physics.rollout")
 

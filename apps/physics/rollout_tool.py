@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from linmix.apps.physics.argtypes import at_least
 from linmix.apps.physics.pde.sample_io import PROBLEMS, SampleError, load_sample
 from linmix.shared.errors import UserError
@@ -55,6 +56,7 @@ def predict_sample(lit, sample: dict, steps: int | None = None, where: str = "sa
     """Prediction (T', N, C) for ``sample`` and metrics {rel_l2_per_step, rel_l2, steps_beyond_data, channels,
     non_finite_from_step (first frame with NaN/inf in the prediction, or None)}."""
     import torch
+
     from linmix.apps.physics.dataset import to_graph
     from linmix.apps.physics.graph_ops import num_graphs
     from linmix.apps.physics.losses import rel_l2

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.graph_ops import MLP, normalised_positions, num_graphs, to_dense
 from linmix.apps.physics.model import N_NODE_TYPES, feature_layout
-from torch import Tensor, nn
 
 
 class PhysicsAttention(nn.Module):

@@ -18,8 +18,9 @@ from typing import Literal, Optional
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
-from linmix.shared.errors import UserError
 from torch.utils.data import DataLoader, Dataset
+
+from linmix.shared.errors import UserError
 
 from .audio import AudioError, read_perturbed, read_span
 from .records import MixtureRecord

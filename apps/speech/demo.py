@@ -22,6 +22,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--n-train", type=int, default=64, help="synthetic training mixtures")
     a = p.parse_args(argv)
     import torch
+
     from linmix.shared.checkpoint import load_lit
 
     from .audio import read_audio

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch loads when a model is exported, not for --help
 def export_separator(net: ConvTasNet, path: str, sample_rate: int, lengths=(1001, 2403)) -> float:
     """Script, save and round-trip-check ``net``; returns the max abs difference over the check lengths."""
     import torch
+
     from linmix.shared.export import check_roundtrip, export_torchscript
 
     config = {**asdict(net.config), "sample_rate": sample_rate}

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+
 from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
 

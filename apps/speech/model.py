@@ -14,8 +14,9 @@ from typing import Any, Dict, Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from linmix.shared import MixerStack
 from torch import nn
+
+from linmix.shared import MixerStack
 
 from .tcn import TCNSeparator, make_norm
 

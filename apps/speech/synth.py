@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
 from linmix.shared.errors import UserError
 
 from .audio import write_audio

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from linmix.shared.checkpoint import read_checkpoint
 from linmix.shared.errors import UserError
 

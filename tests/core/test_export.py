@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from linmix.shared import MIXERS, MixerStack
 from linmix.shared.export import check_roundtrip, export_torchscript, load_torchscript
 

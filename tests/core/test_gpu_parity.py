@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from linmix.shared import BiMamba2, Mamba2, kernel_available
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -3,6 +3,7 @@
 import pathlib
 
 import pytest
+
 from linmix.apps.lm.cli import main
 from linmix.apps.lm.tools import export_checkpoint
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from linmix.shared import BiMamba2, Mamba2, MixerStack, build_mixer
 from linmix.shared.blocks import mixer_options
 

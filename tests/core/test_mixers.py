@@ -3,6 +3,7 @@ attention permutation equivariance, clear errors on bad input."""
 
 import pytest
 import torch
+
 from linmix.shared import (
     MIXERS,
     BiMamba2,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from linmix.shared.errors import UserError
 from linmix.shared.models import ENV, available_models, models_root, resolve_model
 

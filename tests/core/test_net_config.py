@@ -10,6 +10,7 @@ import inspect
 import pytest
 import pytorch_lightning as pl
 import torch
+
 from linmix.shared.checkpoint import load_lit
 from linmix.shared.config import as_config
 

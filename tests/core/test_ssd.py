@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from linmix.shared.ssd import segsum, ssd_chunked, ssd_scan, ssd_scan_ref
 
 

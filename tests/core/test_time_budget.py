@@ -1,6 +1,7 @@
 """The shared wall-time schedule: warmup in steps, cosine in wall time to a deadline or the trainer's max_time."""
 
 import pytest
+
 from linmix.shared.lightning import TimeBudget
 
 

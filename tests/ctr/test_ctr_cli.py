@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+
 from linmix.apps.ctr.cli import main
 from linmix.apps.ctr.synth import ClickProcess, SynthConfig, generate, observed_probability, synth_main
 

@@ -10,6 +10,7 @@ import json
 
 import polars as pl
 import pytest
+
 from linmix.apps.ctr.delimited import EncodingError
 from linmix.apps.ctr.pipeline import encode_dataset
 from linmix.apps.ctr.readers import EmptyFileError, scan_source
@@ -135,10 +136,11 @@ def test_console_script_reports_user_errors_in_one_line(tmp_path, capsys):
 def test_single_class_split_has_no_auc():
     """One class in a split: AUC is undefined (NaN and the reason), never torchmetrics' 0.0."""
     import torch
-    from linmix.apps.ctr.lit_module import auc_or_nan
     from sklearn.metrics import roc_auc_score
     from torchmetrics import MeanMetric
     from torchmetrics.classification import BinaryAUROC
+
+    from linmix.apps.ctr.lit_module import auc_or_nan
 
     auc, mean = BinaryAUROC(), MeanMetric()
     p = torch.tensor([0.2, 0.7, 0.4])

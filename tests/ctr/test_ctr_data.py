@@ -9,6 +9,7 @@ import random
 import numpy as np
 import polars as pl
 import pytest
+
 from linmix.apps.ctr.encoder import FIRST, MISSING, OOV, FeatureEncoder
 from linmix.apps.ctr.pipeline import encode_dataset
 from linmix.apps.ctr.readers import EmptyFileError, scan_source

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from linmix.apps.ctr.embedding import FieldEmbedding
 from linmix.apps.ctr.fcn import FCNBody
 from linmix.apps.ctr.losses import tri_bce

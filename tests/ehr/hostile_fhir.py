@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import linmix.apps.ehr.ingest.fhir as fhir_mod
-import linmix.apps.ehr.ingest.read as read_mod
 import orjson
 import polars as pl
+
+import linmix.apps.ehr.ingest.fhir as fhir_mod
+import linmix.apps.ehr.ingest.read as read_mod
 from linmix.apps.ehr.ingest import ingest
 from linmix.apps.ehr.ingest.checks import SUSPICIOUS
 from linmix.apps.ehr.meds import SPLITS, check_meds

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+
 from linmix.apps.ehr.cli import main
 from linmix.shared.export import load_torchscript
 

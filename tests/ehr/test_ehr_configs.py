@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from linmix.apps.ehr.cli import EHRCLI
 from linmix.apps.ehr.data import EHRDataModule
 from linmix.apps.ehr.lit_module import EHRLitModule

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
+
 from linmix.apps.ehr.ingest import ingest, ingest_main
 from linmix.apps.ehr.meds import DATA_SCHEMA, SPLITS, check_meds, subject_id_of
 from linmix.apps.ehr.synth import synthesize
@@ -282,6 +283,7 @@ def test_sort_rows_equals_the_full_sort(frac):
 
 def test_narrow_large_string_without_pyarrow_compute():
     import pyarrow as pa
+
     from linmix.apps.ehr.meds import _narrow
 
     vals = [["x", None, "abcdefghijklmnopq", ""], ["é€", None], []]

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
+
 from linmix.apps.ehr.ingest import IngestError, ingest, ingest_main
 from linmix.apps.ehr.meds import SPLITS, check_meds
 

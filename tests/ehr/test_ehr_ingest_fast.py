@@ -7,11 +7,12 @@ import copy
 import gzip
 import random
 
-import linmix.apps.ehr.ingest.fast as fast_mod
-import linmix.apps.ehr.ingest.read as read_mod
 import orjson
 import polars as pl
 import pytest
+
+import linmix.apps.ehr.ingest.fast as fast_mod
+import linmix.apps.ehr.ingest.read as read_mod
 from linmix.apps.ehr.ingest.read import E_SCHEMA, P_SCHEMA, V_SCHEMA, read_file
 from linmix.apps.ehr.ingest.resolve import first_distinct, parse_time, parse_times
 from linmix.apps.ehr.synth import synthesize

@@ -14,11 +14,12 @@ import logging
 from datetime import datetime
 from urllib.parse import unquote
 
-import linmix.apps.ehr.ingest.fast as fast_mod
 import orjson
 import polars as pl
 import pytest
 from hostile_fhir import LOINC, bulk, enc, lines, make_both, meds, obs, pat, quarantine
+
+import linmix.apps.ehr.ingest.fast as fast_mod
 from linmix.apps.ehr.ingest import ingest_main
 
 

@@ -13,12 +13,13 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import linmix.apps.ehr.ingest.fhir as fhir_mod
-import linmix.apps.ehr.ingest.read as read_mod
 import orjson
 import polars as pl
 import pytest
 from hostile_fhir import bulk, enc, lines, make_both, obs, pat, quarantine, tree
+
+import linmix.apps.ehr.ingest.fhir as fhir_mod
+import linmix.apps.ehr.ingest.read as read_mod
 from linmix.apps.ehr.ingest import IngestError, ingest, ingest_main
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.data import FinetuneDataset

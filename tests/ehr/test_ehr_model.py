@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.model import PAD_ID, TYPE_TASK, EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
 
@@ -108,6 +109,7 @@ def test_lm_loss_ignores_padding():
 
 def test_finetune_starts_from_pretrained_weights(tmp_path):
     import pytest
+
     from linmix.apps.ehr.lit_module import EHRLitModule
 
     torch.manual_seed(1)

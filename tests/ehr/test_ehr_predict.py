@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig
 from linmix.apps.ehr.predict import IncrementalScorer, visit_ends

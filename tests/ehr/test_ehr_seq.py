@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from linmix.apps.ehr import sequences as S
 
 FX = None

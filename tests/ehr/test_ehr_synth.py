@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
+
 from linmix.apps.ehr.synth import TASKS, oracle_auroc, synth_main, synthesize
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.batching import collate, collate_ref
 from linmix.apps.ehr.data import BucketBatchSampler, EHRDataModule, SortedBatchSampler

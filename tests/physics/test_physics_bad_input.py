@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch_geometric.data import Batch
+
 from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.data import PhysicsDataModule
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder, to_graph
@@ -17,7 +19,6 @@ from linmix.apps.physics.lit_module import PhysicsLitModule
 from linmix.apps.physics.pde.sample_io import SampleError, load_sample, save_sample, validate_sample
 from linmix.apps.physics.rollout import rollout
 from linmix.apps.physics.rollout_tool import predict_sample
-from torch_geometric.data import Batch
 
 TINY = dict(d_model=16, n_layers=1, n_heads=2, n_slots=4, d_hidden=16, n_freq=2)
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from linmix.apps.physics.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

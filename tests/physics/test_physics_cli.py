@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from linmix.apps.physics.cli import main
 from linmix.apps.physics.export import operator_inputs
 from linmix.apps.physics.pde.sample_io import load_sample

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+
 from linmix.apps.physics.cli import main
 from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.data import PhysicsDataModule

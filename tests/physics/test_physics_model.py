@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_geometric.data import Batch
+
 from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
 from linmix.apps.physics.lit_module import build_net
 from linmix.apps.physics.rollout import node_features
-from torch_geometric.data import Batch
 
 ARCH_KW = dict(d_model=32, n_layers=2, n_heads=4, n_slots=8, d_hidden=32, n_freq=3, dropout=0.0)
 

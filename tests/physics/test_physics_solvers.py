@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from skfem import Basis, ElementTriP1, Functional, MeshTri
+
 from linmix.apps.physics.pde import solvers, synth
 from linmix.apps.physics.pde.geometry import (
     DIRICHLET,
@@ -16,7 +18,6 @@ from linmix.apps.physics.pde.geometry import (
     mesh_polygon,
 )
 from linmix.apps.physics.pde.sample_io import load_sample
-from skfem import Basis, ElementTriP1, Functional, MeshTri
 
 
 @Functional
@@ -146,12 +147,13 @@ def test_flow_trajectory_is_a_transient():
 
 def test_flow_sample_trains_through_the_lit_module(tmp_path):
     import torch
+    from torch_geometric.data import Batch
+
     from linmix.apps.physics.config import PhysicsConfig
     from linmix.apps.physics.dataset import to_graph
     from linmix.apps.physics.lit_module import PhysicsLitModule
     from linmix.apps.physics.pde.flow import solve_flow
     from linmix.apps.physics.pde.sample_io import save_sample
-    from torch_geometric.data import Batch
 
     d = solve_flow(np.random.default_rng(1), h=0.15, n_steps=3, dt=0.1, substeps=1)
     dt = d.pop("dt")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_geometric.data import Batch
+
 from linmix.apps.physics.config import PhysicsConfig
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
 from linmix.apps.physics.lit_module import PhysicsLitModule
 from linmix.apps.physics.losses import rel_l2
 from linmix.apps.physics.rollout import rollout
-from torch_geometric.data import Batch
 
 
 @pytest.fixture(scope="module")

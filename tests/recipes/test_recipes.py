@@ -66,6 +66,7 @@ def test_every_recipe_answers_help(capsys):
 def test_ehr_recipe_rehearsal_scores_and_publishes(tmp_path, monkeypatch):
     import ehr
     import eval_ehr
+
     from linmix.apps.ehr.cli import main as ehr_cli
 
     monkeypatch.setenv("LINMIX_MODELS", str(tmp_path / "models"))
@@ -93,6 +94,7 @@ def test_ehr_recipe_rehearsal_scores_and_publishes(tmp_path, monkeypatch):
 def test_physics_recipe_rehearsal_scores_and_publishes(tmp_path, monkeypatch):
     import eval_physics
     import physics
+
     from linmix.apps.physics.cli import main as physics_cli
 
     monkeypatch.setenv("LINMIX_MODELS", str(tmp_path / "models"))
@@ -113,6 +115,7 @@ def test_physics_recipe_rehearsal_scores_and_publishes(tmp_path, monkeypatch):
 def test_speech_recipe_rehearsal_scores_and_publishes(tmp_path, monkeypatch):
     import eval_speech
     import speech
+
     from linmix.apps.speech.cli import main as speech_cli
 
     monkeypatch.setenv("LINMIX_MODELS", str(tmp_path / "models"))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from linmix.apps.speech.audio import AudioError, read_audio
 from linmix.apps.speech.separate import main as separate_main
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from linmix.apps.speech.cli import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml")

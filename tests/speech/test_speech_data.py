@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from linmix.apps.speech.data import DatasetError, SpeechDataModule, read_librimix_csv
 
 BASE = ("Libri2Mix", "wav8k", "min")

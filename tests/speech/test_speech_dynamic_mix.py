@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from linmix.apps.speech.dynamic_mix import DynamicMixDataset, SourceRecord, source_speakers
 
 SR = 8000

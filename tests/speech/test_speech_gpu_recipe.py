@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from linmix.apps.speech.cli import main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "speech" / "tiny.yaml")

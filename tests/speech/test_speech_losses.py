@@ -4,9 +4,10 @@ import itertools
 
 import pytest
 import torch
+from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
+
 from linmix.apps.speech.losses import best_permutation, pairwise_si_snr, pit_si_snr_loss, reorder, si_snr
 from linmix.apps.speech.metrics import separation_metrics
-from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
 
 
 def test_si_snr_matches_torchmetrics_and_is_scale_and_offset_invariant():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchaudio
+
 from linmix.apps.speech.model import ConvTasNet, ConvTasNetConfig
 from linmix.apps.speech.streaming import StreamingSeparator
 

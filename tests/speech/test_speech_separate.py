@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+
 from linmix.apps.speech.losses import pit_si_snr_loss
 from linmix.apps.speech.separate import match_loudness, plot_spectrograms, separate_long
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from linmix.apps.speech.separate import main as separate_main
 
 SR = 8000

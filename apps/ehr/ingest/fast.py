@@ -31,6 +31,7 @@ from typing import Literal
 
 import msgspec
 import polars as pl
+
 from linmix.apps.ehr.ingest.checks import COMPARATORS, F32_MAX, plain_expr
 from linmix.apps.ehr.ingest.fhir import _PREFERRED, VOCAB
 

@@ -26,6 +26,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
 from linmix.apps.ehr.ingest.files import discover, fhir_kind, is_gzip
 from linmix.apps.ehr.ingest.read import (
     E_SCHEMA,
@@ -40,8 +43,6 @@ from linmix.apps.ehr.ingest.report import IngestReport, category, write_quaranti
 from linmix.apps.ehr.ingest.resolve import resolve
 from linmix.apps.ehr.meds import dataset_metadata, write_dataset
 from linmix.shared.errors import UserError
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 log = logging.getLogger("linmix.apps.ehr.ingest")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import polars as pl
+
 from linmix.apps.ehr.ingest.checks import malformed_reason
 from linmix.apps.ehr.ingest.fast import BLOCK_BYTES, SUB_LINES, block_type, decode_block
 from linmix.apps.ehr.ingest.fhir import SUPPORTED, Flattener, Reject

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
+
 from linmix.apps.ehr.ingest.checks import suspicious
 from linmix.apps.ehr.meds import subject_table
 

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+
 from linmix.apps.ehr.synth.catalog import (
     CONDITIONS,
     DRUGS,

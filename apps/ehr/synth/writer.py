@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+
 from linmix.apps.ehr.synth.catalog import (
     ACT_CODE,
     COND_CLINICAL,

@@ -26,16 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from linmix.apps.physics.pde.geometry import (
-    DIRICHLET,
-    INTERIOR,
-    NEUMANN,
-    OBSTACLE,
-    boundary_edges,
-    on_hole,
-    random_domain,
-)
-from linmix.apps.physics.pde.solvers import SolverError
 from skfem import (
     Basis,
     BilinearForm,
@@ -48,6 +38,17 @@ from skfem import (
     solve,
 )
 from skfem.helpers import ddot, div, dot, grad, mul
+
+from linmix.apps.physics.pde.geometry import (
+    DIRICHLET,
+    INTERIOR,
+    NEUMANN,
+    OBSTACLE,
+    boundary_edges,
+    on_hole,
+    random_domain,
+)
+from linmix.apps.physics.pde.solvers import SolverError
 
 L_CHANNEL, H_CHANNEL = 2.2, 0.41
 U_MAX_RANGE = (1.0, 2.0)

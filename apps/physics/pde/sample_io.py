@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from linmix.apps.physics.pde.geometry import N_NODE_TYPES, cell_areas
 from linmix.shared.errors import UserError
 

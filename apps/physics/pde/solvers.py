@@ -18,16 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from linmix.apps.physics.pde.geometry import (
-    DIRICHLET,
-    INTERIOR,
-    NEUMANN,
-    OBSTACLE,
-    boundary_edges,
-    dirichlet_distance,
-    on_hole,
-    random_domain,
-)
 from scipy.sparse.linalg import factorized
 from skfem import (
     Basis,
@@ -43,6 +33,17 @@ from skfem import (
 )
 from skfem.helpers import dot, grad
 from skfem.models.elasticity import lame_parameters, linear_elasticity
+
+from linmix.apps.physics.pde.geometry import (
+    DIRICHLET,
+    INTERIOR,
+    NEUMANN,
+    OBSTACLE,
+    boundary_edges,
+    dirichlet_distance,
+    on_hole,
+    random_domain,
+)
 
 
 class SolverError(RuntimeError):

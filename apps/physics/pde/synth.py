@@ -18,10 +18,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from linmix.apps.physics.argtypes import at_least, positive_float
 from linmix.apps.physics.pde.sample_io import get_problem, save_sample, validate_sample
 from linmix.shared.errors import UserError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 log = logging.getLogger("linmix.physics.synth")
 
