@@ -26,7 +26,7 @@ test-all: $(STAMP)  ## includes tests marked slow (and gpu, skipped without CUDA
 
 demo: $(STAMP)
 	mkdir -p $(DEMO)
-	$(BIN)/python benchmarks/mixers.py --quick --out $(DEMO)/bench
+	$(BIN)/python benchmarks/core/mixers.py --quick --out $(DEMO)/bench
 	$(BIN)/linmix-lm demo --out $(DEMO)/lm
 	$(BIN)/linmix-ehr demo --out $(DEMO)/ehr
 	$(BIN)/linmix-ctr demo --out $(DEMO)/ctr
@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/python -m linmix.shared.summary $(DEMO)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/mixers.py --out runs/bench
+	$(BIN)/python benchmarks/core/mixers.py --out runs/bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check apps shared tests benchmarks recipes

@@ -1,10 +1,10 @@
-"""Fast CPU inference paths for a trained ``CTRNet`` (what ``benchmarks/ctr_throughput.py`` measures).
+"""Fast CPU inference paths for a trained ``CTRNet`` (what ``benchmarks/ctr/throughput.py`` measures).
 
 * ``eager``: the module in eval mode (callers run it under ``torch.inference_mode``);
 * ``script``: TorchScript, frozen (weights folded as constants) and ``torch.jit.optimize_for_inference``;
 * ``int8``: dynamic int8 quantisation of every ``nn.Linear`` (weights int8 per tensor, activations quantised
   per batch on the fly; embeddings, LayerNorm and the cross-layer products stay float32). It changes the
-  numbers slightly: ``benchmarks/ctr_quality.py`` reports the test AUC/logloss change on the trained FCN.
+  numbers slightly: ``benchmarks/ctr/quality.py`` reports the test AUC/logloss change on the trained FCN.
 
 All take ``idx`` (B, F) int64 and ``val`` (B, F) float32 and return the fused logit (B,).
 FLOPs of the cross networks are ``flops_per_row``: 2 * in * out per Linear per row (elementwise ops ignored).

@@ -1,6 +1,6 @@
 """Diagnostic: how much of the oracle AUROC is recoverable from the model's (binned) input?
 
-    .venv/bin/python -m linmix.apps.ehr.ceiling runs/bench/ehr_quality_20000     # a finished benchmarks/ehr_quality.py run
+    .venv/bin/python -m linmix.apps.ehr.ceiling runs/bench/ehr_quality_20000     # a finished benchmarks/ehr/quality.py run
 
 Per task, a logistic regression on hand-made features of each datapoint's cut input (recency-weighted mean lab bin per
 lab code, weights 0.5^(visits after), as the generator's risk; token counts; age, visits and days at the cut) is fitted

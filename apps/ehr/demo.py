@@ -3,7 +3,7 @@
 Runs the whole EHR app on a small synthetic cohort and writes under ``--out``: ``fhir/`` (+ ``oracle.parquet``),
 ``meds/``, ``cache/``, Lightning logs and checkpoints, ``roc.png``/``pr.png``, ``quality.md`` (EHRMamba vs baseline vs
 oracle per task), ``ehr_mamba.pt`` (TorchScript) and ``summary.json`` (rows ``{stage, metric, value, note}``).
-``run_pipeline`` is also what ``benchmarks/ehr_quality.py`` runs at larger sizes.
+``run_pipeline`` is also what ``benchmarks/ehr/quality.py`` runs at larger sizes.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_mamba2_segment_recompute_gives_the_same_gradients():
 
 def test_carried_states_do_not_pin_their_segment():
     """The states carried between recomputed segments are copies: a view would keep each segment's conv input and
-    chunk states alive until backward (measured: 386 -> 332 MB peak at 16k tokens, benchmarks/mixers.py)."""
+    chunk states alive until backward (measured: 386 -> 332 MB peak at 16k tokens, benchmarks/core/mixers.py)."""
     m = Mamba2(D, d_state=8, headdim=16, chunk_size=8, backend="torch")
     conv, ssm = m.forward_state(torch.randn(1, 40, D), *m.init_state(1))[1:]
     for t in (conv, ssm):

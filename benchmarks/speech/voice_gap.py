@@ -1,6 +1,6 @@
 """Why is test SI-SNRi below dev?  Per-utterance scores of trained checkpoints broken down by voice and mixture traits.
 
-    .venv/bin/python benchmarks/speech_voice_gap.py --ckpt NAME=PATH [NAME=PATH ...] [--splits dev test heldout]
+    .venv/bin/python benchmarks/speech/voice_gap.py --ckpt NAME=PATH [NAME=PATH ...] [--splits dev test heldout]
         [--data-root data/speech/synth] [--heldout-root /tmp/speech4/heldout] [--out benchmarks/results]
 
 For each checkpoint (weights + hyper_parameters, e.g. the speech recipe's ``model.ckpt``) and split, every mixture is
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from linmix.apps.speech.data import read_librimix_csv  # noqa: E402
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     out = ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
     md = ["# Dev/test gap of the speech models: per-utterance SI-SNRi by voice and mixture traits", "",
-          f"`.venv/bin/python benchmarks/speech_voice_gap.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+          f"`.venv/bin/python benchmarks/speech/voice_gap.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
           "(CPU, 1 thread; whole utterances; uPIT SI-SNRi as `linmix-speech test`). Cells: mean SI-SNRi dB (n).",
           ""]  # fmt: skip
     for spec in a.ckpt:

@@ -13,8 +13,8 @@ its default chunk 256). Batch 1. Each (mixer, threads) runs in two fresh process
   linmix Mamba2's forward time at 16k (0.79 -> 1.68 s, 1 thread) and leaves transformers' nearly unchanged
   (2.55 -> 2.58 s).
 
-    python benchmarks/mixers.py --out runs/bench            # full: L = 256 ... 65536, 1 thread and all threads
-    python benchmarks/mixers.py --quick --out runs/demo/bench  # L = 256 ... 4096, all threads (the demo)
+    python benchmarks/core/mixers.py --out runs/bench            # full: L = 256 ... 65536, 1 thread and all threads
+    python benchmarks/core/mixers.py --quick --out runs/demo/bench  # L = 256 ... 4096, all threads (the demo)
 
 Writes ``mixers.json``, ``mixers.md`` (tables + the target bars with measured ratios) and ``mixers.png``.
 """
@@ -123,7 +123,7 @@ def _worker_rows(kind: str, what: str, threads: int, lengths: list[int], budget_
     cmd = [sys.executable, __file__, "--worker", kind, "--what", what, "--threads", str(threads),
            "--budget", str(budget_s), "--lengths", ",".join(map(str, lengths))]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), LINMIX_BACKEND="torch",
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     if what == "memory":  # RSS tracks live tensors, not allocator caching (same for every mixer)
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     try:

@@ -12,7 +12,7 @@ For each size (resources), a synthetic cohort is written (``linmix.apps.ehr.synt
 
 Writes ``benchmarks/results/ehr_ingest.{md,json,png}`` (``--out`` to change). Usage::
 
-    python benchmarks/ehr_ingest.py --sizes 10000 100000 1000000 --validate-sample 20000 --repeat 3
+    python benchmarks/ehr/ingest.py --sizes 10000 100000 1000000 --validate-sample 20000 --repeat 3
 
 Numbers depend on the machine's load; the md file records the load average at the start and end. The bar is
 per core, so the rate that counts is resources per CPU second of the ``ingest()`` call.
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 RES_PER_PATIENT = 19.95  # measured mean of the synthetic cohort (seed 0)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# FHIR NDJSON -> MEDS ingestion vs per-resource fhir.resources.R4B validation",
         "",
-        f"`python benchmarks/ehr_ingest.py --sizes {' '.join(map(str, a.sizes))} --validate-sample "
+        f"`python benchmarks/ehr/ingest.py --sizes {' '.join(map(str, a.sizes))} --validate-sample "
         f"{a.validate_sample} --workers {a.workers} --repeat {a.repeat}`; {os.cpu_count()} CPUs, load average "
         f"{load[0]:.1f} at start, {load_end[0]:.1f} at end (a shared machine inflates CPU time: rates are lower "
         "bounds). Ingest runs single-core (POLARS_MAX_THREADS=1) in a subprocess, best of "

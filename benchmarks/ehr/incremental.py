@@ -1,6 +1,6 @@
 """Incremental EHR scoring vs full recompute: time to score a patient after appending one visit of new tokens.
 
-    .venv/bin/python benchmarks/ehr_incremental.py [--lengths 256 1024 2048] [--chunk 16] [--repeats 3]
+    .venv/bin/python benchmarks/ehr/incremental.py [--lengths 256 1024 2048] [--chunk 16] [--repeats 3]
 
 Incremental = ``IncrementalScorer.append`` (Mamba ``forward_state`` over the new tokens from the saved state, then the
 trailing task token); recompute = the full prompted forward over history + new tokens. Both give the same probability

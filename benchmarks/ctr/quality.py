@@ -8,7 +8,7 @@ most 12 epochs). Also reports the test AUC/logloss change of the trained FCN wit
 Writes ``<out>/ctr_quality.{md,json,png}`` after every fit (data and checkpoints under ``--work``); each run in
 the JSON keeps its val AUC per epoch, best epoch, fit seconds and the load average when it ended.
 
-    python benchmarks/ctr_quality.py --out benchmarks/results     # default 2M rows: ~1.5-2 h on one core
+    python benchmarks/ctr/quality.py --out benchmarks/results     # default 2M rows: ~1.5-2 h on one core
 
 Default size = ``SynthConfig.n_rows`` (the configs' default data). ``--resume`` keeps the runs already in
 ``<out>/ctr_quality.json`` (same rows/epochs/batch/lr) so fits run one after another end in one table, e.g.

@@ -1,6 +1,6 @@
 """Console-script start-up: wall time of ``linmix-<app> ... --help`` (best of N fresh processes per command).
 
-    .venv/bin/python benchmarks/cli_startup.py [--before-rev REV] [--repeats 3] [--out benchmarks/results/cli_startup.md]
+    .venv/bin/python benchmarks/core/cli_startup.py [--before-rev REV] [--repeats 3] [--out benchmarks/results/cli_startup.md]
 
 Each command runs ``--repeats`` times as a new process, exactly what the console script runs
 (``python -c "from linmix.apps.<app>.cli import main; main()" ARGS``, output discarded); the table keeps the minimum
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = (
     ("linmix-ehr", "--help"),
     ("linmix-ehr", "ingest", "--help"),
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/cli_startup.md")
     a = p.parse_args(argv)
-    command = " ".join(["python benchmarks/cli_startup.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python benchmarks/core/cli_startup.py", *(sys.argv[1:] if argv is None else argv)])
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="linmix-before-") as tmp:
         if a.before_rev:

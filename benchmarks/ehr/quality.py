@@ -1,7 +1,7 @@
 """EHR quality table: finetuned EHRMamba vs the bag-of-codes baseline vs the oracle, AUROC per task, held-out split.
 
-    .venv/bin/python benchmarks/ehr_quality.py --patients 20000   # the quality target's size (>= 20k patients)
-    .venv/bin/python benchmarks/ehr_quality.py --patients 2000 --finetune-epochs 3   # what fits a loaded 2-core CPU
+    .venv/bin/python benchmarks/ehr/quality.py --patients 20000   # the quality target's size (>= 20k patients)
+    .venv/bin/python benchmarks/ehr/quality.py --patients 2000 --finetune-epochs 3   # what fits a loaded 2-core CPU
 
 Runs ``linmix.apps.ehr.demo.run_pipeline`` (synth -> ingest -> pretrain -> MPF finetune -> test -> baseline -> oracle ->
 export) and writes ``runs/bench/ehr_quality.md`` (+ ``.json``, ``.png``; ROC/PR plots under the run folder). The bar:

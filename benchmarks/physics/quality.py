@@ -6,9 +6,9 @@ transient problems report the relative L2 averaged over a full autoregressive ro
 (``steps`` steps from the initial state, 50 by default, boundary values imposed) and at its last step. Data are
 synthesised once under ``runs/data/physics/bench_<problem>_<samples>_<h>_<steps>`` (seeded, reproducible).
 
-    .venv/bin/python benchmarks/physics_quality.py                       # all four problems, per-problem budgets
-    .venv/bin/python benchmarks/physics_quality.py --problems darcy --epochs 40
-    .venv/bin/python benchmarks/physics_quality.py --problems heat --archs physgto --start-prob 0 --out /tmp/q  # a variant
+    .venv/bin/python benchmarks/physics/quality.py                       # all four problems, per-problem budgets
+    .venv/bin/python benchmarks/physics/quality.py --problems darcy --epochs 40
+    .venv/bin/python benchmarks/physics/quality.py --problems heat --archs physgto --start-prob 0 --out /tmp/q  # a variant
 
 Writes benchmarks/results/physics_quality.{md,json,png} (rows of earlier runs of other problems are kept, so
 problems can be run one at a time) and each transient run's rollout curve under runs/bench/physics_rollout/.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 ARCHS = {  # ~0.28 M parameters each on Darcy
     "physgto": dict(d_model=48, n_layers=3, d_hidden=96, n_slots=16, n_heads=4),
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         for arch in a.archs:
             r = run(problem, arch, cfg, data_dir, Path("runs/bench/physics_rollout"))
             r["steps"] = cfg["steps"]
-            r["command"] = "python benchmarks/physics_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+            r["command"] = "python benchmarks/physics/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
             rows = [x for x in rows if not (x["problem"] == problem and x["arch"] == arch)] + [r]
             print(json.dumps({k: v for k, v in r.items() if not k.endswith("curve")}), flush=True)
             json_path.write_text(json.dumps({"rows": rows}, indent=1))

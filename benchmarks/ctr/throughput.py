@@ -19,7 +19,7 @@ bounded by (t_model + t_naive_input) / (t_model + t_fast_input); the table repor
 training >= 3x naive, inference >= 100k rows/s on 2 cores. Writes ``<out>/ctr_throughput.{md,json,png}``;
 the committed results live in ``benchmarks/results/`` (``--out benchmarks/results``).
 
-    python benchmarks/ctr_throughput.py --threads 2 --steps 8 --encode-rows 1000000 --out benchmarks/results
+    python benchmarks/ctr/throughput.py --threads 2 --steps 8 --encode-rows 1000000 --out benchmarks/results
 """
 
 from __future__ import annotations

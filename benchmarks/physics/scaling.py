@@ -7,7 +7,7 @@ nodes, ≈3N undirected edges), one graph, ``torch.no_grad``, eval mode, float32
 
 Target bars: time(200k) / time(50k) <= 4.5 for the projection model, and >= 10x faster than softmax at 20k.
 
-    .venv/bin/python benchmarks/physics_scaling.py --sizes 1000 5000 20000 50000 100000 200000 --softmax-max 20000
+    .venv/bin/python benchmarks/physics/scaling.py --sizes 1000 5000 20000 50000 100000 200000 --softmax-max 20000
 
 Writes benchmarks/results/physics_scaling.{md,json,png} (``--out``). Peak memory = growth of the process max RSS (one process per attention variant, sizes ascending).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from linmix.apps.physics.config import PhysicsConfig  # noqa: E402
 from linmix.apps.physics.model import PhysGTO  # noqa: E402

@@ -1,6 +1,6 @@
 """Mamba2 mixer forward+backward time on CUDA: the pure-PyTorch chunked SSD path vs mamba-ssm's Triton kernel.
 
-    python benchmarks/mamba2_kernel_speed.py          # needs CUDA; the kernel column needs `pip install -e .[cuda]`
+    python benchmarks/core/mamba2_kernel_speed.py          # needs CUDA; the kernel column needs `pip install -e .[cuda]`
 
 Prints one Markdown table: B=4, d_model=256, d_state=64, fp32, L = 1k / 4k / 16k. The numerics of the two paths are
 checked by ``pytest -m gpu tests/core/test_gpu_parity.py``.

@@ -8,7 +8,7 @@ threads.  Then ``separate`` on a long 8 kHz file (default 10 minutes) with the p
 measuring wall time and peak RSS.  Target bars: our time <= 1.0x torchaudio's; the long file under 2 GB peak.
 Writes ``runs/bench/speech_rtf.{md,json,png}``.
 
-    python benchmarks/speech_rtf.py --seconds 4 --repeats 3 --long-minutes 10
+    python benchmarks/speech/rtf.py --seconds 4 --repeats 3 --long-minutes 10
 """
 
 import argparse
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _peak_mb() -> float:

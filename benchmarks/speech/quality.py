@@ -6,7 +6,7 @@ training).  Writes ``<out>/speech_quality.{md,json,png}`` (table + learning curv
 and ``<out>/speech_quality_<config>_test.csv`` (per-utterance metrics).  Target bar: the default recipe
 (convtasnet_synth) reaches >= 10 dB SI-SNRi; the Mamba2 separator is reported beside the TCN.
 
-    python benchmarks/speech_quality.py --configs convtasnet_synth mamba_synth --minutes 38 13
+    python benchmarks/speech/quality.py --configs convtasnet_synth mamba_synth --minutes 38 13
 """
 
 import argparse
@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(cmd, log, loads):
