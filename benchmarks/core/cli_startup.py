@@ -36,8 +36,11 @@ COMMANDS = (
     ("linmix-ehr", "export", "--help"),
     ("linmix-speech", "separate", "--help"),
     ("linmix-physics", "rollout", "--help"),
+    ("linmix-ehr", "score", "--help"),
+    ("linmix-speech", "export", "--help"),
+    ("linmix-physics", "export", "--help"),
 )
-"""The app overviews, the tools that need no model, one training subcommand and three model tools."""
+"""The app overviews, the tools that need no model, one training subcommand and six model tools."""
 
 SCRIPT = "import sys; from linmix.apps.{app}.cli import main; sys.argv[0] = {prog!r}; sys.exit(main())"
 
