@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 import yaml
 
+from linmix.shared.argtypes import at_least, non_negative_float
+
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
@@ -222,10 +224,10 @@ def synth_main(argv: list[str] | None = None) -> int:
     """Write a synthetic click log (planted 2nd-4th order interactions) with its true click probability."""
     ap = argparse.ArgumentParser(prog="linmix-ctr synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/ctr/data/synth", help="output folder")
-    ap.add_argument("--rows", type=int, default=SynthConfig.n_rows, help="total rows (split 80/10/10)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rows", type=at_least(10), default=SynthConfig.n_rows, help="total rows (split 80/10/10)")
+    ap.add_argument("--seed", type=at_least(0), default=0)
     ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    ap.add_argument("--noise", type=float, default=SynthConfig.noise, help="std of the unobserved logit noise")
+    ap.add_argument("--noise", type=non_negative_float, default=SynthConfig.noise, help="std of the unobserved logit noise")
     a = ap.parse_args(argv)
     meta = write_synth(a.out, SynthConfig(n_rows=a.rows, seed=a.seed, noise=a.noise), a.format)
     for s, m in meta["splits"].items():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from linmix.apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
+from linmix.shared.argtypes import at_least
 
 
 def _schema(fmt: str, schema_path: Optional[str], libfm_fields: int, min_count: Optional[int]) -> DataSchema:
@@ -34,8 +35,8 @@ def encode_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val")
     ap.add_argument("--test")
     ap.add_argument("--schema", help="YAML schema (format=schema)")
-    ap.add_argument("--libfm-fields", type=int, default=10)
-    ap.add_argument("--min-count", type=int)
+    ap.add_argument("--libfm-fields", type=at_least(1), default=10)
+    ap.add_argument("--min-count", type=at_least(1), help="vocabulary threshold (>= 1)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--force", action="store_true", help="re-encode even if the cache is current")
     a = ap.parse_args(argv)

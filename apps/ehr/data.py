@@ -27,6 +27,7 @@ from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
 from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.sequences import MedsError
 
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
 
@@ -145,7 +146,7 @@ class EHRDataModule(pl_.LightningDataModule):
         self.task_names = list(self.tasks) if self.tasks is not None else all_tasks
         unknown = set(self.task_names) - set(all_tasks)
         if unknown:
-            raise ValueError(f"unknown tasks {sorted(unknown)}; this cohort has {all_tasks}")
+            raise MedsError(f"unknown tasks {sorted(unknown)}; this cohort has {all_tasks}")
         self.task_token_ids = [self.vocab.task_id(L.task_token_of(t, self.condition_groups)) for t in self.task_names]
         points = pl.concat([pl.read_parquet(folder / "labels" / t / "0.parquet").with_columns(pl.lit(i).alias("task"))
                             for i, t in enumerate(self.task_names)])
@@ -160,7 +161,7 @@ class EHRDataModule(pl_.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
         if len(ds) == 0:
-            raise RuntimeError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
+            raise MedsError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
         # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
         sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from linmix.apps.ehr.metrics import all_task_metrics, plot_curves
 from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
 from linmix.shared.config import as_config
+from linmix.shared.errors import UserError
 from linmix.shared.lightning import LinmixModule
 
 INPUTS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
@@ -87,8 +88,8 @@ class EHRLitModule(LinmixModule):
     def load_pretrained(self, path: str) -> None:
         """Copy every pretrained tensor except the classification head; shapes must match (same vocab/sizes)."""
         if not Path(path).exists():
-            raise FileNotFoundError(f"pretrained checkpoint {path!r} not found (run `linmix-ehr fit -c "
-                                    "configs/ehr/pretrain.yaml` first)")
+            raise UserError(f"pretrained checkpoint {path!r} not found (run `linmix-ehr fit -c "
+                            "configs/ehr/pretrain.yaml` first)")
         from linmix.shared.checkpoint import read_checkpoint
 
         state = read_checkpoint(path, app="ehr", safe_globals=self.checkpoint_globals)["state_dict"]
@@ -96,7 +97,7 @@ class EHRLitModule(LinmixModule):
         loaded = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.") and "cls_head" not in k}
         bad = [k for k, v in loaded.items() if k not in own or own[k].shape != v.shape]
         if bad:
-            raise ValueError(f"pretrained checkpoint {path} does not match this model at {bad[:5]} "
+            raise UserError(f"pretrained checkpoint {path} does not match this model at {bad[:5]} "
                              "(different vocab_size or sizes?)")
         self.net.load_state_dict(loaded, strict=False)
 

@@ -47,6 +47,7 @@ from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary 
     fixed_tokens,
     task_tokens,
 )
+from linmix.shared.errors import UserError
 
 PAD, UNK, MASK, VS, VE, CLS, REG = range(7)
 # Token types (Odyssey TokenConfig ids, plus TASK for the prompt token and CLASS for the encounter class).
@@ -59,6 +60,10 @@ US_PER_DAY = 86_400_000_000
 DAYS_PER_YEAR = 365.25
 ARRAYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment", "abs_time")
 CACHE_VERSION = 2
+
+
+class MedsError(UserError, ValueError):
+    """A MEDS folder that cannot be read as the data module needs it (the message says what to fix)."""
 
 
 def interval_token(days: int) -> str:
@@ -99,11 +104,12 @@ def load_meds(root: str | Path) -> pl.DataFrame:
     root = Path(root)
     files = sorted((root / "data").rglob("*.parquet"))
     if not files:
-        raise FileNotFoundError(f"no MEDS shards under {root / 'data'} (expected data/<split>/*.parquet)")
+        raise MedsError(f"no MEDS shards under {root / 'data'} (expected data/<split>/*.parquet): point "
+                        "--data.meds_dir at a MEDS folder, e.g. the output of `linmix-ehr ingest`")
     frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
     missing = [c for c in ("subject_id", "time", "code") if c not in frame.columns]
     if missing:
-        raise ValueError(f"{root}: MEDS data lacks required column(s) {missing} (has {frame.columns})")
+        raise MedsError(f"{root}: MEDS data lacks required column(s) {missing} (has {frame.columns})")
     for col, dtype in (("encounter_id", pl.String), ("unit", pl.String), ("numeric_value", pl.Float32)):
         if col not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(col))

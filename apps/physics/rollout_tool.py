@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from linmix.apps.physics.argtypes import at_least
 from linmix.apps.physics.pde.sample_io import PROBLEMS, SampleError, load_sample
+from linmix.shared.argtypes import at_least
 from linmix.shared.errors import UserError
 
 log = logging.getLogger("linmix.physics.rollout")

@@ -7,6 +7,7 @@ import torch
 
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.model import PAD_ID, TYPE_TASK, EHRMamba, EHRMambaConfig, EHRMambaScorer, prompt
+from linmix.shared.errors import UserError
 
 CFG = EHRMambaConfig(vocab_size=50, d_model=32, n_layers=2, d_state=16, dropout=0.0, d_time=8, max_visits=16)
 
@@ -128,9 +129,9 @@ def test_finetune_starts_from_pretrained_weights(tmp_path):
     assert torch.equal(fine.net.cls_head[1].weight, head)  # the task head starts fresh
     other = EHRLitModule(net=EHRMambaConfig(vocab_size=64, d_model=32, n_layers=2, d_state=16, d_time=8,
                                             max_visits=16), objective="finetune")
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(UserError, match="does not match"):
         other.load_pretrained(str(path))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="not found"):
         other.load_pretrained(str(tmp_path / "missing.ckpt"))
 
 

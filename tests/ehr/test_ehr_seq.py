@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.sequences import MedsError
 
 FX = None
 
@@ -150,7 +151,7 @@ def test_cache_is_reused_and_keyed_by_input(tmp_path):
 
 
 def test_bad_meds_input_gets_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no MEDS shards"):
+    with pytest.raises(MedsError, match="no MEDS shards"):
         S.load_meds(tmp_path)
     (tmp_path / "data" / "train").mkdir(parents=True)
     pl.DataFrame({"subject_id": [1], "code": ["X"]}).write_parquet(tmp_path / "data" / "train" / "0.parquet")

@@ -42,6 +42,7 @@ from linmix.apps.ehr.ingest.read import (
 from linmix.apps.ehr.ingest.report import IngestReport, category, write_quarantine
 from linmix.apps.ehr.ingest.resolve import resolve
 from linmix.apps.ehr.meds import dataset_metadata, write_dataset
+from linmix.shared.argtypes import at_least
 from linmix.shared.errors import UserError
 
 log = logging.getLogger("linmix.apps.ehr.ingest")
@@ -254,7 +255,7 @@ def ingest_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     ap.add_argument("--validate", action="store_true",
                     help="also validate every resource with fhir.resources.R4B (slow; invalid ones are quarantined)")
-    ap.add_argument("--workers", type=int, default=0, help="processes reading files in parallel (0/1: in-process)")
+    ap.add_argument("--workers", type=at_least(0), default=0, help="processes reading files in parallel (0/1: in-process)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

@@ -44,6 +44,7 @@ from linmix.apps.ehr.synth.catalog import (
     TZ_OFFSETS_MIN,
 )
 from linmix.apps.ehr.synth.records import Encounter, Event, PatientRecord
+from linmix.shared.argtypes import at_least
 
 TASKS: tuple[str, ...] = ("mortality", "los", "readmission") + tuple(f"cond_{g}" for g in GROUPS)
 _H = timedelta(hours=1)
@@ -308,11 +309,11 @@ def synth_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="linmix-ehr synth", description=(
         "Write a synthetic FHIR R4 cohort (Patient, Encounter, Condition, Procedure, MedicationRequest, lab "
         "Observation) with planted outcome risks, plus oracle.parquet (true label probabilities)."))
-    ap.add_argument("--patients", type=int, default=1000, help="number of patients (default 1000)")
+    ap.add_argument("--patients", type=at_least(1), default=1000, help="number of patients (default 1000)")
     ap.add_argument("--format", choices=("bundle", "ndjson"), default="ndjson",
                     help="bundle: one transaction Bundle per patient; ndjson: bulk export, one file per type")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic by seed)")
+    ap.add_argument("--seed", type=at_least(0), default=0, help="random seed (output is deterministic by seed)")
     ap.add_argument("--gzip", action="store_true", help="gzip the files (.ndjson.gz / .json.gz)")
     a = ap.parse_args(argv)
     out = synthesize(a.patients, a.out, fmt=a.format, seed=a.seed, gzip=a.gzip)

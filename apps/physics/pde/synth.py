@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from linmix.apps.physics.argtypes import at_least, positive_float
 from linmix.apps.physics.pde.sample_io import get_problem, save_sample, validate_sample
+from linmix.shared.argtypes import at_least, positive_float
 from linmix.shared.errors import UserError
 
 log = logging.getLogger("linmix.physics.synth")
