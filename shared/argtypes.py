@@ -29,23 +29,21 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def positive_float(text: str) -> float:
-    """A ``type=`` for finite floats > 0."""
+def _finite(text: str, ok, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number {what}, got {text!r}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number {what}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A ``type=`` for finite floats > 0."""
+    return _finite(text, lambda v: v > 0, "> 0")
 
 
 def non_negative_float(text: str) -> float:
     """A ``type=`` for finite floats >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _finite(text, lambda v: v >= 0, ">= 0")
