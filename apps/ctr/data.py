@@ -10,6 +10,7 @@ plus ``group`` (B,) int64 and ``p_true`` (B,) float32 when the data has them.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional
@@ -47,6 +48,12 @@ def batch_loader(ds: TensorBatches, batch_size: int, shuffle: bool, seed: int = 
     g = torch.Generator().manual_seed(seed)
     base = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
     return DataLoader(ds, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
+
+
+def train_seed() -> int:
+    """The run's seed (``--seed_everything``; Lightning keeps it in ``PL_GLOBAL_SEED``), so that a seed sets the data
+    order as well as the initialisation; 0 when none was set."""
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
 
 
 class CTRDataModule(pl_.LightningDataModule):
@@ -183,7 +190,7 @@ class CTRDataModule(pl_.LightningDataModule):
         return str(self.cache_dir / "vocab.json")
 
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["train"], self.batch_size, shuffle=True)
+        return batch_loader(self.datasets["train"], self.batch_size, shuffle=True, seed=train_seed())
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self.datasets["val"], self.eval_batch_size, shuffle=False)

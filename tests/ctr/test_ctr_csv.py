@@ -220,3 +220,19 @@ def test_bad_libfm_lines_are_rejected(tmp_path, line, reason):
     assert rep["splits"]["train"]["rejected"] == 1 and rep["splits"]["train"]["written"] == 2
     rej = pl.read_csv(tmp_path / "e" / "rejects_train.csv")
     assert rej["line"].to_list() == [2] and reason in rej["reason"][0]
+
+
+def test_seed_sets_the_training_order(monkeypatch):
+    """``--seed_everything`` changes the batch order as well as the initialisation; one seed gives one order."""
+    import pytorch_lightning as pl_
+    import torch
+    from linmix.apps.ctr.data import TensorBatches, batch_loader, train_seed
+
+    def order(seed: int) -> list[int]:
+        monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))
+        ds = TensorBatches({"idx": torch.arange(64).view(64, 1), "label": torch.zeros(64)})
+        return [int(b["idx"][0, 0]) for b in batch_loader(ds, 8, shuffle=True, seed=train_seed())]
+
+    assert order(1) == order(1) and order(1) != order(2)
+    pl_.seed_everything(7)
+    assert train_seed() == 7
