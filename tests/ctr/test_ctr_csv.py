@@ -226,6 +226,7 @@ def test_seed_sets_the_training_order(monkeypatch):
     """``--seed_everything`` changes the batch order as well as the initialisation; one seed gives one order."""
     import pytorch_lightning as pl_
     import torch
+
     from linmix.apps.ctr.data import TensorBatches, batch_loader, train_seed
 
     def order(seed: int) -> list[int]:
