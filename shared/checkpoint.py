@@ -22,7 +22,7 @@ import torch
 
 from linmix.shared.errors import UserError
 
-__all__ = ["read_checkpoint", "load_lit", "is_torchscript", "checkpoint_app"]
+__all__ = ["read_checkpoint", "load_lit", "load_lit_checkpoint", "is_torchscript", "checkpoint_app"]
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -89,11 +89,17 @@ def load_lit(cls: type, path: str | Path, *, app: str) -> Any:
     ``cls`` may list extra allowed classes in a ``checkpoint_globals`` attribute. A checkpoint whose hyperparameters or
     weights do not fit ``cls`` (an unstamped checkpoint of another app) raises :class:`UserError`.
     """
+    return load_lit_checkpoint(cls, path, app=app)[0]
+
+
+def load_lit_checkpoint(cls: type, path: str | Path, *, app: str) -> tuple[Any, Dict[str, Any]]:
+    """:func:`load_lit` plus the vetted checkpoint dict itself (for what the module does not keep, e.g. the data
+    module's hyperparameters), without reading the file a third time."""
     allowed = list(getattr(cls, "checkpoint_globals", ()))
-    read_checkpoint(path, app=app, safe_globals=allowed)
+    ckpt = read_checkpoint(path, app=app, safe_globals=allowed)
     try:
         with torch.serialization.safe_globals(allowed):
-            return cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+            return cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True), ckpt
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} does not fit linmix-{app}'s model ({first}); linmix-{app} needs a checkpoint "

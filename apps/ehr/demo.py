@@ -59,6 +59,8 @@ def _trainer(out: Path, name: str, epochs: float, n_batches: int):
 def oracle_metrics(fhir_dir: Path, meds_dir: Path, dm) -> dict[str, dict]:
     """Oracle AUROC on the held-out datapoints: the generator's true probability vs the sampled label, plus how often
     the oracle label agrees with ours (same task definitions, so 1.0 is expected)."""
+    import torch
+
     from linmix.apps.ehr.metrics import task_metrics
 
     oracle = pl.read_parquet(fhir_dir / "oracle.parquet")
@@ -73,8 +75,6 @@ def oracle_metrics(fhir_dir: Path, meds_dir: Path, dm) -> dict[str, dict]:
         part = joined.filter(pl.col("task") == name)
         if part.height == 0:
             continue
-        import torch
-
         m = task_metrics(torch.as_tensor(part["probability"].to_numpy(), dtype=torch.float32),
                          torch.as_tensor(part["label"].to_numpy()))
         m["label_agreement"] = float((part["label"] == part["ours"]).mean())

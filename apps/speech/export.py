@@ -35,13 +35,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint from `linmix-speech fit`")
     p.add_argument("--out", required=True, help="output file, e.g. runs/speech/convtasnet.pt")
     a = p.parse_args(argv)
-    from linmix.shared.checkpoint import load_lit, read_checkpoint
+    from linmix.shared.checkpoint import load_lit_checkpoint
 
     from .lit_module import SpeechLitModule
 
-    ckpt = read_checkpoint(a.ckpt, app="speech", safe_globals=SpeechLitModule.checkpoint_globals)
+    lit, ckpt = load_lit_checkpoint(SpeechLitModule, a.ckpt, app="speech")
     sr = int(ckpt.get("datamodule_hyper_parameters", {}).get("sample_rate", 8000))
-    lit = load_lit(SpeechLitModule, a.ckpt, app="speech")
     diff = export_separator(lit.exportable(), a.out, sr)
     print(f"exported {Path(a.out)} (S={lit.net.n_src}, {sr} Hz); round-trip max abs diff {diff:.2e}")
     return 0
