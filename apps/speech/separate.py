@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from linmix.shared.argtypes import at_least, positive_float
 from linmix.shared.errors import UserError
 
 from .audio import AudioError, read_audio, resample, write_audio
@@ -40,13 +41,12 @@ def load_separator(path: str) -> tuple[Net, int, int]:
     """A Lightning checkpoint (.ckpt) or an exported TorchScript file -> (net (B, T) -> (B, S, T), sample rate, S)."""
     path = str(path)
     if path.endswith(".ckpt"):
-        from linmix.shared.checkpoint import load_lit, read_checkpoint
+        from linmix.shared.checkpoint import load_lit_checkpoint
 
         from .lit_module import SpeechLitModule
 
-        ckpt = read_checkpoint(path, app="speech", safe_globals=SpeechLitModule.checkpoint_globals)
+        lit, ckpt = load_lit_checkpoint(SpeechLitModule, path, app="speech")
         sr = int(ckpt.get("datamodule_hyper_parameters", {}).get("sample_rate", 8000))
-        lit = load_lit(SpeechLitModule, path, app="speech")
         net = lit.net.eval()
         return net, sr, net.n_src
     from linmix.shared.export import load_torchscript
@@ -233,14 +233,11 @@ def check_out_dir(out_dir: Path, inputs: list[str]) -> None:
 
 
 def _check_args(a: argparse.Namespace) -> None:
-    if not a.chunk_s > 0:
-        raise UserError(f"--chunk-s must be > 0 seconds, got {a.chunk_s}")
+    """The overlap's bound depends on the chunk (single-flag bounds are checked by argparse)."""
     if a.overlap_s is None:
         a.overlap_s = min(1.0, a.chunk_s / 2)
     elif not 0 <= a.overlap_s <= a.chunk_s / 2:
         raise UserError(f"--overlap-s must be >= 0 and at most half of --chunk-s ({a.chunk_s}), got {a.overlap_s}")
-    if a.threads < 0:
-        raise UserError(f"--threads must be >= 0 (0: torch's default), got {a.threads}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -251,14 +248,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("inputs", nargs="+", help="audio files or folders")
     add_checkpoint_args(p, ckpt_help="Lightning .ckpt or TorchScript file from `linmix-speech export`")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--chunk-s", type=float, default=8.0, help="chunk length in seconds (bounds model memory)")
+    p.add_argument("--chunk-s", type=positive_float, default=8.0, help="chunk length in seconds (bounds model memory)")
     p.add_argument("--overlap-s", type=float, default=None,
                    help="overlap between chunks in seconds, at most half a chunk (default: 1 s or half a chunk)")
     p.add_argument("--plot", action="store_true", help="write a spectrogram PNG per file")
     p.add_argument(
         "--keep-model-rate", action="store_true", help="write at the model's rate, not the input's"
     )
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch threads (0: torch default)")
     a = p.parse_args(argv)
     _check_args(a)
     out_dir = Path(a.out_dir)

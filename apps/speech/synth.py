@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from linmix.shared.errors import UserError
+from linmix.shared.argtypes import at_least
 
 from .audio import write_audio
 from .espeak import BASE_VOICES, VARIANTS, EspeakSynth
@@ -269,27 +269,20 @@ def main(argv=None) -> int:
         description="Generate an espeak-ng two/three-speaker corpus in the LibriMix layout (no download).",
     )
     p.add_argument("--out", default="data/speech/synth", help="output root; Libri{S}Mix/ is created inside")
-    p.add_argument("--n-src", type=int, default=2, help="speakers per mixture")
-    p.add_argument("--n-train", type=int, default=1000, help="mixtures in train-100")
-    p.add_argument("--n-dev", type=int, default=100)
-    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--n-src", type=at_least(2), default=2, help="speakers per mixture")
+    p.add_argument("--n-train", type=at_least(0), default=1000, help="mixtures in train-100")
+    p.add_argument("--n-dev", type=at_least(0), default=100)
+    p.add_argument("--n-test", type=at_least(0), default=100)
     p.add_argument(
-        "--n-speakers", type=int, default=160, help="speaker pool (1/8 each held out for dev and test)"
+        "--n-speakers", type=at_least(2), default=160, help="speaker pool (1/8 each held out for dev and test)"
     )
-    p.add_argument("--sample-rates", type=int, nargs="+", default=[8000], help="8000 and/or 16000")
+    p.add_argument("--sample-rates", type=int, nargs="+", default=[8000], choices=[8000, 16000],
+                   help="8000 and/or 16000 (LibriMix's rates)")
     p.add_argument("--modes", nargs="+", default=["min"], choices=["min", "max"])
     p.add_argument("--types", nargs="+", default=["mix_clean"], choices=["mix_clean", "mix_both"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="processes rendering mixtures (same output for any value)")
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--workers", type=at_least(1), default=1, help="processes rendering mixtures (same output for any value)")
     a = p.parse_args(argv)
-    for flag, value, low in (("--n-src", a.n_src, 2), ("--n-train", a.n_train, 0), ("--n-dev", a.n_dev, 0),
-                             ("--n-test", a.n_test, 0), ("--n-speakers", a.n_speakers, 2), ("--workers", a.workers, 1),
-                             ("--seed", a.seed, 0)):
-        if value < low:
-            raise UserError(f"{flag} must be >= {low}, got {value}")
-    bad_rates = [r for r in a.sample_rates if r not in (8000, 16000)]
-    if bad_rates:
-        raise UserError(f"--sample-rates takes 8000 and/or 16000 (LibriMix's rates), got {bad_rates}")
     counts = {"train-100": a.n_train, "dev": a.n_dev, "test": a.n_test}
     done = generate(a.out, a.n_src, counts, a.sample_rates, a.modes, a.types, a.n_speakers, a.seed,
                     workers=a.workers)
