@@ -22,7 +22,7 @@ import polars as pl
 
 from linmix.shared.errors import UserError
 
-__all__ = ["EncodingError", "iter_record_chunks", "parse_record", "read_header_record"]
+__all__ = ["EncodingError", "iter_record_chunks", "parse_record", "physical_lines", "read_header_record"]
 
 
 class EncodingError(UserError, ValueError):
@@ -38,7 +38,7 @@ def _decode(raw: bytes, encoding: str, path: Path, line: int) -> str:
                             f"declare the file's encoding in the schema (e.g. `encoding: latin-1` or cp1252)") from None
 
 
-def _physical_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+def physical_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line with its line ending)."""
     enc = codecs.lookup(encoding).name
     with open(path, "rb") as fh:
@@ -52,7 +52,7 @@ def _physical_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
 def _records(path: Path, encoding: str, quote: Optional[str]) -> Iterator[tuple[int, str]]:
     """(first line number, record text without its final line ending); quoted newlines stay inside the text."""
     start, parts, open_quote = 0, [], False
-    for n, text in _physical_lines(path, encoding):
+    for n, text in physical_lines(path, encoding):
         if not parts:
             start = n
         parts.append(text)

@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import polars as pl
 
-from linmix.apps.ctr.delimited import EncodingError, _physical_lines, iter_record_chunks, read_header_record
+from linmix.apps.ctr.delimited import EncodingError, iter_record_chunks, physical_lines, read_header_record
 from linmix.apps.ctr.schema import DataSchema, FieldSpec, SchemaError
 from linmix.shared.errors import UserError
 
@@ -173,19 +173,22 @@ def validate_delimited(lines: pl.LazyFrame, schema: DataSchema, columns: list[st
                      *exprs)
 
 
-def scan_delimited(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
-    """Criteo TSV, Avazu CSV or any schema-described delimited text file."""
+_NO_LINES = pl.LazyFrame(schema={"_line": pl.Int64, "_raw": pl.String})
+
+
+def _scan_text(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
+    """A delimited or libfm text file whole: the chunks of :func:`iter_source_chunks`, concatenated."""
     chunks = list(iter_source_chunks(path, schema, rows=1_000_000))
-    if not chunks:
-        return pl.LazyFrame(schema=validate_delimited(pl.LazyFrame(schema={"_line": pl.Int64, "_raw": pl.String}),
-                                                      schema, _delimited_columns(check_file(path), schema))
-                            .collect_schema())
-    return pl.concat(chunks)
+    if chunks:
+        return pl.concat(chunks)
+    if schema.format == "libfm":
+        return validate_libfm(_NO_LINES, schema)
+    return validate_delimited(_NO_LINES, schema, _delimited_columns(check_file(path), schema))
 
 
 def iter_lines(path: Path, rows: int, encoding: str = "utf-8") -> Iterator[pl.LazyFrame]:
     """The file as frames of at most ``rows`` lines: ``_line`` (1-based, continuing) and ``_raw`` (no newline)."""
-    lines = _physical_lines(path, encoding)
+    lines = physical_lines(path, encoding)
     while True:
         block = list(islice(lines, rows))
         if not block:
@@ -193,13 +196,6 @@ def iter_lines(path: Path, rows: int, encoding: str = "utf-8") -> Iterator[pl.La
         yield pl.LazyFrame([pl.Series("_line", [b[0] for b in block], dtype=pl.Int64),
                             pl.Series("_raw", [b[1].removesuffix("\n").removesuffix("\r") for b in block],
                                       dtype=pl.String)])
-
-
-def scan_libfm(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
-    """libfm/libsvm ``label idx:val idx:val ...``; the k-th pair is field ``k`` (as Frappe/MovieLens ship)."""
-    chunks = [validate_libfm(lines, schema) for lines in iter_lines(check_file(path), 1_000_000, schema.encoding)]
-    return pl.concat(chunks) if chunks else validate_libfm(
-        pl.LazyFrame(schema={"_line": pl.Int64, "_raw": pl.String}), schema)
 
 
 def validate_libfm(lines: pl.LazyFrame, schema: DataSchema) -> pl.LazyFrame:
@@ -254,11 +250,9 @@ def scan_parquet(path: str | Path, schema: DataSchema, chunk: Optional[tuple[int
 
 def scan_source(path: str | Path, schema: DataSchema) -> pl.LazyFrame:
     """Dispatch on ``schema.format``: the whole file as one lazy frame of validated rows."""
-    if schema.format == "libfm":
-        return scan_libfm(path, schema)
     if schema.format == "parquet":
         return scan_parquet(path, schema)
-    return scan_delimited(path, schema)
+    return _scan_text(path, schema)
 
 
 def iter_source_chunks(path: str | Path, schema: DataSchema, rows: int = 50_000) -> Iterator[pl.LazyFrame]:
