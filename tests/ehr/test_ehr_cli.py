@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -68,6 +69,21 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch, capsys):
     assert not list(preds.glob(".*tmp*"))  # atomic: no temporary file left
     assert main(["predict", "-c", *common, "--ckpt_path", str(fine), "--predictions.output", str(preds / "x.parquet")]) == 2
     assert "give a folder" in capsys.readouterr().err
+    # one task of the checkpoint (not its first): data task index 0 is mapped to the checkpoint's readout and name
+    task = files[-1].stem
+    assert task != state["ehr_tasks"]["names"][0]
+    one = tmp_path / "preds_one"
+    assert main(["predict", "-c", *common, "--ckpt_path", str(fine), "--data.tasks", f"[{task}]",
+                 "--predictions.output", str(one)]) == 0
+    assert [f.name for f in one.glob("*.parquet")] == [f"{task}.parquet"]
+    assert pl.read_parquet(one / f"{task}.parquet").equals(pl.read_parquet(files[-1]))
+    # a task the checkpoint was not finetuned on (from a labels folder) is refused by name
+    foo = tmp_path / "my_labels" / "foo"
+    foo.mkdir(parents=True)
+    shutil.copy(next((tmp_path / "cache").glob("*/labels/mortality/0.parquet")), foo / "0.parquet")
+    assert main(["predict", "-c", *common, "--ckpt_path", str(fine), "--data.labels_dir", str(foo.parent),
+                 "--data.builtin_tasks", "false", "--predictions.output", str(tmp_path / "preds_foo")]) == 2
+    assert "not finetuned on task(s) ['foo']" in capsys.readouterr().err
     out = tmp_path / "model.pt"
     assert main(["export", "--ckpt", str(fine), "--out", str(out), "--lengths", "9", "33"]) == 0
     module, config = load_torchscript(out)
