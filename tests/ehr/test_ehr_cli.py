@@ -93,6 +93,13 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch, capsys):
     df = pl.read_parquet(scores)
     assert df.height >= df["subject_id"].n_unique() >= 1 and df["predicted_boolean_probability"].is_between(0, 1).all()
     assert df.columns == ["subject_id", "prediction_time", "predicted_boolean_value", "predicted_boolean_probability"]
+    # at the labels' prediction times, incremental scores equal `predict`'s (same cut, no truncation at this size)
+    labels = next((tmp_path / "cache").glob("*/labels"))
+    assert main(["score", "--ckpt", str(fine), "--meds", str(meds), "--task", task, "--labels", str(labels),
+                 "--out", str(scores)]) == 0
+    both = pl.read_parquet(scores).join(pl.read_parquet(files[-1]), on=["subject_id", "prediction_time"])
+    assert both.height == pl.read_parquet(files[-1]).height and (both["boolean_value"] == both["boolean_value_right"]).all()
+    assert (both["predicted_boolean_probability"] - both["predicted_boolean_probability_right"]).abs().max() < 1e-5
 
 
 def test_cli_help_and_errors(capsys):
