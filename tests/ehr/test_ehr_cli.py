@@ -76,7 +76,9 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch, capsys):
     assert main(["predict", "-c", *common, "--ckpt_path", str(fine), "--data.tasks", f"[{task}]",
                  "--predictions.output", str(one)]) == 0
     assert [f.name for f in one.glob("*.parquet")] == [f"{task}.parquet"]
-    assert pl.read_parquet(one / f"{task}.parquet").equals(pl.read_parquet(files[-1]))
+    alone = pl.read_parquet(one / f"{task}.parquet").join(pl.read_parquet(files[-1]), on=["subject_id", "prediction_time"])
+    assert alone.height == pl.read_parquet(files[-1]).height  # other batches, so equal up to float rounding
+    assert (alone["predicted_boolean_probability"] - alone["predicted_boolean_probability_right"]).abs().max() < 1e-5
     # a task the checkpoint was not finetuned on (from a labels folder) is refused by name
     foo = tmp_path / "my_labels" / "foo"
     foo.mkdir(parents=True)
