@@ -205,6 +205,9 @@ class EHRDataModule(pl_.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
         if len(ds) == 0:
+            if isinstance(ds, FinetuneDataset) and ds.seqs.height:
+                raise MedsError(f"split {split!r} has {ds.seqs.height} patients but no label of the tasks "
+                                f"{self.task_names} (see the label counts in the log and label_stats.json)")
             raise MedsError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
         # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
         sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)

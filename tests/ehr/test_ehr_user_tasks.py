@@ -113,6 +113,15 @@ def test_bad_label_rows_are_counted_and_never_used(tmp_path, caplog):
         pl.col("prediction_time").cast(pl.Datetime("us"))).write_parquet(only / "0.parquet")
     with pytest.raises(UserError, match=r"task 'ghosts': none of its 2 label rows.*unknown_subject"):
         datamodule(tmp_path, meds, labels_dir=str(tmp_path / "only_unknown"))
+    # labels for train patients only: the held-out split says so instead of "the cohort is too small"
+    train = seqs.filter(pl.col("split") == "train").select("subject_id", pl.col("abs_time").list.first())
+    one = tmp_path / "train_only" / "t"
+    one.mkdir(parents=True)
+    pl.DataFrame({"subject_id": train["subject_id"], "prediction_time": train["abs_time"], "boolean_value": True}
+                 ).with_columns(pl.col("prediction_time").cast(pl.Datetime("us"))).write_parquet(one / "0.parquet")
+    dm = datamodule(tmp_path, meds, labels_dir=str(one.parent), builtin_tasks=False)
+    with pytest.raises(UserError, match=r"split 'held_out' has \d+ patients but no label of the tasks \['t'\]"):
+        dm.test_dataloader()
 
 
 def _write(path: Path, **cols) -> Path:
