@@ -2,7 +2,8 @@
 
 A labels folder (``--data.labels_dir``) holds one task per entry, as ACES and MEDS-DEV write them: a folder
 ``<task>/`` with parquet files (searched recursively, ``$TASK_ROOT/$TASK_NAME/**/*.parquet``) or a file
-``<task>.parquet``. Each file follows the MEDS label schema (``meds.LabelSchema``, closed): ``subject_id`` int64,
+``<task>.parquet`` (entries whose name starts with ``.`` or ``_``, and files of other kinds, are not tasks). Each file
+follows the MEDS label schema (``meds.LabelSchema``, closed): ``subject_id`` int64,
 ``prediction_time`` timestamp[us] (UTC-naive, the inclusive end of the usable input), ``boolean_value`` bool; the other
 MEDS value columns (``integer_value``, ``float_value``, ``categorical_value``) may be present only when all null (ACES
 writes them so). Anything else is refused with the file and the column named (:class:`LabelsError`).
