@@ -14,7 +14,8 @@ APP = App(
     cli_name="EHRCLI",
     model="linmix.apps.ehr.lit_module:EHRLitModule",
     datamodule="linmix.apps.ehr.data:EHRDataModule",
-    links=(("data.vocab_size", "model.net.vocab_size"), ("data.objective", "model.objective")),
+    links=(("data.vocab_size", "model.net.vocab_size"), ("data.objective", "model.objective"),
+           ("data.n_task_readouts", "model.net.n_tasks")),
     # `predict` writes --predictions.output
     class_args={"predictions": "linmix.apps.ehr.predict_writer:ParquetPredictionWriter"},
     tools={

@@ -10,21 +10,30 @@ Batches (dict of tensors, right-padded with PAD=0 to the longest sequence, B x L
 ``task`` (B,), ``label`` (B,) float, ``task_token`` (B,) and ``prediction_time`` (B,) int64 microseconds. Finetuning datapoints of all tasks are shuffled together, so batches mix
 tasks; each input is cut at the task's ``prediction_time`` and keeps the most recent ``max_len - 1`` tokens; the model
 adds the task token in slot 0 and after the last token (``model.prompt``).
+
+Tasks: the built-in ones (``labels``; their labels are written to ``<cache folder>/labels/<task>/0.parquet`` in the
+MEDS label schema) and/or the tasks of a MEDS labels folder (``labels_dir``, as ACES / MEDS-DEV write it; read and
+checked by :mod:`linmix.apps.ehr.task_labels`), each with its own prompt token. Every task's rows are reconciled with
+the sequences (unknown subjects, duplicates, prediction times outside the record are counted, logged and written to
+``<cache folder>/label_stats.json``, never used).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 import polars as pl
 import pytorch_lightning as pl_
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr import task_labels as TL
 from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.sequences import MedsError
@@ -96,18 +105,36 @@ class EHRDataModule(pl_.LightningDataModule):
         cache_dir: where sequences/vocab/labels (and the synthetic cohort) are cached.
         vocab_size: embedding table size; concept tokens beyond it map to [UNK] (linked to the model).
         n_conditions: k condition-group tasks (top-k 3-character ICD-10-CM groups of the train split).
-        tasks: task names to finetune on (None = all: mortality, los, readmission, cond_<group>...).
+        tasks: task names to finetune on (None = all: mortality, los, readmission, cond_<group>... and the tasks of
+            ``labels_dir``).
+        labels_dir: MEDS labels folder, one ``<task>/`` folder (or ``<task>.parquet``) per task with ``subject_id,
+            prediction_time, boolean_value`` (ACES / MEDS-DEV output, or built-in labels a user edited).
+        builtin_tasks: also offer the built-in tasks (false: only ``labels_dir``'s).
+        task_heads: one linear readout per task (linked to ``model.net.n_tasks``); false: one shared task logit.
         max_len: most recent tokens kept per input (2048 in the paper).
     """
 
     def __init__(self, meds_dir: Optional[str] = None, objective: Literal["pretrain", "finetune"] = "finetune",
                  cache_dir: str = "runs/ehr/cache", synth_patients: int = 400, synth_seed: int = 0,
                  vocab_size: int = 2048, n_conditions: int = 5, tasks: Optional[list[str]] = None,
+                 labels_dir: Optional[str] = None, builtin_tasks: bool = True, task_heads: bool = False,
                  max_len: int = 2048, batch_size: int = 32, num_workers: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.meds_dir, self.objective, self.cache_dir = meds_dir, objective, Path(cache_dir)
-        self.settings = S.SequenceSettings(vocab_size=vocab_size, n_conditions=n_conditions)
+        self.labels_dir, self.builtin_tasks = labels_dir, builtin_tasks
+        self.user_tasks = tuple(TL.find_tasks(labels_dir)) if labels_dir else ()
+        if not builtin_tasks and not self.user_tasks:
+            raise TL.LabelsError("--data.builtin_tasks false needs task labels from --data.labels_dir")
+        clash = [t for t in self.user_tasks if builtin_tasks and (t in L.BASE_TASKS or t.startswith("cond_"))]
+        if clash:
+            raise TL.LabelsError(f"--data.labels_dir task(s) {clash} have the name of built-in tasks: rename the "
+                                 "folders, or set --data.builtin_tasks false to use only the labels folder")
+        n_planned = len(tasks) if tasks is not None else \
+            (len(L.BASE_TASKS) + n_conditions if builtin_tasks else 0) + len(self.user_tasks)
+        self.n_task_readouts = n_planned if task_heads else 0  # linked to model.net.n_tasks
+        self.settings = S.SequenceSettings(vocab_size=vocab_size, n_conditions=n_conditions,
+                                           user_tasks=self.user_tasks)
         self.vocab_size, self.n_conditions, self.max_len = vocab_size, n_conditions, max_len
         self.batch_size, self.num_workers, self.tasks = batch_size, num_workers, tasks
         self.task_names: list[str] = []
@@ -135,6 +162,8 @@ class EHRDataModule(pl_.LightningDataModule):
             L.write_labels(labels, folder / "labels")
             atomic_write(folder / "tasks.json",
                          lambda p: p.write_text(json.dumps({"tasks": list(labels), "condition_groups": groups})))
+        if self.builtin_tasks:
+            rank_zero_info(f"built-in task labels (MEDS label schema): {folder / 'labels'}")
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.datasets:
@@ -142,14 +171,15 @@ class EHRDataModule(pl_.LightningDataModule):
         seqs, self.vocab, folder = S.cached_sequences(self.meds_root(), self.cache_dir, self.settings)
         meta = json.loads((folder / "tasks.json").read_text())
         self.condition_groups = meta["condition_groups"]
-        all_tasks = meta["tasks"]
+        all_tasks = (meta["tasks"] if self.builtin_tasks else []) + list(self.user_tasks)
         self.task_names = list(self.tasks) if self.tasks is not None else all_tasks
         unknown = set(self.task_names) - set(all_tasks)
-        if unknown:
+        if unknown or not self.task_names:
             raise MedsError(f"unknown tasks {sorted(unknown)}; this cohort has {all_tasks}")
-        self.task_token_ids = [self.vocab.task_id(L.task_token_of(t, self.condition_groups)) for t in self.task_names]
-        points = pl.concat([pl.read_parquet(folder / "labels" / t / "0.parquet").with_columns(pl.lit(i).alias("task"))
-                            for i, t in enumerate(self.task_names)])
+        self.task_token_ids = [self.vocab.task_id(L.task_token_of(t, self.condition_groups, self.user_tasks))
+                               for t in self.task_names]
+        points = pl.concat([lab.with_columns(pl.lit(i).alias("task"))
+                            for i, lab in enumerate(self._task_labels(seqs, folder))])
         for split in ("train", "tuning", "held_out"):
             part = seqs.filter(pl.col("split") == split)
             if self.objective == "pretrain":
@@ -157,10 +187,27 @@ class EHRDataModule(pl_.LightningDataModule):
             else:
                 self.datasets[split] = FinetuneDataset(part, points, self.task_token_ids, self.max_len)
 
+    def _task_labels(self, seqs: pl.DataFrame, folder: Path) -> list[pl.DataFrame]:
+        """Each task's usable labels (``task_labels.reconcile``); the counts go to the log and ``label_stats.json``."""
+        user = TL.find_tasks(self.labels_dir) if self.user_tasks else {}
+        frames, self.label_counts = [], []
+        for task in self.task_names:
+            files = user[task] if task in user else sorted((folder / "labels" / task).glob("*.parquet"))
+            used, counts = TL.reconcile(task, TL.read_task(task, files, allow_empty=task not in user), seqs)
+            frames.append(used)
+            self.label_counts.append(counts)
+        atomic_write(folder / "label_stats.json",
+                     lambda p: p.write_text(json.dumps([asdict(c) for c in self.label_counts], indent=1)))
+        TL.report(self.label_counts)
+        return frames
+
     # ---- loaders ----
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
         if len(ds) == 0:
+            if isinstance(ds, FinetuneDataset) and ds.seqs.height:
+                raise MedsError(f"split {split!r} has {ds.seqs.height} patients but no label of the tasks "
+                                f"{self.task_names} (see the label counts in the log and label_stats.json)")
             raise MedsError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
         # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
         sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)

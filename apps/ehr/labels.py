@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.vocab import user_task_token
 
 BASE_TASKS = ("mortality", "los", "readmission")
 TASK_TOKEN = {"mortality": "[MOR_1M]", "los": "[LOS_1W]", "readmission": "[REA_1M]"}
@@ -94,8 +95,11 @@ def make_labels(frame: pl.DataFrame, condition_groups: list[str] | None = None,
     return out
 
 
-def task_token_of(task: str, condition_groups: list[str]) -> str:
-    """Prompt token of a task: ``[MOR_1M]``/``[LOS_1W]``/``[REA_1M]``, ``[C<i>]`` for the i-th condition group."""
+def task_token_of(task: str, condition_groups: list[str], user_tasks: tuple[str, ...] | list[str] = ()) -> str:
+    """Prompt token of a task: ``[TASK//<name>]`` for a task from ``--data.labels_dir`` (``user_tasks``), else
+    ``[MOR_1M]``/``[LOS_1W]``/``[REA_1M]``, ``[C<i>]`` for the i-th condition group."""
+    if task in user_tasks:
+        return user_task_token(task)
     if task in TASK_TOKEN:
         return TASK_TOKEN[task]
     if task.startswith("cond_") and task[5:] in condition_groups:

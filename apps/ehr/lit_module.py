@@ -53,6 +53,8 @@ class EHRLitModule(LinmixModule):
         self.task_names: list[str] = []
         self.task_token_ids: list[int] = []
         self.vocab_json = ""  # the data's Vocabulary (tokens + lab bins), kept for export and scoring
+        self.data_task_names: list[str] = []  # the attached data module's tasks (its batches' task indices)
+        self.task_map: Optional[torch.Tensor] = None  # data task index -> model task index, set from a checkpoint
         self._outputs: dict[str, list] = {}
 
     # ---- task metadata travels with checkpoints (needed by export / predict) ----
@@ -60,11 +62,13 @@ class EHRLitModule(LinmixModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "task_names", None):
             self.task_names, self.task_token_ids = list(dm.task_names), list(dm.task_token_ids)
+            self.data_task_names = list(dm.task_names)
             self.vocab_json = dm.vocab.to_json()
             n_heads = self.net.cfg.n_tasks
             if n_heads and n_heads != len(self.task_names):
-                raise ValueError(f"net.n_tasks = {n_heads} readouts but the data has {len(self.task_names)} tasks "
-                                 f"{self.task_names}: set --model.net.n_tasks {len(self.task_names)} (or 0, shared)")
+                raise UserError(f"net.n_tasks = {n_heads} readouts but the data has {len(self.task_names)} tasks "
+                                f"{self.task_names}: with --data.task_heads true the readouts follow the tasks "
+                                "--data.n_conditions asks for; this cohort has fewer condition groups, lower it")
         if stage == "fit" and self.pretrained and self.objective == "finetune":
             self.load_pretrained(self.pretrained)
 
@@ -74,9 +78,30 @@ class EHRLitModule(LinmixModule):
                                    "vocab": self.vocab_json}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Take the checkpoint's tasks; when a data module is attached (test / predict / resume), its tasks must be
+        among them and its vocabulary equal, and its task indices are mapped to the checkpoint's readouts."""
         meta = checkpoint.get("ehr_tasks", {})
-        self.task_names, self.task_token_ids = list(meta.get("names", [])), list(meta.get("token_ids", []))
-        self.vocab_json = meta.get("vocab", "")
+        names, ids, vocab = list(meta.get("names", [])), list(meta.get("token_ids", [])), meta.get("vocab", "")
+        data_tasks = getattr(self, "data_task_names", None)
+        if data_tasks and names and self.objective == "finetune":
+            _check_same_data(names, vocab, data_tasks, self.vocab_json)
+            self.task_map = torch.tensor([names.index(t) for t in data_tasks], dtype=torch.long)
+            self._match_readouts(checkpoint)
+        self.task_names, self.task_token_ids, self.vocab_json = names, ids, vocab
+
+    def _match_readouts(self, checkpoint: dict) -> None:
+        """The task readout follows the checkpoint (its ``net.n_tasks``): the data may ask for fewer tasks."""
+        weight = checkpoint.get("state_dict", {}).get("net.cls_head.1.weight")
+        head = self.net.cls_head[1]
+        if weight is not None and weight.shape[0] != head.out_features:
+            self.net.cls_head[1] = torch.nn.Linear(head.in_features, weight.shape[0]).to(head.weight.device)
+            self.net.cfg.n_tasks = int(checkpoint["hyper_parameters"]["net"]["n_tasks"])
+
+    def readout_index(self, task: torch.Tensor) -> torch.Tensor:
+        """Data task indices (B,) -> the model's task indices (the checkpoint's order after ``on_load_checkpoint``)."""
+        if self.task_map is None:
+            return task
+        return self.task_map.to(task.device)[task]
 
     @classmethod
     def load(cls, path: str | Path) -> EHRLitModule:
@@ -123,12 +148,13 @@ class EHRLitModule(LinmixModule):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100)
             self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
             return loss
-        logit = self.net.pool_logit(hidden, lengths, batch["task"])
+        task = self.readout_index(batch["task"])
+        logit = self.net.pool_logit(hidden, lengths, task)
         loss = F.binary_cross_entropy_with_logits(logit, batch["label"])
         self.log_stage(stage, {"loss": loss}, prog_bar=True, batch_size=bsz)
         if stage != "train":
             out = self._outputs.setdefault(stage, [])
-            out.append((torch.sigmoid(logit).detach().cpu(), batch["label"].cpu(), batch["task"].cpu()))
+            out.append((torch.sigmoid(logit).detach().cpu(), batch["label"].cpu(), task.cpu()))
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -148,7 +174,8 @@ class EHRLitModule(LinmixModule):
             idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
             prob, token = torch.softmax(self.net.lm_logits(hidden.gather(1, idx).squeeze(1)), dim=-1).max(dim=-1)
             return {"subject_id": batch["subject_id"], "next_token": token, "next_token_probability": prob}
-        return {"probability": torch.sigmoid(self.net.pool_logit(hidden, lengths, batch["task"])), "task": batch["task"],
+        task = self.readout_index(batch["task"])
+        return {"probability": torch.sigmoid(self.net.pool_logit(hidden, lengths, task)), "task": task,
                 "label": batch["label"], "subject_id": batch["subject_id"],
                 "prediction_time": batch["prediction_time"]}
 
@@ -158,6 +185,8 @@ class EHRLitModule(LinmixModule):
             return {}
         prob, label, task = (torch.cat(x) for x in zip(*outs, strict=True))
         per_task = all_task_metrics(prob, label, task, self.task_names)
+        if self.task_map is not None:  # a checkpoint's tasks the data did not ask for
+            per_task = {t: m for t, m in per_task.items() if t in self.data_task_names}
         flat = {f"{t}/{k}": v for t, m in per_task.items() for k, v in m.items() if k in ("auroc", "auprc", "f1")}
         aurocs = [m["auroc"] for m in per_task.values() if m["auroc"] == m["auroc"]]
         if aurocs:
@@ -176,3 +205,22 @@ class EHRLitModule(LinmixModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_metrics("test")
+
+
+def _check_same_data(names: list[str], vocab: str, data_tasks: list[str], data_vocab: str) -> None:
+    """A checkpoint's tasks must include the data's, and its vocabulary must be the data's (same token ids)."""
+    missing = [t for t in data_tasks if t not in names]
+    if missing:
+        raise UserError(f"the checkpoint was not finetuned on task(s) {missing}; its tasks are {names}: choose among "
+                        "them with --data.tasks (and --data.labels_dir / --data.builtin_tasks as in finetuning), or "
+                        "finetune on these tasks first")
+    if vocab and data_vocab:
+        from linmix.apps.ehr.vocab import Vocabulary
+
+        ours, theirs = Vocabulary.from_json(data_vocab).tokens, Vocabulary.from_json(vocab).tokens
+        if ours != theirs:
+            diff = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b]
+            first = diff[0] if diff else min(len(ours), len(theirs))
+            raise UserError(f"the data's vocabulary differs from the checkpoint's ({len(diff)} of {len(theirs)} ids "
+                            f"differ, first id {first}): use the MEDS data, --data.vocab_size, --data.n_conditions "
+                            "and the --data.labels_dir task names of the finetuning run")

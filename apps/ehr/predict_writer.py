@@ -1,10 +1,13 @@
-"""``linmix-ehr predict`` output: a Lightning prediction writer that saves every prediction to one Parquet file.
+"""``linmix-ehr predict`` output: a Lightning prediction writer that saves the predictions as MEDS prediction files.
 
-Finetune objective: one row per (patient, task) datapoint of the predicted split, ``subject_id, task, prediction_time,
-probability, label`` (``label`` is the MEDS label when the data has one). Pretrain objective: ``subject_id,
-next_token, probability`` (the most likely next token after each patient's history). The file is written atomically
-(temporary file + rename) and its row count equals the number of datapoints, so nothing is silently dropped. Rows are
-sorted by subject (then task and prediction time), whatever order the batches came in.
+Finetune objective: one file per task, ``<output>/<task>.parquet``, in the schema ``meds-evaluation`` reads (the MEDS
+label schema plus predictions): ``subject_id`` int64, ``prediction_time`` datetime[us], ``boolean_value`` (the label),
+``predicted_boolean_value`` (probability >= 0.5, the threshold of the app's F1) and ``predicted_boolean_probability``
+float32; ``meds-evaluation-cli predictions_path=<output>/<task>.parquet output_file=<task>.json`` scores one.
+Pretrain objective: ``<output>/next_token.parquet`` with ``subject_id, next_token, probability`` (the most likely next
+token after each patient's history). Files are written atomically (temporary file + rename); the row count of a task
+equals its number of datapoints, so nothing is silently dropped. Rows are sorted by subject and prediction time,
+whatever order the batches came in.
 """
 
 from __future__ import annotations
@@ -16,30 +19,38 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from linmix.apps.ehr.meds import atomic_write
+from linmix.shared.errors import UserError
+
+THRESHOLD = 0.5
+PREDICTION_SCHEMA = {"subject_id": pl.Int64, "prediction_time": pl.Datetime("us"), "boolean_value": pl.Boolean,
+                     "predicted_boolean_value": pl.Boolean, "predicted_boolean_probability": pl.Float32}
 
 
 class ParquetPredictionWriter(BasePredictionWriter):
-    """Collect ``predict_step`` outputs and write them to ``output`` (Parquet) at the end of the predict epoch.
+    """Collect ``predict_step`` outputs and write them under ``output`` (a folder) at the end of the predict epoch.
 
     Args:
-        output: the Parquet file to write (parent folders are created).
+        output: the folder to write (created); one ``<task>.parquet`` per task (see the module docstring).
     """
 
-    def __init__(self, output: str = "runs/ehr/predictions.parquet") -> None:
+    def __init__(self, output: str = "runs/ehr/predictions") -> None:
         super().__init__(write_interval="epoch")
+        if Path(output).suffix == ".parquet" or Path(output).is_file():
+            raise UserError(f"--predictions.output {output}: give a folder; predictions are written one file per "
+                            "task (<folder>/<task>.parquet, the MEDS prediction schema)")
         self.output = output
-        self.written: Path | None = None
+        self.written: list[Path] = []
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if predictions and isinstance(predictions[0], list):  # several dataloaders: flatten
             predictions = [p for group in predictions for p in group]
         frame = predictions_frame(predictions, getattr(pl_module, "task_names", []))
-        path = self.written = atomic_write(self.output, frame.write_parquet)
-        print(f"wrote {frame.height} predictions to {path}")
+        self.written = write_predictions(frame, self.output)
+        print(f"wrote {frame.height} predictions to {len(self.written)} file(s) under {self.output}")
 
 
 def predictions_frame(outputs: list[dict], task_names: list[str]) -> pl.DataFrame:
-    """``predict_step`` dicts -> one frame (see the module docstring for the columns)."""
+    """``predict_step`` dicts -> one frame: ``task`` + ``PREDICTION_SCHEMA`` (finetune) or the next-token columns."""
     if not outputs:
         raise ValueError("no predictions to write (empty predict split?)")
     cat = {k: torch.cat([o[k].detach().cpu().reshape(-1) for o in outputs]) for k in outputs[0]}
@@ -50,10 +61,24 @@ def predictions_frame(outputs: list[dict], task_names: list[str]) -> pl.DataFram
     unknown = sorted({t for t in tasks if not 0 <= t < len(task_names)})
     if unknown:
         raise ValueError(f"task indices {unknown} outside the model's tasks {task_names}")
+    prob = pl.Series(cat["probability"].float().numpy(), dtype=pl.Float32)
     return pl.DataFrame({
-        "subject_id": pl.Series(cat["subject_id"].numpy(), dtype=pl.Int64),
         "task": [task_names[t] for t in tasks],
+        "subject_id": pl.Series(cat["subject_id"].numpy(), dtype=pl.Int64),
         "prediction_time": pl.Series(cat["prediction_time"].numpy(), dtype=pl.Int64).cast(pl.Datetime("us")),
-        "probability": pl.Series(cat["probability"].float().numpy(), dtype=pl.Float32),
-        "label": pl.Series(cat["label"].numpy() > 0.5, dtype=pl.Boolean),
-    }).sort(["subject_id", "task", "prediction_time"], maintain_order=True)
+        "boolean_value": pl.Series(cat["label"].numpy() > 0.5, dtype=pl.Boolean),
+        "predicted_boolean_value": prob >= THRESHOLD,
+        "predicted_boolean_probability": prob,
+    }).sort(["task", "subject_id", "prediction_time"], maintain_order=True)
+
+
+def write_predictions(frame: pl.DataFrame, output: str | Path) -> list[Path]:
+    """Write ``predictions_frame``'s rows: ``<output>/<task>.parquet`` per task, or ``next_token.parquet``."""
+    out = Path(output)
+    if "task" not in frame.columns:
+        return [atomic_write(out / "next_token.parquet", frame.write_parquet)]
+    paths = []
+    for (task,), part in frame.partition_by("task", as_dict=True, maintain_order=True).items():
+        part = part.select([pl.col(c).cast(t) for c, t in PREDICTION_SCHEMA.items()])
+        paths.append(atomic_write(out / f"{task}.parquet", part.write_parquet))
+    return paths

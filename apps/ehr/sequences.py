@@ -84,6 +84,7 @@ class SequenceSettings:
     vocab_size: int = 2048
     n_conditions: int = 5
     n_lab_bins: int = N_LAB_BINS
+    user_tasks: tuple[str, ...] = ()  # tasks from --data.labels_dir: their prompt tokens take the last vocabulary ids
 
 
 @dataclass

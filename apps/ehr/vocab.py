@@ -2,8 +2,10 @@
 
 Ids: ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), task tokens
 ``[MOR_1M] [LOS_1W] [REA_1M] [C0..C{k-1}]``, then the train split's concept tokens (events, binned labs, visit classes)
-by descending count up to ``vocab_size`` (rarer -> ``[UNK]``). The lab bin edges travel with the vocabulary, so a
-trained model tokenises new data exactly as its training data.
+by descending count up to ``vocab_size`` (rarer -> ``[UNK]``), then one ``[TASK//<name>]`` per task a user brings
+(``--data.labels_dir``): these take the last ids, so every other id is the same with or without user tasks (a model
+pretrained without them finetunes on them; their slots held the rarest concepts, which become ``[UNK]``). The lab bin
+edges travel with the vocabulary, so a trained model tokenises new data exactly as its training data.
 """
 
 from __future__ import annotations
@@ -50,17 +52,27 @@ class Vocabulary:
         return cls(d["tokens"], d["n_conditions"], d.get("lab_edges", {}))
 
 
+def user_task_token(task: str) -> str:
+    """Prompt token of a task from ``--data.labels_dir``."""
+    return f"[TASK//{task}]"
+
+
 def fixed_tokens(n_conditions: int) -> list[str]:
     """Ids that never depend on the data: specials, time tokens, task tokens."""
     return list(SPECIALS) + list(TIME_TOKENS) + list(task_tokens(n_conditions))
 
 
 def build_vocabulary(tokenised: pl.DataFrame, settings, edges: dict[str, list[float]]) -> Vocabulary:
-    """Fixed ids, then the train split's event tokens by descending count (ties by name) up to ``vocab_size``."""
+    """Fixed ids, then the train split's event tokens by descending count (ties by name) up to ``vocab_size``, then
+    the user tasks' prompt tokens (``settings.user_tasks``) in the last ids."""
     fixed = fixed_tokens(settings.n_conditions)
-    room = settings.vocab_size - len(fixed)
+    user = [user_task_token(t) for t in getattr(settings, "user_tasks", ())]
+    room = settings.vocab_size - len(fixed) - len(user)
     if room < 1:
-        raise ValueError(f"vocab_size {settings.vocab_size} leaves no room after {len(fixed)} fixed tokens")
+        raise ValueError(f"vocab_size {settings.vocab_size} leaves no room after {len(fixed)} fixed and {len(user)} "
+                         "user task tokens")
     counts = (tokenised.filter((pl.col("split") == "train") & (pl.col("kind").is_not_null()) & (pl.col("kind") >= -1))
               .group_by("token").len().sort(["len", "token"], descending=[True, False]))
-    return Vocabulary(fixed + counts["token"].head(room).to_list(), settings.n_conditions, edges)
+    concepts = counts["token"].head(room).to_list()
+    pad = [f"[UNUSED_{i}]" for i in range(room - len(concepts))] if user else []
+    return Vocabulary(fixed + concepts + pad + user, settings.n_conditions, edges)

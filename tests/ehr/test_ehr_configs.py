@@ -37,3 +37,13 @@ def test_command_line_overrides_a_field_of_the_shared_net(tmp_path, monkeypatch)
     cli = _cli("finetune", "--model.net.n_layers", "3")
     assert cli.model.hparams["net"]["n_layers"] == 3 and len(cli.model.net.backbone.blocks) == 3
     assert cli.model.hparams["net"]["d_model"] == yaml.safe_load((EHR / "net.yaml").read_text())["d_model"]
+
+
+def test_task_count_flows_from_the_data_to_the_readouts(tmp_path, monkeypatch):
+    """--data.task_heads true: one readout per task the data asks for (3 base + n_conditions, or --data.tasks)."""
+    monkeypatch.chdir(tmp_path)
+    assert _cli("finetune").model.net.cfg.n_tasks == 0  # default: one shared task logit
+    cli = _cli("finetune", "--data.task_heads", "true", "--data.n_conditions", "4")
+    assert cli.model.hparams["net"]["n_tasks"] == 7 and cli.model.net.cls_head[1].out_features == 7
+    cli = _cli("finetune", "--data.task_heads", "true", "--data.tasks", "[mortality,los]")
+    assert cli.model.net.cls_head[1].out_features == 2
