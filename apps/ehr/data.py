@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
+from linmix.apps.ehr.dialect import PRESETS, resolve_dialect
+from linmix.apps.ehr.dialect_apply import annotate
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.sequences import MedsError
 
@@ -98,16 +100,21 @@ class EHRDataModule(pl_.LightningDataModule):
         n_conditions: k condition-group tasks (top-k 3-character ICD-10-CM groups of the train split).
         tasks: task names to finetune on (None = all: mortality, los, readmission, cond_<group>...).
         max_len: most recent tokens kept per input (2048 in the paper).
+        dialect: how to read the MEDS codes (:mod:`linmix.apps.ehr.dialect`): a preset name (``own``: this
+            project's ingest, ``mimic``: MIMIC-IV MEDS, ``omop``: meds-etl OMOP) or a mapping (``preset`` + overrides).
     """
 
     def __init__(self, meds_dir: Optional[str] = None, objective: Literal["pretrain", "finetune"] = "finetune",
                  cache_dir: str = "runs/ehr/cache", synth_patients: int = 400, synth_seed: int = 0,
                  vocab_size: int = 2048, n_conditions: int = 5, tasks: Optional[list[str]] = None,
-                 max_len: int = 2048, batch_size: int = 32, num_workers: int = 0) -> None:
+                 max_len: int = 2048, batch_size: int = 32, num_workers: int = 0,
+                 dialect: Union[str, dict[str, Any]] = "own") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.meds_dir, self.objective, self.cache_dir = meds_dir, objective, Path(cache_dir)
-        self.settings = S.SequenceSettings(vocab_size=vocab_size, n_conditions=n_conditions)
+        self.dialect = resolve_dialect(dialect)
+        self.settings = S.SequenceSettings(vocab_size=vocab_size, n_conditions=n_conditions,
+                                           dialect=None if self.dialect == PRESETS["own"] else self.dialect)
         self.vocab_size, self.n_conditions, self.max_len = vocab_size, n_conditions, max_len
         self.batch_size, self.num_workers, self.tasks = batch_size, num_workers, tasks
         self.task_names: list[str] = []
@@ -129,7 +136,7 @@ class EHRDataModule(pl_.LightningDataModule):
             ingest([fhir], root, overwrite=True)
         _, _, folder = S.cached_sequences(root, self.cache_dir, self.settings, progress=True)
         if not (folder / "tasks.json").exists():
-            frame = S.load_meds(root)
+            frame = annotate(S.load_meds(root), self.dialect)[0]
             groups = L.top_condition_groups(frame, self.n_conditions)
             labels = L.make_labels(frame, condition_groups=groups)
             L.write_labels(labels, folder / "labels")
@@ -161,11 +168,21 @@ class EHRDataModule(pl_.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
         if len(ds) == 0:
-            raise MedsError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
+            raise MedsError(f"split {split!r} is empty: {self._empty_reason(split)}")
         # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
         sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
+
+    def _empty_reason(self, split: str) -> str:
+        """Which rule emptied a split: no subject of it has a visit, or no datapoint of the chosen tasks."""
+        seqs = self.datasets[split].seqs
+        if seqs.height == 0:
+            return (f"0 subjects of split {split!r} have a visit under the dialect's visit rule "
+                    f"{self.dialect.describe_visits()} (dialect {self.dialect.name!r}), or the cohort is too small "
+                    "for an 80/10/10 split; see --data.dialect and stats.json in the cache folder")
+        return (f"{seqs.height} subjects with a visit but no datapoint of tasks {self.task_names} (a condition task "
+                "needs condition codes matched by the dialect's condition rules; see --data.dialect)")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import polars as pl
 
+from linmix.apps.ehr.dialect import PRESETS, CodeDialect, dialect_key
+from linmix.apps.ehr.dialect_apply import TYPE_ID, annotate, ensure_annotated
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
     BASE_TASK_TOKENS,
@@ -49,12 +53,16 @@ from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary 
 )
 from linmix.shared.errors import UserError
 
+log = logging.getLogger(__name__)
 PAD, UNK, MASK, VS, VE, CLS, REG = range(7)
 # Token types (Odyssey TokenConfig ids, plus TASK for the prompt token and CLASS for the encounter class).
+# Then the token types only other dialects emit: COND (conditions as inputs), DEMO (timed demographics), OTHER (codes
+# no dialect rule names; linmix.apps.ehr.dialect).
 (TYPE_PAD, TYPE_CLS, TYPE_VS, TYPE_VE, TYPE_TIME, TYPE_LAB, TYPE_MED, TYPE_PROC, TYPE_REG, TYPE_TASK,
- TYPE_CLASS) = range(11)
-N_TOKEN_TYPES = 11
-EVENT_PREFIXES = {"SNOMED//": TYPE_PROC, "RXNORM//": TYPE_MED, "LOINC//": TYPE_LAB}
+ TYPE_CLASS, TYPE_COND, TYPE_DEMO, TYPE_OTHER) = range(14)
+N_TOKEN_TYPES = 14
+assert {"lab": TYPE_LAB, "medication": TYPE_MED, "procedure": TYPE_PROC, "condition": TYPE_COND,
+        "demographic": TYPE_DEMO, "other": TYPE_OTHER} == TYPE_ID
 N_LAB_BINS = 5
 US_PER_DAY = 86_400_000_000
 DAYS_PER_YEAR = 365.25
@@ -84,6 +92,11 @@ class SequenceSettings:
     vocab_size: int = 2048
     n_conditions: int = 5
     n_lab_bins: int = N_LAB_BINS
+    dialect: Optional[CodeDialect] = None  # None = the ``own`` preset
+
+    @property
+    def code_dialect(self) -> CodeDialect:
+        return self.dialect if self.dialect is not None else PRESETS["own"]
 
 
 @dataclass
@@ -97,6 +110,9 @@ class SequenceStats:
     events_outside_visits: int = 0
     events_without_time: int = 0
     unknown_tokens: int = 0
+    #: what the dialect made of every row (``dialect_apply.annotate``) and subjects left out, by reason
+    dialect_rows: dict = field(default_factory=dict)
+    subjects_left_out: dict = field(default_factory=dict)
 
 
 def load_meds(root: str | Path) -> pl.DataFrame:
@@ -125,40 +141,33 @@ def load_meds(root: str | Path) -> pl.DataFrame:
         "subject_id", "time", nulls_last=False, maintain_order=True)
 
 
-def fit_lab_edges(frame: pl.DataFrame, n_bins: int = N_LAB_BINS) -> dict[str, list[float]]:
-    """Per ``code//unit`` quantile edges (``n_bins - 1`` inner edges) from the train split's numeric lab values."""
+def fit_lab_edges(frame: pl.DataFrame, n_bins: int = N_LAB_BINS,
+                  dialect: Optional[CodeDialect] = None) -> dict[str, list[float]]:
+    """Per lab key (``code//unit``, or the code when the unit is its last part) quantile edges (``n_bins - 1``
+    inner edges) from the train split's numeric lab values."""
+    frame = ensure_annotated(frame, dialect)
     qs = [(i + 1) / n_bins for i in range(n_bins - 1)]
     labs = frame.filter(
-        (pl.col("split") == "train") & pl.col("code").str.starts_with("LOINC//") & pl.col("numeric_value").is_not_null()
+        (pl.col("split") == "train") & (pl.col("kind") == TYPE_LAB) & pl.col("numeric_value").is_not_null()
         & pl.col("numeric_value").is_finite())
-    key = pl.col("code") + "//" + pl.col("unit").fill_null("")
-    grouped = labs.group_by(key.alias("key")).agg([pl.col("numeric_value").cast(pl.Float64).quantile(q, "linear")
-                                                  .alias(f"q{i}") for i, q in enumerate(qs)])
+    grouped = labs.group_by(pl.col("labkey").alias("key")).agg(
+        [pl.col("numeric_value").cast(pl.Float64).quantile(q, "linear").alias(f"q{i}") for i, q in enumerate(qs)])
     return {row[0]: [float(v) for v in row[1:]] for row in grouped.sort("key").iter_rows()}
 
 
 def _event_tokens(frame: pl.DataFrame, edges: dict[str, list[float]], n_bins: int) -> pl.DataFrame:
-    """Add ``kind`` (S/E/B/event type id/None) and ``token`` (the concept string, labs binned) columns."""
-    code = pl.col("code")
-    kind = (pl.when(code.str.starts_with("ENCOUNTER//") & code.str.ends_with("//START")).then(pl.lit(-1))
-            .when(code.str.starts_with("ENCOUNTER//") & code.str.ends_with("//END")).then(pl.lit(-2))
-            .when(code == "MEDS_BIRTH").then(pl.lit(-3)))
-    for prefix, type_id in EVENT_PREFIXES.items():
-        kind = kind.when(code.str.starts_with(prefix)).then(pl.lit(type_id))
-    frame = frame.with_columns(kind.otherwise(None).cast(pl.Int8).alias("kind"),
-                               (code + "//" + pl.col("unit").fill_null("")).alias("_labkey"))
-    edge_frame = pl.DataFrame({"_labkey": list(edges), **{f"_e{i}": [e[i] for e in edges.values()]
-                                                         for i in range(n_bins - 1)}},
-                              schema={"_labkey": pl.String, **{f"_e{i}": pl.Float64 for i in range(n_bins - 1)}})
-    frame = frame.join(edge_frame, on="_labkey", how="left", maintain_order="left")
+    """Annotated frame (``dialect_apply.annotate``) -> ``token`` with lab values binned (``<labkey>//Q<n>``)."""
+    edge_frame = pl.DataFrame({"labkey": list(edges), **{f"_e{i}": [e[i] for e in edges.values()]
+                                                        for i in range(n_bins - 1)}},
+                              schema={"labkey": pl.String, **{f"_e{i}": pl.Float64 for i in range(n_bins - 1)}})
+    frame = frame.join(edge_frame, on="labkey", how="left", maintain_order="left")
     value = pl.col("numeric_value").cast(pl.Float64)
     bin_ = pl.sum_horizontal([(value >= pl.col(f"_e{i}")).cast(pl.Int32) for i in range(n_bins - 1)])
     is_binned = (pl.col("kind") == TYPE_LAB) & value.is_not_null() & pl.col("_e0").is_not_null() & value.is_finite()
-    token = (pl.when(is_binned).then(pl.col("_labkey") + "//Q" + (bin_ + 1).cast(pl.String))
-             .when(pl.col("kind") == TYPE_LAB).then(pl.col("_labkey"))
-             .when(pl.col("kind") == -1).then(code.str.to_uppercase().str.strip_suffix("//START"))
-             .otherwise(code.str.to_uppercase()))
-    return frame.with_columns(token.alias("token")).drop(["_labkey"] + [f"_e{i}" for i in range(n_bins - 1)])
+    token = (pl.when(is_binned).then(pl.col("labkey") + "//Q" + (bin_ + 1).cast(pl.String))
+             .when(pl.col("kind") == TYPE_LAB).then(pl.col("labkey"))
+             .otherwise(pl.col("token")))
+    return frame.with_columns(token.alias("token")).drop([f"_e{i}" for i in range(n_bins - 1)])
 
 
 def merge_visits(encounters: list[tuple[int, int, str]]) -> tuple[list[tuple[int, int]], dict[str, int]]:
@@ -187,7 +196,8 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
     for t, kind, token, enc in zip(rows["t"], rows["kind"], rows["token"], rows["encounter_id"], strict=True):
         if kind == -1 and enc is not None and t is not None:
             starts[enc] = min(starts.get(enc, t), t)
-            events.append((t, TYPE_CLASS, token, enc))
+            if token is not None:  # derived visits have no class token
+                events.append((t, TYPE_CLASS, token, enc))
         elif kind == -2 and enc is not None and t is not None:
             ends[enc] = max(ends.get(enc, t), t)
         elif kind == -3 and t is not None:
@@ -291,7 +301,12 @@ def truncate(seq: dict[str, np.ndarray], max_len: int) -> dict[str, np.ndarray]:
 def input_hash(root: str | Path, settings: SequenceSettings) -> str:
     """sha256 over the MEDS shard and split files (relative path + bytes) and the settings."""
     root = Path(root)
-    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **asdict(settings)}, sort_keys=True).encode())
+    key = {"v": CACHE_VERSION, **asdict(settings)}
+    key.pop("dialect")
+    dk = dialect_key(settings.code_dialect)
+    if dk is not None:  # the own preset leaves the key as it was before dialects
+        key["dialect"] = dk
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     files = sorted((root / "data").rglob("*.parquet")) + sorted((root / "metadata").glob("subject_splits.parquet"))
     for f in files:
         h.update(str(f.relative_to(root)).encode())
@@ -306,14 +321,21 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
     """MEDS frame (from ``load_meds``) -> one row per patient with visits: subject_id, split and the ``ARRAYS`` lists.
 
     The vocabulary and lab bins are fitted on the frame's train split, unless ``vocab`` (e.g. the training run's) is
-    given, as when scoring new data.
+    given, as when scoring new data. The codes are read with ``settings.dialect`` (unless ``frame`` is already
+    annotated); a frame where no subject has a visit raises :class:`MedsError` naming the dialect's visit rule.
     """
+    dialect = settings.code_dialect
+    stats = SequenceStats()
+    if "kind" in frame.columns:
+        stats.dialect_rows = {"dialect": dialect.name, "note": "frame annotated by the caller"}
+    else:
+        frame, stats.dialect_rows = annotate(frame, dialect)
     edges = fit_lab_edges(frame, settings.n_lab_bins) if vocab is None else vocab.lab_edges
     tok = _event_tokens(frame, edges, settings.n_lab_bins).with_columns(
         pl.col("time").cast(pl.Datetime("us")).cast(pl.Int64).alias("t"))
-    vocab = build_vocabulary(tok, settings, edges) if vocab is None else vocab
-    stats = SequenceStats()
-    tok = tok.filter(pl.col("kind").is_not_null()).select("subject_id", "split", "t", "kind", "token", "encounter_id")
+    vocab = build_vocabulary(tok.filter(pl.col("token").is_not_null()), settings, edges) if vocab is None else vocab
+    tok = tok.filter(pl.col("kind").is_not_null() & (pl.col("kind") != -4)).select(
+        "subject_id", "split", "t", "kind", "token", "encounter_id")
     subjects = frame.select("subject_id", "split").unique("subject_id", keep="first").sort("subject_id")
     stats.subjects = subjects.height
     groups = tok.partition_by("subject_id", as_dict=True, maintain_order=True)
@@ -339,7 +361,33 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
               "age": pl.List(pl.Float32), "time": pl.List(pl.Float32), "visit_order": pl.List(pl.Int32),
               "visit_segment": pl.List(pl.Int8), "abs_time": pl.List(pl.Int64)}
     out = pl.DataFrame({k: ([list(a) for a in v] if k in ARRAYS else v) for k, v in records.items()}, schema=schema)
+    _report_left_out(frame, stats, dialect, out.height)
     return out, vocab, stats
+
+
+def _report_left_out(frame: pl.DataFrame, stats: SequenceStats, dialect: CodeDialect, kept: int) -> None:
+    """Count subjects without a sequence by reason, log them, and refuse a cohort where none is left."""
+    if stats.subjects_without_visits == 0:
+        return
+    has_visit_row = frame.filter(pl.col("kind") == -1)["subject_id"].unique()
+    no_row = stats.subjects - has_visit_row.len()
+    reasons = {}
+    rule = dialect.describe_visits()
+    if no_row:
+        reasons[f"no row matched the dialect's visit rule {rule}"] = no_row
+    other = stats.subjects_without_visits - no_row
+    if other > 0:
+        reasons["visit rows but no visit (a start without a usable time or key)"] = other
+    stats.subjects_left_out = reasons
+    for reason, n in reasons.items():
+        log.warning("%d of %d subjects left out: %s (dialect %r)", n, stats.subjects, reason, dialect.name)
+    if kept == 0 and stats.subjects:
+        matched = frame.filter(pl.col("kind") == -1).height
+        why = (f"no code matched the dialect's visit rule {rule}" if matched == 0 else
+               f"{matched} rows matched the visit rule {rule} but none gave a visit (missing times or "
+               f"{dialect.visits.id_column})")
+        raise MedsError(f"0 of {stats.subjects} subjects have a visit: {why}; see --data.dialect (now "
+                        f"{dialect.name!r}; presets: {sorted(PRESETS)})")
 
 
 def cached_sequences(meds_root: str | Path, cache_dir: str | Path, settings: SequenceSettings,
