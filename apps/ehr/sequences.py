@@ -41,7 +41,7 @@ import polars as pl
 
 from linmix.apps.ehr.dialect import PRESETS, CodeDialect, dialect_key
 from linmix.apps.ehr.dialect_apply import TYPE_ID, annotate, ensure_annotated
-from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.meds import SPLITS, atomic_write, subject_table
 from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
     BASE_TASK_TOKENS,
     SPECIALS,
@@ -136,6 +136,12 @@ def load_meds(root: str | Path) -> pl.DataFrame:
         splits = pl.concat(
             [pl.read_parquet(f, columns=["subject_id"]).unique().with_columns(pl.lit(f.parent.name).alias("split"))
              for f in files])
+        if not splits["split"].is_in(list(SPLITS)).all():  # flat shards (meds-etl: data/data_0.parquet)
+            ids = splits["subject_id"].cast(pl.Int64).unique().sort()
+            hashed = subject_table([str(i) for i in ids.to_list()])
+            splits = pl.DataFrame({"subject_id": ids, "split": hashed["split"]})
+            log.warning("%s: no metadata/subject_splits.parquet and shards outside data/{train,tuning,held_out}: "
+                        "80/10/10 split by a hash of subject_id", root)
     frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64)).join(splits, on="subject_id", how="left")
     return frame.with_columns(pl.col("split").fill_null("train")).sort(
         "subject_id", "time", nulls_last=False, maintain_order=True)
@@ -333,7 +339,9 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
     edges = fit_lab_edges(frame, settings.n_lab_bins) if vocab is None else vocab.lab_edges
     tok = _event_tokens(frame, edges, settings.n_lab_bins).with_columns(
         pl.col("time").cast(pl.Datetime("us")).cast(pl.Int64).alias("t"))
-    vocab = build_vocabulary(tok.filter(pl.col("token").is_not_null()), settings, edges) if vocab is None else vocab
+    if vocab is None:  # rows that can become tokens: a token string and a time
+        vocab = build_vocabulary(tok.filter(pl.col("token").is_not_null() & pl.col("t").is_not_null()), settings,
+                                 edges)
     tok = tok.filter(pl.col("kind").is_not_null() & (pl.col("kind") != -4)).select(
         "subject_id", "split", "t", "kind", "token", "encounter_id")
     subjects = frame.select("subject_id", "split").unique("subject_id", keep="first").sort("subject_id")
