@@ -252,7 +252,8 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
             gap_days = (s - visits[v - 1][1]) // US_PER_DAY
             add(vocab.id(interval_token(int(gap_days))), TYPE_TIME, s, v, 0)
         add(VS, TYPE_VS, s, n, seg)
-        for t, token, kind in sorted(evs):
+        # time order; at one time the visit class first (a dialect's class code need not sort first), then by name
+        for t, token, kind in sorted(evs, key=lambda e: (e[0], e[2] != TYPE_CLASS, e[1], e[2])):
             tid = vocab.id(token)
             stats.unknown_tokens += tid == UNK
             stats.events_tokenised += kind != TYPE_CLASS

@@ -36,7 +36,8 @@ def cohort(n: int = 24, seed: int = 0) -> list[dict]:
             length = timedelta(hours=rng.choice([2, 30, 200]))
             evs = []
             for _ in range(1 + rng.randrange(4)):
-                et = t + timedelta(seconds=int(length.total_seconds() * rng.random()))
+                u = rng.random()  # some events at the visit start: the class token must still lead
+                et = t + timedelta(seconds=int(length.total_seconds() * u)) if u > 0.2 else t
                 kind = rng.choice(("lab", "drug", "proc"))
                 if kind == "lab":
                     code, unit, mu, sd = rng.choice(LABS)
