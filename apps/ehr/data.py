@@ -152,6 +152,9 @@ class EHRDataModule(pl_.LightningDataModule):
         all_tasks = meta["tasks"]
         self.task_names = list(self.tasks) if self.tasks is not None else all_tasks
         unknown = set(self.task_names) - set(all_tasks)
+        if unknown and not self.condition_groups and any(t.startswith("cond_") for t in unknown):
+            raise MedsError(f"no condition task in this cohort: no row matched the condition rules of dialect "
+                            f"{self.dialect.name!r} (or its conditions are inputs only); see --data.dialect")
         if unknown:
             raise MedsError(f"unknown tasks {sorted(unknown)}; this cohort has {all_tasks}")
         self.task_token_ids = [self.vocab.task_id(L.task_token_of(t, self.condition_groups)) for t in self.task_names]

@@ -202,8 +202,8 @@ PRESETS: dict[str, CodeDialect] = {
 }
 
 
-def _from_mapping(d: dict, cls: type, where: str) -> Any:
-    known = {f.name for f in fields(cls)}
+def _from_mapping(d: dict, cls: type, where: str, extra: tuple[str, ...] = ()) -> Any:
+    known = {f.name for f in fields(cls)} | set(extra)
     bad = sorted(set(d) - known)
     if bad:
         raise UserError(f"{where}: unknown key(s) {bad}; known: {sorted(known)}")
@@ -228,7 +228,7 @@ def resolve_dialect(spec: Union[str, dict, CodeDialect, None]) -> CodeDialect:
     spec = dict(spec)
     preset = spec.pop("preset", None)
     extra = spec.pop("extra_rules", None)
-    _from_mapping(spec, CodeDialect, "--data.dialect")
+    _from_mapping(spec, CodeDialect, "--data.dialect", extra=("preset", "extra_rules"))
     base = resolve_dialect(preset) if preset is not None else CodeDialect(name="custom", rules=[])
     kw: dict[str, Any] = {}
     for key, val in spec.items():
@@ -243,7 +243,7 @@ def resolve_dialect(spec: Union[str, dict, CodeDialect, None]) -> CodeDialect:
             kw[key] = val
     if extra is not None:
         kw["rules"] = _rule_list(extra, "extra_rules") + list(kw.get("rules", base.rules))
-    kw.setdefault("name", base.name if preset is not None and not kw else "custom")
+    kw.setdefault("name", "custom" if preset is None else base.name if not kw else f"{base.name}+overrides")
     return replace(base, **kw)
 
 

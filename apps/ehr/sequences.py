@@ -4,12 +4,17 @@ Layout per patient (EHRMamba, arXiv 2405.14567; Odyssey ``seq/generator.py`` log
 
     [CLS] [VS] e e e [VE] [REG] [W_2] [VS] e e [VE] [REG] [M_1] [VS] e ...
 
-- Visits are encounters (``ENCOUNTER//<class>//START|END`` rows sharing an ``encounter_id``); overlapping or touching
-  encounters are merged into one visit.
-- Each encounter's class is a token ``ENCOUNTER//<class>`` (type CLASS) at its start, as Odyssey's 2026 MEDS pipeline
-  emits ``ADMISSION//HOSPITAL|ED|ICU``: the admission type is known at admission and drives stay length and risk.
-- Events are procedures (``SNOMED//``, type PROC), medications (``RXNORM//``, MED) and labs (``LOINC//``, LAB). Conditions
-  (``ICD10CM//``) are labels only, never tokens. An event joins the visit of its ``encounter_id``, else the visit whose
+- Codes are read through a code dialect (:mod:`linmix.apps.ehr.dialect`, ``SequenceSettings.dialect``; default the
+  ``own`` preset, this project's ingest output), which gives every row its token type, token, lab key and visit key.
+- Visits are encounters (own: ``ENCOUNTER//<class>//START|END`` rows sharing an ``encounter_id``; other dialects:
+  admission/discharge codes, visit rows with an end column, or visits derived from time gaps); overlapping or
+  touching encounters are merged into one visit.
+- Each encounter's class is a token (own: ``ENCOUNTER//<class>``, type CLASS) leading the events at its start, as
+  Odyssey's 2026 MEDS pipeline emits ``ADMISSION//HOSPITAL|ED|ICU``: the admission type is known at admission and
+  drives stay length and risk.
+- Events are procedures (own: ``SNOMED//``, type PROC), medications (``RXNORM//``, MED) and labs (``LOINC//``, LAB);
+  other dialects add condition, demographic and other tokens. Conditions (own: ``ICD10CM//``, ``CONDITION//``) are
+  labels only by default, never tokens. An event joins the visit of its ``encounter_id``, else the visit whose
   [start, end] holds its time, else it is dropped (counted in ``SequenceStats``); its time is clamped into the visit.
 - Interval tokens from the real day gap ``g = floor((start_next - end_prev) / 1 day) >= 0``, buckets without holes:
   ``[W_{g//7}]`` for g < 28, ``[M_{clip(g//30, 1, 12)}]`` for 28 <= g <= 365 (so 28-29 d is ``[M_1]``, not Odyssey's

@@ -213,7 +213,9 @@ def markdown(res: dict, cmd: str) -> str:
               "`LOINC/`, `ENCOUNTER//<class>` = `HOSPITAL_ADMISSION//<class>` = `Visit/<class>`, ...), and every side "
               "array (type, age, time, visit order, segment, absolute time) equal. Same labels: every task's "
               "(subject_id, prediction_time, boolean_value) rows equal; the OMOP copy codes conditions as SNOMED CT "
-              "concepts (grouped by `dialect.SNOMED_GROUPS`), the others as ICD-10-CM.", ""]
+              "concepts (grouped by `dialect.SNOMED_GROUPS`), the others as ICD-10-CM. The OMOP copy has fewer rows: a "
+              "visit is one `Visit/<class>` row with an `end` column, as meds-etl writes it, not a start and an end "
+              "row.", ""]
     if runs:
         lines += ["Tiny finetuning recipe per dialect (d_model 32 x 2, from scratch, seed 0, "
                   f"{next(iter(runs.values()))['steps']} steps), held-out AUROC:", "",

@@ -229,7 +229,18 @@ def test_a_dialect_that_matches_nothing_names_its_visit_rule(tmp_path):
 
     with pytest.raises(S.MedsError, match=r"0 of 6 subjects have a visit: no code matched .*`ENCOUNTER//\*//START`"):
         EHRDataModule(meds_dir=str(root), cache_dir=str(tmp_path / "c")).prepare_data()
-    EHRDataModule(meds_dir=str(root), cache_dir=str(tmp_path / "c"), dialect="mimic", n_conditions=1).prepare_data()
+    dm = EHRDataModule(meds_dir=str(root), cache_dir=str(tmp_path / "c"), dialect="mimic", n_conditions=1)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_dataloader()) > 0
+    with pytest.raises(S.MedsError, match=r"split 'tuning' is empty: 0 subjects of split 'tuning' have a visit under "
+                                          r"the dialect's visit rule `HOSPITAL_ADMISSION//\*`"):
+        dm.val_dataloader()
+    inputs_only = {"preset": "mimic", "conditions": "inputs"}
+    dm = EHRDataModule(meds_dir=str(root), cache_dir=str(tmp_path / "c"), dialect=inputs_only, tasks=["cond_E11"])
+    dm.prepare_data()
+    with pytest.raises(S.MedsError, match="no condition task in this cohort: no row matched the condition rules"):
+        dm.setup("fit")
 
 
 def test_flat_shards_without_splits_get_a_hash_split(tmp_path):
