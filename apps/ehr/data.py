@@ -15,6 +15,7 @@ adds the task token in slot 0 and after the last token (``model.prompt``).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -31,6 +32,7 @@ from linmix.apps.ehr.dialect_apply import annotate
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.sequences import MedsError
 
+log = logging.getLogger(__name__)
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
 
 
@@ -138,6 +140,10 @@ class EHRDataModule(pl_.LightningDataModule):
         if not (folder / "tasks.json").exists():
             frame = annotate(S.load_meds(root), self.dialect)[0]
             groups = L.top_condition_groups(frame, self.n_conditions)
+            if len(groups) < self.n_conditions:
+                log.warning("%d of n_conditions=%d condition tasks: only %d condition groups among the train "
+                            "patients under dialect %r (its condition rules; conditions: %s)", len(groups),
+                            self.n_conditions, len(groups), self.dialect.name, self.dialect.conditions)
             labels = L.make_labels(frame, condition_groups=groups)
             L.write_labels(labels, folder / "labels")
             atomic_write(folder / "tasks.json",

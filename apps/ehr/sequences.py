@@ -37,14 +37,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import polars as pl
 
-from linmix.apps.ehr.dialect import PRESETS, CodeDialect, dialect_key
+from linmix.apps.ehr.dialect import PRESETS, CodeDialect, dialect_key, resolve_dialect
 from linmix.apps.ehr.dialect_apply import TYPE_ID, annotate, ensure_annotated
 from linmix.apps.ehr.meds import SPLITS, atomic_write, subject_table
 from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
@@ -336,6 +336,8 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
     given, as when scoring new data. The codes are read with ``settings.dialect`` (unless ``frame`` is already
     annotated); a frame where no subject has a visit raises :class:`MedsError` naming the dialect's visit rule.
     """
+    if settings.dialect is None and vocab is not None and vocab.dialect is not None:  # read as in training
+        settings = replace(settings, dialect=resolve_dialect(vocab.dialect))
     dialect = settings.code_dialect
     stats = SequenceStats()
     if "kind" in frame.columns:
@@ -348,6 +350,7 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
     if vocab is None:  # rows that can become tokens: a token string and a time
         vocab = build_vocabulary(tok.filter(pl.col("token").is_not_null() & pl.col("t").is_not_null()), settings,
                                  edges)
+        vocab.dialect = dialect_key(dialect)
     tok = tok.filter(pl.col("kind").is_not_null() & (pl.col("kind") != -4)).select(
         "subject_id", "split", "t", "kind", "token", "encounter_id")
     subjects = frame.select("subject_id", "split").unique("subject_id", keep="first").sort("subject_id")

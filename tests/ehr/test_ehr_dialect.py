@@ -296,3 +296,23 @@ def test_command_line_and_yaml_set_the_dialect(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("data:\n  dialect:\n    preset: omop\n    rule: []\n")
     with pytest.raises(UserError, match=r"unknown key\(s\) \['rule'\]"):
         cli("-c", str(tmp_path / "bad.yaml"))
+
+
+def test_the_vocabulary_carries_its_dialect_to_scoring():
+    df = render(cohort(8, seed=3), "mimic").with_columns(split=pl.lit("train"))
+    seqs, vocab, _ = S.build_sequences(df, S.SequenceSettings(vocab_size=128, dialect=PRESETS["mimic"]))
+    back = S.Vocabulary.from_json(vocab.to_json())
+    assert back.dialect == PRESETS["mimic"].to_dict()
+    again, _, _ = S.build_sequences(df, S.SequenceSettings(vocab_size=128), vocab=back)  # as `linmix-ehr score`
+    assert again.equals(seqs)
+    _, own_vocab, _ = S.build_sequences(render(cohort(8, seed=3), "own").with_columns(split=pl.lit("train")),
+                                        S.SequenceSettings(vocab_size=128))
+    assert own_vocab.dialect is None and "dialect" not in own_vocab.to_json()
+
+
+def test_visits_pair_in_order_without_an_id_column():
+    df = render(cohort(10, seed=4), "mimic").with_columns(split=pl.lit("train"))
+    settings = S.SequenceSettings(vocab_size=128, dialect=PRESETS["mimic"])
+    with_ids, _, _ = S.build_sequences(df, settings)
+    without, _, stats = S.build_sequences(df.drop("hadm_id"), settings)
+    assert without.equals(with_ids) and stats.dialect_rows["missing_columns"] == ["hadm_id"]
