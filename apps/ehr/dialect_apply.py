@@ -38,8 +38,10 @@ def _col_matches(frame: pl.DataFrame, column: str, pattern: str) -> pl.Expr:
 
 def annotate(frame: pl.DataFrame, dialect: Optional[CodeDialect] = None) -> tuple[pl.DataFrame, dict]:
     """Add ``kind, token, labkey, condition_group, encounter_id`` (module docstring); returns the frame and the
-    row counts: ``by_rule`` (rows per outcome), ``not_tokens`` (rows that are no input token, by reason) and
-    ``missing_columns`` (columns a rule or the visit rule names that the data lacks; such a rule never matches)."""
+    row counts: ``by_rule`` (rows per outcome: a token type, drop, unknown, condition, visit start / end, birth,
+    death), ``typed_rows`` (timed rows per token type: the candidates for tokens; the sequence builder counts those
+    outside every visit), ``not_tokens`` (rows that are no input token, by reason) and ``missing_columns`` (columns
+    a rule or the visit rule names that the data lacks; such a rule never matches)."""
     d = dialect or PRESETS["own"]
     v = d.visits
     code = pl.col("code")
@@ -189,5 +191,5 @@ def _counts(frame: pl.DataFrame, d: CodeDialect, missing: list[str]) -> dict:
     add("no time (a static row)", static)
     tokens = {name: frame.filter((pl.col("kind") == tid) & pl.col("time").is_not_null()).height
               for name, tid in TYPE_ID.items()}
-    return {"dialect": d.name, "rows": sum(by.values()), "by_rule": by, "token_rows": tokens,
+    return {"dialect": d.name, "rows": sum(by.values()), "by_rule": by, "typed_rows": tokens,
             "not_tokens": notok, "missing_columns": sorted(set(missing))}

@@ -128,7 +128,7 @@ def compare(roots: dict[str, Path], n_conditions: int) -> dict:
                   "datapoints": sum(v.height for v in labels.values()), "same_sequences": bool(same_seq),
                   "same_ids": [canonical(t, d) for t in vocab.tokens] == [canonical(t, "own") for t in own[1].tokens],
                   "same_labels": bool(same_labels), "build_s": secs, "not_tokens": stats.dialect_rows["not_tokens"],
-                  "token_rows": stats.dialect_rows["token_rows"]}
+                  "typed_rows": stats.dialect_rows["typed_rows"]}
     return out
 
 

@@ -180,7 +180,7 @@ def test_stats_account_for_every_row(three):
         rows = stats.dialect_rows
         assert sum(rows["by_rule"].values()) == rows["rows"] and rows["dialect"] == d
         assert rows["not_tokens"]["condition: a label source, not an input (conditions: labels)"] > 0
-        assert rows["token_rows"]["lab"] > 0 and rows["missing_columns"] == []
+        assert rows["typed_rows"]["lab"] > 0 and rows["missing_columns"] == []
     assert three["mimic"][2].dialect_rows["not_tokens"]["no time (a static row)"] == 24  # GENDER//: demographic
 
 
