@@ -26,8 +26,7 @@ meds-etl's OMOP output writes ``Visit/OP`` (with ``visit_id`` and ``end`` column
   ``SCT<id>``, so it can still become a ``cond_SCT<id>`` task) or ``none`` (an input token, never a label).
 - ``birth`` / ``death``: MEDS_BIRTH (ages) and MEDS_DEATH (the mortality label; never a token).
 
-Presets (:data:`PRESETS`): ``own`` (default; this project's ingest output, byte-identical to the reading before
-dialects existed), ``mimic`` (MIMIC-IV MEDS / MEDS-Extract conventions), ``omop`` (meds-etl's OMOP output). A YAML
+Presets (:data:`PRESETS`): ``own`` (default; this project's ingest output; unknown codes dropped), ``mimic`` (MIMIC-IV MEDS / MEDS-Extract conventions), ``omop`` (meds-etl's OMOP output). A YAML
 mapping may start from a preset (``preset: omop``) and override fields.
 """
 
@@ -263,5 +262,5 @@ def _rule_list(val: Any, key: str) -> list[CodeRule]:
 
 
 def dialect_key(dialect: CodeDialect) -> Optional[dict]:
-    """Cache-key part of a dialect: None for the ``own`` preset (caches made before dialects stay valid)."""
+    """Cache-key part of a dialect: None for the ``own`` preset (its cache key is the one of the settings alone)."""
     return None if dialect == PRESETS["own"] else dialect.to_dict()

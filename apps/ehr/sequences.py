@@ -316,7 +316,7 @@ def input_hash(root: str | Path, settings: SequenceSettings) -> str:
     key = {"v": CACHE_VERSION, **asdict(settings)}
     key.pop("dialect")
     dk = dialect_key(settings.code_dialect)
-    if dk is not None:  # the own preset leaves the key as it was before dialects
+    if dk is not None:  # the own preset leaves the settings' key as it is
         key["dialect"] = dk
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     files = sorted((root / "data").rglob("*.parquet")) + sorted((root / "metadata").glob("subject_splits.parquet"))

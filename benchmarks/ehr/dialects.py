@@ -179,7 +179,7 @@ def synthea_report(bundles: Path, work: Path, n_conditions: int, snomed_patients
             "condition_codes": cond["code"].n_unique(),
             "condition_rows_as_procedure_tokens": int(frame.filter(
                 pl.col("code").str.starts_with("CONDITION//") & (pl.col("kind") == S.TYPE_PROC)).height),
-            # the same rows as the ingest wrote them before (SNOMED//<id>, no CONDITION// prefix), read by own
+            # the same rows without the CONDITION// prefix (plain SNOMED//<id> codes), read by own
             "before_as_procedure_tokens": int(annotate(frame.drop("kind", "token", "labkey", "condition_group")
                                                        .with_columns(pl.col("code").str.strip_prefix("CONDITION//")))
                                               [0].filter(pl.col("kind") == S.TYPE_PROC).height
@@ -236,9 +236,9 @@ def markdown(res: dict, cmd: str) -> str:
                   f"{r['patients']} patients, {r['condition_rows']} condition rows ({r['condition_codes']} codes, "
                   f"`CONDITION//SNOMED//<id>` after `linmix-ehr ingest`), {r['mapped_to_icd_groups']} of them in a "
                   f"3-character ICD-10-CM group of `SNOMED_GROUPS`, the rest their own `SCT<id>` group; "
-                  f"{r['condition_rows_as_procedure_tokens']} become procedure tokens. Read as the ingest wrote them "
-                  f"before (`SNOMED//<id>`), {r['before_as_procedure_tokens']} were procedure tokens and no condition "
-                  "task existed. Condition tasks (top groups, all patients counted):", "",
+                  f"{r['condition_rows_as_procedure_tokens']} become procedure tokens. Without the `CONDITION//` prefix "
+                  f"(plain `SNOMED//<id>` codes) {r['before_as_procedure_tokens']} would be procedure tokens and no "
+                  "condition task would exist. Condition tasks (top groups, all patients counted):", "",
                   "| task | datapoints | positive |", "|---|---|---|"]
         lines += [f"| `{k}` | {v['n']} | {v['positive']} |" for k, v in r["tasks"].items()]
         lines.append("")
