@@ -190,8 +190,12 @@ class EHRDataModule(pl_.LightningDataModule):
             return (f"0 subjects of split {split!r} have a visit under the dialect's visit rule "
                     f"{self.dialect.describe_visits()} (dialect {self.dialect.name!r}), or the cohort is too small "
                     "for an 80/10/10 split; see --data.dialect and stats.json in the cache folder")
-        return (f"{seqs.height} subjects with a visit but no datapoint of tasks {self.task_names} (a condition task "
-                "needs condition codes matched by the dialect's condition rules; see --data.dialect)")
+        rules = {"mortality": "a visit", "los": "a last visit still open 24 h after its start (visits with end == "
+                 "start, as OMOP outpatient visits often are, give none)", "readmission": "two visits or more"}
+        why = "; ".join(f"{t} needs " + rules.get(t, "condition rows matched by the dialect's condition rules")
+                        for t in self.task_names)
+        return (f"{seqs.height} subjects with a visit but no datapoint of tasks {self.task_names} ({why}); see "
+                f"--data.dialect (now {self.dialect.name!r}) and --data.tasks")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -316,3 +316,19 @@ def test_visits_pair_in_order_without_an_id_column():
     with_ids, _, _ = S.build_sequences(df, settings)
     without, _, stats = S.build_sequences(df.drop("hadm_id"), settings)
     assert without.equals(with_ids) and stats.dialect_rows["missing_columns"] == ["hadm_id"]
+
+
+def test_an_empty_task_names_its_rule(tmp_path):
+    patients = cohort(16, seed=5)
+    for p in patients:  # outpatient visits of zero length: no LOS datapoint
+        p["visits"] = [(c, s, s, [(k, code, s, v, u) for k, code, _, v, u in evs]) for c, s, _, evs in p["visits"]]
+    root = write(tmp_path / "o", patients, "omop")
+    from linmix.apps.ehr.data import EHRDataModule
+
+    dm = EHRDataModule(meds_dir=str(root), cache_dir=str(tmp_path / "c"), dialect="omop", tasks=["los"],
+                       n_conditions=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    with pytest.raises(S.MedsError, match=r"split 'train' is empty: 12 subjects with a visit but no datapoint of "
+                                          r"tasks \['los'\] \(los needs a last visit still open 24 h"):
+        dm.train_dataloader()
