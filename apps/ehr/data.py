@@ -99,7 +99,8 @@ class EHRDataModule(pl_.LightningDataModule):
         objective: "pretrain" (next token on whole sequences) or "finetune" (task datapoints).
         cache_dir: where sequences/vocab/labels (and the synthetic cohort) are cached.
         vocab_size: embedding table size; concept tokens beyond it map to [UNK] (linked to the model).
-        n_conditions: k condition-group tasks (top-k 3-character ICD-10-CM groups of the train split).
+        n_conditions: k condition-group tasks (the top-k condition groups of the train split: 3-character ICD-10-CM,
+            or SNOMED CT concepts grouped as ``dialect.SNOMED_GROUPS`` says).
         tasks: task names to finetune on (None = all: mortality, los, readmission, cond_<group>...).
         max_len: most recent tokens kept per input (2048 in the paper).
         dialect: how to read the MEDS codes (:mod:`linmix.apps.ehr.dialect`): a preset name (``own``: this

@@ -184,7 +184,10 @@ def _counts(frame: pl.DataFrame, d: CodeDialect, missing: list[str]) -> dict:
     if d.unknown == "drop":
         add("no rule matched (the dialect drops unknown codes)", by.get("unknown", 0))
     if d.conditions == "labels":
-        add("condition: a label source, not an input (conditions: labels)", by.get("condition", 0))
+        cond = frame.filter(pl.col("_what") == "condition")
+        grouped = int(cond["condition_group"].is_not_null().sum())
+        add("condition: a label source, not an input (conditions: labels)", grouped)
+        add("condition without a group (grouping none): neither label nor input", cond.height - grouped)
     add("death: the mortality label, never a token", by.get("death", 0))
     add(f"visit row without {d.visits.id_column}", by.get("_nokey", 0))
     static = frame.filter(pl.col("time").is_null() & (pl.col("kind") >= 0)).height
