@@ -123,7 +123,7 @@ def _pair_in_order(frame: pl.DataFrame) -> pl.DataFrame:
     at or before it."""
     frame = frame.with_row_index("_i")
     vis = frame.filter(pl.col("kind").is_in([START, END]) & pl.col("time").is_not_null()).sort(
-        "subject_id", "time", pl.col("kind").cast(pl.Int32) * -1 + 0, "_i")
+        "subject_id", "time", pl.col("kind") == END, "_i")  # at one time a start before an end
     vis = vis.with_columns((pl.col("kind") == START).cast(pl.Int32).cum_sum().over("subject_id").alias("_n"))
     vis = vis.select("_i", pl.when(pl.col("_n") > 0).then(pl.lit("~v") + pl.col("_n").cast(pl.String))
                      .alias("_key"))
@@ -152,10 +152,10 @@ def _gap_visits(frame: pl.DataFrame, gap_hours: float) -> pl.DataFrame:
     gap_us = int(gap_hours * 3_600_000_000)
     ev = frame.filter(((pl.col("kind") >= 0) | (pl.col("kind") == START)) & pl.col("time").is_not_null())
     ev = ev.select("_i", "subject_id", pl.col("time").cast(pl.Datetime("us")).cast(pl.Int64).alias("_t"), "kind")
+    prev = pl.col("_t").shift(1).over("subject_id")
     ev = ev.sort("subject_id", "_t", "_i").with_columns(
-        ((pl.col("_t") - pl.col("_t").shift(1).over("subject_id") > gap_us)
-         | (pl.col("kind") == START) & (pl.col("_t") != pl.col("_t").shift(1).over("subject_id"))
-         | pl.col("_t").shift(1).over("subject_id").is_null()).alias("_new"))
+        (prev.is_null() | (pl.col("_t") - prev > gap_us) | ((pl.col("kind") == START) & (pl.col("_t") != prev)))
+        .alias("_new"))
     ev = ev.with_columns(pl.col("_new").cast(pl.Int32).cum_sum().over("subject_id").alias("_n"))
     ev = ev.with_columns((pl.lit("~g") + pl.col("_n").cast(pl.String)).alias("_key"))
     frame = frame.join(ev.select("_i", "_key"), on="_i", how="left", maintain_order="left")
