@@ -111,7 +111,7 @@ class EHRDataModule(pl_.LightningDataModule):
                  cache_dir: str = "runs/ehr/cache", synth_patients: int = 400, synth_seed: int = 0,
                  vocab_size: int = 2048, n_conditions: int = 5, tasks: Optional[list[str]] = None,
                  max_len: int = 2048, batch_size: int = 32, num_workers: int = 0,
-                 dialect: Union[str, dict[str, Any]] = "own") -> None:
+                 dialect: Union[dict[str, Any], str] = "own") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.meds_dir, self.objective, self.cache_dir = meds_dir, objective, Path(cache_dir)

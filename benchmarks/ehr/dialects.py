@@ -27,7 +27,7 @@ import polars as pl
 
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
-from linmix.apps.ehr.dialect import PRESETS
+from linmix.apps.ehr.dialect import PRESETS, resolve_dialect
 from linmix.apps.ehr.dialect_apply import annotate
 from linmix.apps.ehr.synth.catalog import CONDITION_SNOMED
 
@@ -101,34 +101,65 @@ def rewrite(own: Path, out: Path, dialect: str) -> Path:
     return out
 
 
+#: the extra row of the table: the MIMIC-style copy without its admission / discharge rows, visits derived
+GAPS = {"preset": "mimic", "visits": {"mode": "gaps", "gap_hours": 24}}
+
+
+def _events(row: dict, vocab, dialect: str) -> list[str]:
+    """The event tokens of a sequence in order, renamed; no specials, interval or visit-class tokens."""
+    return [canonical(vocab.tokens[i], dialect) for i, ty in zip(row["tokens"], row["token_type"], strict=True)
+            if ty in (S.TYPE_LAB, S.TYPE_MED, S.TYPE_PROC, S.TYPE_COND, S.TYPE_DEMO, S.TYPE_OTHER)]
+
+
+def drop_visit_rows(root: Path, out: Path) -> Path:
+    """A copy of the MIMIC-style folder without its admission / discharge rows (MEDS needs no encounters)."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(root, out)
+    for f in sorted((out / "data").rglob("*.parquet")):
+        pl.read_parquet(f).filter(~pl.col("code").str.contains("^HOSPITAL_(ADMISSION|DISCHARGE)//")).write_parquet(f)
+    return out
+
+
 def compare(roots: dict[str, Path], n_conditions: int) -> dict:
-    """Sequences (token strings after renaming + every side array) and labels of each dialect vs own."""
+    """Sequences (token strings after renaming + every side array) and labels of each dialect vs own; the
+    ``mimic_gaps`` copy (no visit rows) counts the subjects whose sequence is still the same."""
     built = {}
-    for d, root in roots.items():
+    for name, root in roots.items():
+        d = "mimic" if name == "mimic_gaps" else name
+        dialect = resolve_dialect(GAPS) if name == "mimic_gaps" else PRESETS[d]
         t = time.perf_counter()
-        settings = S.SequenceSettings(vocab_size=256, n_conditions=n_conditions, dialect=PRESETS[d])
+        settings = S.SequenceSettings(vocab_size=256, n_conditions=n_conditions, dialect=dialect)
         frame = S.load_meds(root)
         seqs, vocab, stats = S.build_sequences(frame, settings)
-        ann = annotate(frame, PRESETS[d])[0]
+        ann = annotate(frame, dialect)[0]
         groups = L.top_condition_groups(ann, n_conditions)
         labels = L.make_labels(ann, condition_groups=groups)
-        built[d] = (seqs, vocab, stats, groups, labels, time.perf_counter() - t)
-    own = built["own"]
+        built[name] = (d, seqs, vocab, stats, groups, labels, time.perf_counter() - t)
+    _, own_seqs, own_vocab, _, _, own_labels, _ = built["own"]
+    keys = ("token_type", "age", "time", "visit_order", "visit_segment", "abs_time")
     out = {}
-    for d, (seqs, vocab, stats, groups, labels, secs) in built.items():
-        same_seq = seqs.height == own[0].height and all(
-            a["subject_id"] == b["subject_id"]
-            and [canonical(own[1].tokens[i], "own") for i in a["tokens"]] == [canonical(vocab.tokens[i], d)
-                                                                             for i in b["tokens"]]
-            and all(a[k] == b[k] for k in ("token_type", "age", "time", "visit_order", "visit_segment", "abs_time"))
-            for a, b in zip(own[0].iter_rows(named=True), seqs.iter_rows(named=True), strict=True))
-        same_labels = set(labels) == set(own[4]) and all(labels[k].equals(own[4][k]) for k in own[4])
-        out[d] = {"rows": stats.dialect_rows["rows"], "subjects": stats.subjects, "sequences": seqs.height,
-                  "tokens": int(seqs["tokens"].list.len().sum()), "vocab": len(vocab.tokens), "groups": groups,
-                  "datapoints": sum(v.height for v in labels.values()), "same_sequences": bool(same_seq),
-                  "same_ids": [canonical(t, d) for t in vocab.tokens] == [canonical(t, "own") for t in own[1].tokens],
-                  "same_labels": bool(same_labels), "build_s": secs, "not_tokens": stats.dialect_rows["not_tokens"],
-                  "typed_rows": stats.dialect_rows["typed_rows"]}
+    for name, (d, seqs, vocab, stats, groups, labels, secs) in built.items():
+        other = {r["subject_id"]: r for r in seqs.iter_rows(named=True)}
+        same_subjects = sum(
+            1 for a in own_seqs.iter_rows(named=True) if (b := other.get(a["subject_id"])) is not None
+            and [canonical(own_vocab.tokens[i], "own") for i in a["tokens"]] == [canonical(vocab.tokens[i], d)
+                                                                                 for i in b["tokens"]]
+            and all(a[k] == b[k] for k in keys))
+        events = {r["subject_id"]: _events(r, vocab, d) for r in seqs.iter_rows(named=True)}
+        same_events = sum(1 for a in own_seqs.iter_rows(named=True)
+                          if events.get(a["subject_id"]) == _events(a, own_vocab, "own"))
+        same_labels = set(labels) == set(own_labels) and all(labels[k].equals(own_labels[k]) for k in own_labels)
+        out[name] = {"rows": stats.dialect_rows["rows"], "subjects": stats.subjects, "sequences": seqs.height,
+                     "tokens": int(seqs["tokens"].list.len().sum()), "vocab": len(vocab.tokens), "groups": groups,
+                     "datapoints": sum(v.height for v in labels.values()),
+                     "same_sequences": same_subjects == own_seqs.height == seqs.height,
+                     "same_subjects": same_subjects, "same_events": same_events,
+                     "same_ids": [canonical(t, d) for t in vocab.tokens] == [canonical(t, "own")
+                                                                             for t in own_vocab.tokens],
+                     "same_labels": bool(same_labels), "build_s": secs,
+                     "not_tokens": stats.dialect_rows["not_tokens"], "typed_rows": stats.dialect_rows["typed_rows"],
+                     "visits": int(seqs["token_type"].explode().eq(S.TYPE_VS).sum())}
     return out
 
 
@@ -201,21 +232,28 @@ def markdown(res: dict, cmd: str) -> str:
              "comparable within this run.", "",
              f"Cohort: `linmix-ehr synth --patients {res['patients']} --seed 0` -> `linmix-ehr ingest` (own dialect), "
              "rewritten as MIMIC-IV MEDS and meds-etl OMOP output (see `benchmarks/ehr/dialects.py`).", "",
-             "| dialect (`--data.dialect`) | MEDS rows | subjects | sequences | tokens | vocab | condition groups "
-             "| label rows | same sequences as own | same token ids | same labels as own | build s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dialect (`--data.dialect`) | MEDS rows | subjects | sequences | visits | tokens | vocab "
+             "| condition groups | label rows | same sequences as own | same events in order | same token ids "
+             "| same labels as own | build s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d, r in cmp_.items():
-        lines.append(f"| `{d}` | {r['rows']:,} | {r['subjects']} | {r['sequences']} | {r['tokens']:,} | {r['vocab']} "
-                     f"| {', '.join(r['groups'])} | {r['datapoints']:,} | {'yes' if r['same_sequences'] else 'NO'} "
+        same = "yes" if r["same_sequences"] else f"{r.get('same_subjects', 0)} of {r['subjects']} subjects"
+        label = "`mimic`, no visit rows, `visits: {mode: gaps, gap_hours: 24}`" if d == "mimic_gaps" else f"`{d}`"
+        lines.append(f"| {label} | {r['rows']:,} | {r['subjects']} | {r['sequences']} | {r.get('visits', '')} "
+                     f"| {r['tokens']:,} | {r['vocab']} | {', '.join(r['groups'])} | {r['datapoints']:,} | {same} "
+                     f"| {r.get('same_events', '')} of {r['subjects']} "
                      f"| {'yes' if r['same_ids'] else 'no'} "
-                     f"| {'yes' if r['same_labels'] else 'NO'} | {r['build_s']:.2f} |")
+                     f"| {'yes' if r['same_labels'] else 'no'} | {r['build_s']:.2f} |")
     lines += ["", "Same sequences: every token equal after renaming the code prefixes (`LOINC//` = `LAB//` = "
               "`LOINC/`, `ENCOUNTER//<class>` = `HOSPITAL_ADMISSION//<class>` = `Visit/<class>`, ...), and every side "
               "array (type, age, time, visit order, segment, absolute time) equal. Same labels: every task's "
               "(subject_id, prediction_time, boolean_value) rows equal; the OMOP copy codes conditions as SNOMED CT "
               "concepts (grouped by `dialect.SNOMED_GROUPS`), the others as ICD-10-CM. The OMOP copy has fewer rows: a "
               "visit is one `Visit/<class>` row with an `end` column, as meds-etl writes it, not a start and an end "
-              "row.", ""]
+              "row. The last row drops the visit rows and derives visits from 24 h gaps between events: stays whose "
+              "events lie more than a day apart are split, and no visit has a class token (the admission rows are "
+              "gone), so sequences and visit-based labels differ, while every subject keeps the same events in the "
+              "same order (`same events in order`: the event tokens only, renamed).", ""]
     if runs:
         lines += ["Tiny finetuning recipe per dialect (d_model 32 x 2, from scratch, seed 0, "
                   f"{next(iter(runs.values()))['steps']} steps), held-out AUROC:", "",
@@ -225,7 +263,7 @@ def markdown(res: dict, cmd: str) -> str:
         same = len({json.dumps(r["auroc"], sort_keys=True) for r in runs.values()}) == 1
         lines += ["", ("The AUROCs are identical in all three: the inputs are the same up to renaming and, as the "
                        "`same token ids` column shows, even the token ids coincide, so training is the same computation."
-                       if same and all(r["same_ids"] for r in cmp_.values()) else
+                       if same and all(cmp_[d]["same_ids"] for d in runs) else
                        "Token ids follow train frequency with ties broken by name, so renaming can permute tied ids "
                        "(different embedding rows at initialisation): AUROC differences between dialects come from "
                        "that, not from the data."), ""]
@@ -263,8 +301,9 @@ def main(argv=None) -> int:
     own = a.work / "own"
     ingest([fhir], own, overwrite=True)
     roots = {"own": own, "mimic": rewrite(own, a.work / "mimic", "mimic"), "omop": rewrite(own, a.work / "omop", "omop")}
-    res = {"patients": a.patients, "date": time.strftime("%Y-%m-%d"), "compare": compare(roots, a.n_conditions),
-           "train": {}}
+    res = {"patients": a.patients, "date": time.strftime("%Y-%m-%d"), "train": {},
+           "compare": compare({**roots, "mimic_gaps": drop_visit_rows(roots["mimic"], a.work / "mimic_gaps")},
+                              a.n_conditions)}
     if a.epochs > 0:
         for d, root in roots.items():
             res["train"][d] = train(root, d, a.work / "train", a.n_conditions, a.epochs)

@@ -290,6 +290,8 @@ def test_command_line_and_yaml_set_the_dialect(tmp_path, monkeypatch):
         return EHRCLI(EHRLitModule, EHRDataModule, args=["-c", tiny, *args], run=False, app="ehr")
 
     assert cli("--data.dialect", "mimic").datamodule.dialect is PRESETS["mimic"]
+    inline = cli("--data.dialect", "{preset: omop, unknown: drop}").datamodule.dialect
+    assert inline.name == "omop+overrides" and inline.unknown == "drop" and inline.rules == PRESETS["omop"].rules
     (tmp_path / "d.yaml").write_text("data:\n  dialect:\n    preset: omop\n    visits: {mode: gaps, gap_hours: 12}\n")
     dm = cli("-c", str(tmp_path / "d.yaml")).datamodule
     assert dm.dialect.visits.mode == "gaps" and dm.dialect.visits.gap_hours == 12 and dm.dialect.unit == "column:unit"
