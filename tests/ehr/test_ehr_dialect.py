@@ -334,3 +334,22 @@ def test_an_empty_task_names_its_rule(tmp_path):
     with pytest.raises(S.MedsError, match=r"split 'train' is empty: 12 subjects with a visit but no datapoint of "
                                           r"tasks \['los'\] \(los needs a last visit still open 24 h"):
         dm.train_dataloader()
+
+
+@pytest.mark.parametrize("dialect", ["mimic", "omop"])
+def test_shuffled_rows_and_many_shards_give_the_same_sequences(tmp_path, dialect):
+    patients = cohort(10, seed=6)
+    seqs = {}
+    for name, shuffle in (("sorted", False), ("shuffled", True)):
+        df = render(patients, dialect)
+        root = tmp_path / name / "data"
+        root.mkdir(parents=True)
+        if shuffle:
+            df = df.sample(fraction=1.0, shuffle=True, seed=1)
+            for i in range(3):  # subjects spread over three shards
+                df.filter(pl.col("subject_id") % 3 == i).write_parquet(root / f"shard_{i}.parquet")
+        else:
+            df.write_parquet(root / "all.parquet")
+        frame = S.load_meds(root.parent).with_columns(split=pl.lit("train"))
+        seqs[name], _, _ = S.build_sequences(frame, S.SequenceSettings(vocab_size=128, dialect=PRESETS[dialect]))
+    assert seqs["sorted"].height == 10 and seqs["sorted"].equals(seqs["shuffled"])
