@@ -76,7 +76,7 @@ def _cast(df: pl.DataFrame) -> pl.DataFrame:
 
 def make_labels(frame: pl.DataFrame, condition_groups: list[str] | None = None,
                 n_conditions: int = 5) -> dict[str, pl.DataFrame]:
-    """MEDS frame -> {task name: label frame in LABEL_SCHEMA}; condition tasks are named ``cond_<ICD3>``."""
+    """MEDS frame -> {task name: label frame in LABEL_SCHEMA}; condition tasks are named ``cond_<group>``."""
     frame = ensure_annotated(frame)
     enc = encounters(frame)
     last = enc.filter(pl.col("rank") == 0)
