@@ -3,6 +3,7 @@ synthetic generator's SNOMED-coded variant gives the same condition tasks and la
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -52,3 +53,12 @@ def test_synth_snomed_variant_has_the_same_condition_tasks(tmp_path):
     assert out["snomed"][1] == out["icd10"][1] and len(out["icd10"][1]) == 5
     for task, df in out["icd10"][2].items():
         assert df.equals(out["snomed"][2][task]), task
+
+
+def test_synth_condition_coding_flag(tmp_path, capsys):
+    from linmix.apps.ehr.synth import synth_main
+
+    assert synth_main(["--patients", "6", "--out", str(tmp_path), "--condition-coding", "snomed"]) == 0
+    systems = {c["system"] for line in (tmp_path / "Condition.ndjson").read_text().splitlines()
+               for c in json.loads(line)["code"]["coding"]}
+    assert systems == {"http://snomed.info/sct"}
