@@ -21,9 +21,10 @@ the sequences (unknown subjects, duplicates, prediction times outside the record
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import polars as pl
@@ -35,9 +36,12 @@ from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr import task_labels as TL
 from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
+from linmix.apps.ehr.dialect import PRESETS, resolve_dialect
+from linmix.apps.ehr.dialect_apply import annotate
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.sequences import MedsError
 
+log = logging.getLogger(__name__)
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
 
 
@@ -104,7 +108,8 @@ class EHRDataModule(pl_.LightningDataModule):
         objective: "pretrain" (next token on whole sequences) or "finetune" (task datapoints).
         cache_dir: where sequences/vocab/labels (and the synthetic cohort) are cached.
         vocab_size: embedding table size; concept tokens beyond it map to [UNK] (linked to the model).
-        n_conditions: k condition-group tasks (top-k 3-character ICD-10-CM groups of the train split).
+        n_conditions: k condition-group tasks (the top-k condition groups of the train split: 3-character ICD-10-CM,
+            or SNOMED CT concepts grouped as ``dialect.SNOMED_GROUPS`` says).
         tasks: task names to finetune on (None = all: mortality, los, readmission, cond_<group>... and the tasks of
             ``labels_dir``).
         labels_dir: MEDS labels folder, one ``<task>/`` folder (or ``<task>.parquet``) per task with ``subject_id,
@@ -112,16 +117,20 @@ class EHRDataModule(pl_.LightningDataModule):
         builtin_tasks: also offer the built-in tasks (false: only ``labels_dir``'s).
         task_heads: one linear readout per task (linked to ``model.net.n_tasks``); false: one shared task logit.
         max_len: most recent tokens kept per input (2048 in the paper).
+        dialect: how to read the MEDS codes (:mod:`linmix.apps.ehr.dialect`): a preset name (``own``: this
+            project's ingest, ``mimic``: MIMIC-IV MEDS, ``omop``: meds-etl OMOP) or a mapping (``preset`` + overrides).
     """
 
     def __init__(self, meds_dir: Optional[str] = None, objective: Literal["pretrain", "finetune"] = "finetune",
                  cache_dir: str = "runs/ehr/cache", synth_patients: int = 400, synth_seed: int = 0,
                  vocab_size: int = 2048, n_conditions: int = 5, tasks: Optional[list[str]] = None,
                  labels_dir: Optional[str] = None, builtin_tasks: bool = True, task_heads: bool = False,
-                 max_len: int = 2048, batch_size: int = 32, num_workers: int = 0) -> None:
+                 max_len: int = 2048, batch_size: int = 32, num_workers: int = 0,
+                 dialect: Union[dict[str, Any], str] = "own") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.meds_dir, self.objective, self.cache_dir = meds_dir, objective, Path(cache_dir)
+        self.dialect = resolve_dialect(dialect)
         self.labels_dir, self.builtin_tasks = labels_dir, builtin_tasks
         self.user_tasks = tuple(TL.find_tasks(labels_dir)) if labels_dir else ()
         if not builtin_tasks and not self.user_tasks:
@@ -134,7 +143,8 @@ class EHRDataModule(pl_.LightningDataModule):
             (len(L.BASE_TASKS) + n_conditions if builtin_tasks else 0) + len(self.user_tasks)
         self.n_task_readouts = n_planned if task_heads else 0  # linked to model.net.n_tasks
         self.settings = S.SequenceSettings(vocab_size=vocab_size, n_conditions=n_conditions,
-                                           user_tasks=self.user_tasks)
+                                           user_tasks=self.user_tasks,
+                                           dialect=None if self.dialect == PRESETS["own"] else self.dialect)
         self.vocab_size, self.n_conditions, self.max_len = vocab_size, n_conditions, max_len
         self.batch_size, self.num_workers, self.tasks = batch_size, num_workers, tasks
         self.task_names: list[str] = []
@@ -156,8 +166,12 @@ class EHRDataModule(pl_.LightningDataModule):
             ingest([fhir], root, overwrite=True)
         _, _, folder = S.cached_sequences(root, self.cache_dir, self.settings, progress=True)
         if not (folder / "tasks.json").exists():
-            frame = S.load_meds(root)
+            frame = annotate(S.load_meds(root), self.dialect)[0]
             groups = L.top_condition_groups(frame, self.n_conditions)
+            if len(groups) < self.n_conditions:
+                log.warning("%d of n_conditions=%d condition tasks: only %d condition groups among the train "
+                            "patients under dialect %r (its condition rules; conditions: %s)", len(groups),
+                            self.n_conditions, len(groups), self.dialect.name, self.dialect.conditions)
             labels = L.make_labels(frame, condition_groups=groups)
             L.write_labels(labels, folder / "labels")
             atomic_write(folder / "tasks.json",
@@ -174,6 +188,9 @@ class EHRDataModule(pl_.LightningDataModule):
         all_tasks = (meta["tasks"] if self.builtin_tasks else []) + list(self.user_tasks)
         self.task_names = list(self.tasks) if self.tasks is not None else all_tasks
         unknown = set(self.task_names) - set(all_tasks)
+        if unknown and not self.condition_groups and any(t.startswith("cond_") for t in unknown):
+            raise MedsError(f"no condition task in this cohort: no row matched the condition rules of dialect "
+                            f"{self.dialect.name!r} (or its conditions are inputs only); see --data.dialect")
         if unknown or not self.task_names:
             raise MedsError(f"unknown tasks {sorted(unknown)}; this cohort has {all_tasks}")
         self.task_token_ids = [self.vocab.task_id(L.task_token_of(t, self.condition_groups, self.user_tasks))
@@ -205,14 +222,28 @@ class EHRDataModule(pl_.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
         if len(ds) == 0:
-            if isinstance(ds, FinetuneDataset) and ds.seqs.height:
+            if isinstance(ds, FinetuneDataset) and ds.seqs.height and self.user_tasks:
                 raise MedsError(f"split {split!r} has {ds.seqs.height} patients but no label of the tasks "
                                 f"{self.task_names} (see the label counts in the log and label_stats.json)")
-            raise MedsError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
+            raise MedsError(f"split {split!r} is empty: {self._empty_reason(split)}")
         # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
         sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
+
+    def _empty_reason(self, split: str) -> str:
+        """Which rule emptied a split: no subject of it has a visit, or no datapoint of the chosen tasks."""
+        seqs = self.datasets[split].seqs
+        if seqs.height == 0:
+            return (f"0 subjects of split {split!r} have a visit under the dialect's visit rule "
+                    f"{self.dialect.describe_visits()} (dialect {self.dialect.name!r}), or the cohort is too small "
+                    "for an 80/10/10 split; see --data.dialect and stats.json in the cache folder")
+        rules = {"mortality": "a visit", "los": "a last visit still open 24 h after its start (visits with end == "
+                 "start, as OMOP outpatient visits often are, give none)", "readmission": "two visits or more"}
+        why = "; ".join(f"{t} needs " + rules.get(t, "condition rows matched by the dialect's condition rules")
+                        for t in self.task_names)
+        return (f"{seqs.height} subjects with a visit but no datapoint of tasks {self.task_names} ({why}); see "
+                f"--data.dialect (now {self.dialect.name!r}) and --data.tasks")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -10,8 +10,12 @@ readmission label marks 28-29 day gaps negative while 30-59 days are positive:
   prediction); prediction_time = its start + 24 h; label = (end - start) >= 7 days.
 - ``readmission``: patients with >= 2 encounters; prediction_time = end of the second-to-last encounter (by start);
   label = the last encounter starts at most 30 days after it.
-- ``cond_<ICD3>``: the top-k 3-character ICD-10-CM groups by number of train patients; prediction_time = end of the last
-  encounter; label = any ``ICD10CM//`` code of the group, at any time (phenotyping: conditions are never input tokens).
+- ``cond_<group>``: the top-k condition groups by number of train patients (3-character ICD-10-CM, or SNOMED CT
+  concepts grouped by ``dialect.SNOMED_GROUPS``); prediction_time = end of the last encounter; label = any condition
+  code of the group, at any time (phenotyping: by default conditions are never input tokens).
+
+Visits, deaths and condition groups come from the frame's code dialect (``linmix.apps.ehr.dialect``; a raw frame is
+read with the ``own`` preset).
 
 ``prediction_time`` is the inclusive end of the usable input: the data side cuts every sequence at it
 (``sequences.cut_at``), so nothing after it (the discharge of a long stay, the next admission, a death) is in the input.
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
+from linmix.apps.ehr.dialect_apply import DEATH, END, START, ensure_annotated
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.vocab import user_task_token
 
@@ -32,13 +37,15 @@ LABEL_SCHEMA = {"subject_id": pl.Int64, "prediction_time": pl.Datetime("us"), "b
 
 
 def encounters(frame: pl.DataFrame) -> pl.DataFrame:
-    """One row per encounter: subject_id, encounter_id, start, end (end defaults to start), ``rank`` 0 = latest."""
-    code = pl.col("code")
-    enc = frame.filter(code.str.starts_with("ENCOUNTER//") & pl.col("encounter_id").is_not_null()
+    """One row per encounter (the visit rows of the frame's code dialect): subject_id, encounter_id, start, end
+    (end defaults to start), ``rank`` 0 = latest."""
+    frame = ensure_annotated(frame)
+    kind = pl.col("kind")
+    enc = frame.filter(kind.is_in([START, END]) & pl.col("encounter_id").is_not_null()
                        & pl.col("time").is_not_null())
     enc = enc.group_by("subject_id", "encounter_id").agg(
-        pl.col("time").filter(code.str.ends_with("//START")).min().alias("start"),
-        pl.col("time").filter(code.str.ends_with("//END")).max().alias("end"))
+        pl.col("time").filter(kind == START).min().alias("start"),
+        pl.col("time").filter(kind == END).max().alias("end"))
     enc = enc.filter(pl.col("start").is_not_null()).with_columns(
         pl.max_horizontal("start", pl.col("end").fill_null(pl.col("start"))).alias("end"))
     return enc.sort("subject_id", "start", "end", "encounter_id").with_columns(
@@ -46,18 +53,22 @@ def encounters(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def top_condition_groups(frame: pl.DataFrame, k: int) -> list[str]:
-    """The ``k`` most common 3-character ICD-10-CM groups by train patients (ties by name)."""
-    cond = frame.filter(pl.col("code").str.starts_with("ICD10CM//"))
-    if "split" in cond.columns:
-        cond = cond.filter(pl.col("split") == "train")
-    groups = cond.select("subject_id", _icd3().alias("group")).unique()
+    """The ``k`` most common condition groups (3-character ICD-10-CM, or the dialect's SNOMED CT grouping) by train
+    patients (ties by name)."""
+    cond = _condition_groups(frame, train_only=True)
+    groups = cond.unique()
     counts = groups.group_by("group").len().sort(["len", "group"], descending=[True, False])
     return counts["group"].head(k).to_list()
 
 
-def _icd3() -> pl.Expr:
-    return pl.col("code").str.strip_prefix("ICD10CM//").str.replace_all(".", "", literal=True).str.slice(0, 3) \
-        .str.to_uppercase()
+def _condition_groups(frame: pl.DataFrame, train_only: bool = False) -> pl.DataFrame:
+    """subject_id, group of every condition row used as a label (``linmix.apps.ehr.dialect``: groups come from the
+    dialect's condition rules)."""
+    frame = ensure_annotated(frame)
+    if train_only and "split" in frame.columns:
+        frame = frame.filter(pl.col("split") == "train")
+    return frame.filter(pl.col("condition_group").is_not_null()).select("subject_id",
+                                                                        pl.col("condition_group").alias("group"))
 
 
 def _cast(df: pl.DataFrame) -> pl.DataFrame:
@@ -66,11 +77,12 @@ def _cast(df: pl.DataFrame) -> pl.DataFrame:
 
 def make_labels(frame: pl.DataFrame, condition_groups: list[str] | None = None,
                 n_conditions: int = 5) -> dict[str, pl.DataFrame]:
-    """MEDS frame -> {task name: label frame in LABEL_SCHEMA}; condition tasks are named ``cond_<ICD3>``."""
+    """MEDS frame -> {task name: label frame in LABEL_SCHEMA}; condition tasks are named ``cond_<group>``."""
+    frame = ensure_annotated(frame)
     enc = encounters(frame)
     last = enc.filter(pl.col("rank") == 0)
     prev = enc.filter(pl.col("rank") == 1).select("subject_id", pl.col("end").alias("prev_end"))
-    death = (frame.filter((pl.col("code") == "MEDS_DEATH") & pl.col("time").is_not_null())
+    death = (frame.filter((pl.col("kind") == DEATH) & pl.col("time").is_not_null())
              .group_by("subject_id").agg(pl.col("time").min().alias("death")))
     day = pl.duration(days=1)
     out: dict[str, pl.DataFrame] = {}
@@ -86,8 +98,7 @@ def make_labels(frame: pl.DataFrame, condition_groups: list[str] | None = None,
         "subject_id", pl.col("prev_end").alias("prediction_time"),
         ((pl.col("start") - pl.col("prev_end")) <= 30 * day).alias("boolean_value")))
     groups = condition_groups if condition_groups is not None else top_condition_groups(frame, n_conditions)
-    has = (frame.filter(pl.col("code").str.starts_with("ICD10CM//")).select("subject_id", _icd3().alias("group"))
-           .unique())
+    has = _condition_groups(frame).unique()
     for g in groups:
         pos = has.filter(pl.col("group") == g).select("subject_id").with_columns(pl.lit(True).alias("hit"))
         out[f"cond_{g}"] = _cast(last.join(pos, on="subject_id", how="left").select(

@@ -40,7 +40,7 @@ class EHRMambaConfig:
     d_state: int = 64
     dropout: float = 0.1
     d_time: int = 32  # width of each sinusoidal embedding (time delta, age)
-    n_token_types: int = 11
+    n_token_types: int = 14
     max_visits: int = 512  # visit orders above are clamped
     n_segments: int = 3
     tie_embeddings: bool = True

@@ -4,12 +4,17 @@ Layout per patient (EHRMamba, arXiv 2405.14567; Odyssey ``seq/generator.py`` log
 
     [CLS] [VS] e e e [VE] [REG] [W_2] [VS] e e [VE] [REG] [M_1] [VS] e ...
 
-- Visits are encounters (``ENCOUNTER//<class>//START|END`` rows sharing an ``encounter_id``); overlapping or touching
-  encounters are merged into one visit.
-- Each encounter's class is a token ``ENCOUNTER//<class>`` (type CLASS) at its start, as Odyssey's 2026 MEDS pipeline
-  emits ``ADMISSION//HOSPITAL|ED|ICU``: the admission type is known at admission and drives stay length and risk.
-- Events are procedures (``SNOMED//``, type PROC), medications (``RXNORM//``, MED) and labs (``LOINC//``, LAB). Conditions
-  (``ICD10CM//``) are labels only, never tokens. An event joins the visit of its ``encounter_id``, else the visit whose
+- Codes are read through a code dialect (:mod:`linmix.apps.ehr.dialect`, ``SequenceSettings.dialect``; default the
+  ``own`` preset, this project's ingest output), which gives every row its token type, token, lab key and visit key.
+- Visits are encounters (own: ``ENCOUNTER//<class>//START|END`` rows sharing an ``encounter_id``; other dialects:
+  admission/discharge codes, visit rows with an end column, or visits derived from time gaps); overlapping or
+  touching encounters are merged into one visit.
+- Each encounter's class is a token (own: ``ENCOUNTER//<class>``, type CLASS) leading the events at its start, as
+  Odyssey's 2026 MEDS pipeline emits ``ADMISSION//HOSPITAL|ED|ICU``: the admission type is known at admission and
+  drives stay length and risk.
+- Events are procedures (own: ``SNOMED//``, type PROC), medications (``RXNORM//``, MED) and labs (``LOINC//``, LAB);
+  other dialects add condition, demographic and other tokens. Conditions (own: ``ICD10CM//``, ``CONDITION//``) are
+  labels only by default, never tokens. An event joins the visit of its ``encounter_id``, else the visit whose
   [start, end] holds its time, else it is dropped (counted in ``SequenceStats``); its time is clamped into the visit.
 - Interval tokens from the real day gap ``g = floor((start_next - end_prev) / 1 day) >= 0``, buckets without holes:
   ``[W_{g//7}]`` for g < 28, ``[M_{clip(g//30, 1, 12)}]`` for 28 <= g <= 365 (so 28-29 d is ``[M_1]``, not Odyssey's
@@ -31,13 +36,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import polars as pl
 
-from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.dialect import PRESETS, CodeDialect, dialect_key, resolve_dialect
+from linmix.apps.ehr.dialect_apply import TYPE_ID, annotate, ensure_annotated
+from linmix.apps.ehr.meds import SPLITS, atomic_write, subject_table
 from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
     BASE_TASK_TOKENS,
     SPECIALS,
@@ -49,12 +58,16 @@ from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary 
 )
 from linmix.shared.errors import UserError
 
+log = logging.getLogger(__name__)
 PAD, UNK, MASK, VS, VE, CLS, REG = range(7)
 # Token types (Odyssey TokenConfig ids, plus TASK for the prompt token and CLASS for the encounter class).
+# Then the token types only other dialects emit: COND (conditions as inputs), DEMO (timed demographics), OTHER (codes
+# no dialect rule names; linmix.apps.ehr.dialect).
 (TYPE_PAD, TYPE_CLS, TYPE_VS, TYPE_VE, TYPE_TIME, TYPE_LAB, TYPE_MED, TYPE_PROC, TYPE_REG, TYPE_TASK,
- TYPE_CLASS) = range(11)
-N_TOKEN_TYPES = 11
-EVENT_PREFIXES = {"SNOMED//": TYPE_PROC, "RXNORM//": TYPE_MED, "LOINC//": TYPE_LAB}
+ TYPE_CLASS, TYPE_COND, TYPE_DEMO, TYPE_OTHER) = range(14)
+N_TOKEN_TYPES = 14
+assert {"lab": TYPE_LAB, "medication": TYPE_MED, "procedure": TYPE_PROC, "condition": TYPE_COND,
+        "demographic": TYPE_DEMO, "other": TYPE_OTHER} == TYPE_ID
 N_LAB_BINS = 5
 US_PER_DAY = 86_400_000_000
 DAYS_PER_YEAR = 365.25
@@ -85,6 +98,11 @@ class SequenceSettings:
     n_conditions: int = 5
     n_lab_bins: int = N_LAB_BINS
     user_tasks: tuple[str, ...] = ()  # tasks from --data.labels_dir: their prompt tokens take the last vocabulary ids
+    dialect: Optional[CodeDialect] = None  # None = the ``own`` preset
+
+    @property
+    def code_dialect(self) -> CodeDialect:
+        return self.dialect if self.dialect is not None else PRESETS["own"]
 
 
 @dataclass
@@ -98,6 +116,13 @@ class SequenceStats:
     events_outside_visits: int = 0
     events_without_time: int = 0
     unknown_tokens: int = 0
+    #: events filed under an encounter that had ended before them: kept at their own time (in the visit that holds
+    #: that time, whose end is extended to it), never moved back to the encounter's end (a prediction time between
+    #: the two would see an event from its future)
+    events_after_encounter_end: int = 0
+    #: what the dialect made of every row (``dialect_apply.annotate``) and subjects left out, by reason
+    dialect_rows: dict = field(default_factory=dict)
+    subjects_left_out: dict = field(default_factory=dict)
 
 
 def load_meds(root: str | Path) -> pl.DataFrame:
@@ -121,45 +146,44 @@ def load_meds(root: str | Path) -> pl.DataFrame:
         splits = pl.concat(
             [pl.read_parquet(f, columns=["subject_id"]).unique().with_columns(pl.lit(f.parent.name).alias("split"))
              for f in files])
+        if not splits["split"].is_in(list(SPLITS)).all():  # flat shards (meds-etl: data/data_0.parquet)
+            ids = splits["subject_id"].cast(pl.Int64).unique().sort()
+            hashed = subject_table([str(i) for i in ids.to_list()])
+            splits = pl.DataFrame({"subject_id": ids, "split": hashed["split"]})
+            log.warning("%s: no metadata/subject_splits.parquet and shards outside data/{train,tuning,held_out}: "
+                        "80/10/10 split by a hash of subject_id", root)
     frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64)).join(splits, on="subject_id", how="left")
     return frame.with_columns(pl.col("split").fill_null("train")).sort(
         "subject_id", "time", nulls_last=False, maintain_order=True)
 
 
-def fit_lab_edges(frame: pl.DataFrame, n_bins: int = N_LAB_BINS) -> dict[str, list[float]]:
-    """Per ``code//unit`` quantile edges (``n_bins - 1`` inner edges) from the train split's numeric lab values."""
+def fit_lab_edges(frame: pl.DataFrame, n_bins: int = N_LAB_BINS,
+                  dialect: Optional[CodeDialect] = None) -> dict[str, list[float]]:
+    """Per lab key (``code//unit``, or the code when the unit is its last part) quantile edges (``n_bins - 1``
+    inner edges) from the train split's numeric lab values."""
+    frame = ensure_annotated(frame, dialect)
     qs = [(i + 1) / n_bins for i in range(n_bins - 1)]
     labs = frame.filter(
-        (pl.col("split") == "train") & pl.col("code").str.starts_with("LOINC//") & pl.col("numeric_value").is_not_null()
+        (pl.col("split") == "train") & (pl.col("kind") == TYPE_LAB) & pl.col("numeric_value").is_not_null()
         & pl.col("numeric_value").is_finite())
-    key = pl.col("code") + "//" + pl.col("unit").fill_null("")
-    grouped = labs.group_by(key.alias("key")).agg([pl.col("numeric_value").cast(pl.Float64).quantile(q, "linear")
-                                                  .alias(f"q{i}") for i, q in enumerate(qs)])
+    grouped = labs.group_by(pl.col("labkey").alias("key")).agg(
+        [pl.col("numeric_value").cast(pl.Float64).quantile(q, "linear").alias(f"q{i}") for i, q in enumerate(qs)])
     return {row[0]: [float(v) for v in row[1:]] for row in grouped.sort("key").iter_rows()}
 
 
 def _event_tokens(frame: pl.DataFrame, edges: dict[str, list[float]], n_bins: int) -> pl.DataFrame:
-    """Add ``kind`` (S/E/B/event type id/None) and ``token`` (the concept string, labs binned) columns."""
-    code = pl.col("code")
-    kind = (pl.when(code.str.starts_with("ENCOUNTER//") & code.str.ends_with("//START")).then(pl.lit(-1))
-            .when(code.str.starts_with("ENCOUNTER//") & code.str.ends_with("//END")).then(pl.lit(-2))
-            .when(code == "MEDS_BIRTH").then(pl.lit(-3)))
-    for prefix, type_id in EVENT_PREFIXES.items():
-        kind = kind.when(code.str.starts_with(prefix)).then(pl.lit(type_id))
-    frame = frame.with_columns(kind.otherwise(None).cast(pl.Int8).alias("kind"),
-                               (code + "//" + pl.col("unit").fill_null("")).alias("_labkey"))
-    edge_frame = pl.DataFrame({"_labkey": list(edges), **{f"_e{i}": [e[i] for e in edges.values()]
-                                                         for i in range(n_bins - 1)}},
-                              schema={"_labkey": pl.String, **{f"_e{i}": pl.Float64 for i in range(n_bins - 1)}})
-    frame = frame.join(edge_frame, on="_labkey", how="left", maintain_order="left")
+    """Annotated frame (``dialect_apply.annotate``) -> ``token`` with lab values binned (``<labkey>//Q<n>``)."""
+    edge_frame = pl.DataFrame({"labkey": list(edges), **{f"_e{i}": [e[i] for e in edges.values()]
+                                                        for i in range(n_bins - 1)}},
+                              schema={"labkey": pl.String, **{f"_e{i}": pl.Float64 for i in range(n_bins - 1)}})
+    frame = frame.join(edge_frame, on="labkey", how="left", maintain_order="left")
     value = pl.col("numeric_value").cast(pl.Float64)
     bin_ = pl.sum_horizontal([(value >= pl.col(f"_e{i}")).cast(pl.Int32) for i in range(n_bins - 1)])
     is_binned = (pl.col("kind") == TYPE_LAB) & value.is_not_null() & pl.col("_e0").is_not_null() & value.is_finite()
-    token = (pl.when(is_binned).then(pl.col("_labkey") + "//Q" + (bin_ + 1).cast(pl.String))
-             .when(pl.col("kind") == TYPE_LAB).then(pl.col("_labkey"))
-             .when(pl.col("kind") == -1).then(code.str.to_uppercase().str.strip_suffix("//START"))
-             .otherwise(code.str.to_uppercase()))
-    return frame.with_columns(token.alias("token")).drop(["_labkey"] + [f"_e{i}" for i in range(n_bins - 1)])
+    token = (pl.when(is_binned).then(pl.col("labkey") + "//Q" + (bin_ + 1).cast(pl.String))
+             .when(pl.col("kind") == TYPE_LAB).then(pl.col("labkey"))
+             .otherwise(pl.col("token")))
+    return frame.with_columns(token.alias("token")).drop([f"_e{i}" for i in range(n_bins - 1)])
 
 
 def merge_visits(encounters: list[tuple[int, int, str]]) -> tuple[list[tuple[int, int]], dict[str, int]]:
@@ -188,7 +212,8 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
     for t, kind, token, enc in zip(rows["t"], rows["kind"], rows["token"], rows["encounter_id"], strict=True):
         if kind == -1 and enc is not None and t is not None:
             starts[enc] = min(starts.get(enc, t), t)
-            events.append((t, TYPE_CLASS, token, enc))
+            if token is not None:  # derived visits have no class token
+                events.append((t, TYPE_CLASS, token, enc))
         elif kind == -2 and enc is not None and t is not None:
             ends[enc] = max(ends.get(enc, t), t)
         elif kind == -3 and t is not None:
@@ -205,6 +230,7 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
         stats.events_outside_visits += len(events)
         return None
     visits, owner = merge_visits(encounters)
+    visits = [list(v) for v in visits]
     per_visit: list[list[tuple[int, str, int]]] = [[] for _ in visits]
     v_starts = np.array([s for s, _ in visits], dtype=np.int64)
     for t, kind, token, enc in events:
@@ -216,7 +242,12 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
             stats.events_outside_visits += 1
             continue
         s, e = visits[v]
-        per_visit[v].append((min(max(t, s), e), token, kind))
+        if t > e:  # after its encounter's end: at its own time, in the last visit starting at or before it
+            stats.events_after_encounter_end += 1
+            v = int(np.searchsorted(v_starts, t, side="right")) - 1
+            visits[v][1] = max(visits[v][1], t)  # the next visit starts after t: times stay non-decreasing
+            s, e = visits[v]
+        per_visit[v].append((max(t, s), token, kind))
     first = visits[0][0]
     birth = first if birth is None else birth
     out: dict[str, list] = {k: [] for k in ARRAYS}
@@ -237,7 +268,8 @@ def patient_sequence(rows: dict[str, list], vocab: Vocabulary, stats: SequenceSt
             gap_days = (s - visits[v - 1][1]) // US_PER_DAY
             add(vocab.id(interval_token(int(gap_days))), TYPE_TIME, s, v, 0)
         add(VS, TYPE_VS, s, n, seg)
-        for t, token, kind in sorted(evs):
+        # time order; at one time the visit class first (a dialect's class code need not sort first), then by name
+        for t, token, kind in sorted(evs, key=lambda e: (e[0], e[2] != TYPE_CLASS, e[1], e[2])):
             tid = vocab.id(token)
             stats.unknown_tokens += tid == UNK
             stats.events_tokenised += kind != TYPE_CLASS
@@ -292,7 +324,12 @@ def truncate(seq: dict[str, np.ndarray], max_len: int) -> dict[str, np.ndarray]:
 def input_hash(root: str | Path, settings: SequenceSettings) -> str:
     """sha256 over the MEDS shard and split files (relative path + bytes) and the settings."""
     root = Path(root)
-    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **asdict(settings)}, sort_keys=True).encode())
+    key = {"v": CACHE_VERSION, **asdict(settings)}
+    key.pop("dialect")
+    dk = dialect_key(settings.code_dialect)
+    if dk is not None:  # the own preset leaves the settings' key as it is
+        key["dialect"] = dk
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     files = sorted((root / "data").rglob("*.parquet")) + sorted((root / "metadata").glob("subject_splits.parquet"))
     for f in files:
         h.update(str(f.relative_to(root)).encode())
@@ -307,14 +344,26 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
     """MEDS frame (from ``load_meds``) -> one row per patient with visits: subject_id, split and the ``ARRAYS`` lists.
 
     The vocabulary and lab bins are fitted on the frame's train split, unless ``vocab`` (e.g. the training run's) is
-    given, as when scoring new data.
+    given, as when scoring new data. The codes are read with ``settings.dialect`` (unless ``frame`` is already
+    annotated); a frame where no subject has a visit raises :class:`MedsError` naming the dialect's visit rule.
     """
+    if settings.dialect is None and vocab is not None and vocab.dialect is not None:  # read as in training
+        settings = replace(settings, dialect=resolve_dialect(vocab.dialect))
+    dialect = settings.code_dialect
+    stats = SequenceStats()
+    if "kind" in frame.columns:
+        stats.dialect_rows = {"dialect": dialect.name, "note": "frame annotated by the caller"}
+    else:
+        frame, stats.dialect_rows = annotate(frame, dialect)
     edges = fit_lab_edges(frame, settings.n_lab_bins) if vocab is None else vocab.lab_edges
     tok = _event_tokens(frame, edges, settings.n_lab_bins).with_columns(
         pl.col("time").cast(pl.Datetime("us")).cast(pl.Int64).alias("t"))
-    vocab = build_vocabulary(tok, settings, edges) if vocab is None else vocab
-    stats = SequenceStats()
-    tok = tok.filter(pl.col("kind").is_not_null()).select("subject_id", "split", "t", "kind", "token", "encounter_id")
+    if vocab is None:  # rows that can become tokens: a token string and a time
+        vocab = build_vocabulary(tok.filter(pl.col("token").is_not_null() & pl.col("t").is_not_null()), settings,
+                                 edges)
+        vocab.dialect = dialect_key(dialect)
+    tok = tok.filter(pl.col("kind").is_not_null() & (pl.col("kind") != -4)).select(
+        "subject_id", "split", "t", "kind", "token", "encounter_id")
     subjects = frame.select("subject_id", "split").unique("subject_id", keep="first").sort("subject_id")
     stats.subjects = subjects.height
     groups = tok.partition_by("subject_id", as_dict=True, maintain_order=True)
@@ -340,7 +389,33 @@ def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: b
               "age": pl.List(pl.Float32), "time": pl.List(pl.Float32), "visit_order": pl.List(pl.Int32),
               "visit_segment": pl.List(pl.Int8), "abs_time": pl.List(pl.Int64)}
     out = pl.DataFrame({k: ([list(a) for a in v] if k in ARRAYS else v) for k, v in records.items()}, schema=schema)
+    _report_left_out(frame, stats, dialect, out.height)
     return out, vocab, stats
+
+
+def _report_left_out(frame: pl.DataFrame, stats: SequenceStats, dialect: CodeDialect, kept: int) -> None:
+    """Count subjects without a sequence by reason, log them, and refuse a cohort where none is left."""
+    if stats.subjects_without_visits == 0:
+        return
+    has_visit_row = frame.filter(pl.col("kind") == -1)["subject_id"].unique()
+    no_row = stats.subjects - has_visit_row.len()
+    reasons = {}
+    rule = dialect.describe_visits()
+    if no_row:
+        reasons[f"no row matched the dialect's visit rule {rule}"] = no_row
+    other = stats.subjects_without_visits - no_row
+    if other > 0:
+        reasons["visit rows but no visit (a start without a usable time or key)"] = other
+    stats.subjects_left_out = reasons
+    for reason, n in reasons.items():
+        log.warning("%d of %d subjects left out: %s (dialect %r)", n, stats.subjects, reason, dialect.name)
+    if kept == 0 and stats.subjects:
+        matched = frame.filter(pl.col("kind") == -1).height
+        why = (f"no code matched the dialect's visit rule {rule}" if matched == 0 else
+               f"{matched} rows matched the visit rule {rule} but none gave a visit (missing times or "
+               f"{dialect.visits.id_column})")
+        raise MedsError(f"0 of {stats.subjects} subjects have a visit: {why}; see --data.dialect (now "
+                        f"{dialect.name!r}; presets: {sorted(PRESETS)})")
 
 
 def cached_sequences(meds_root: str | Path, cache_dir: str | Path, settings: SequenceSettings,

@@ -5,7 +5,8 @@ Ids: ``[PAD] [UNK] [MASK] [VS] [VE] [CLS] [REG]`` (0-6), 18 time tokens (7-24), 
 by descending count up to ``vocab_size`` (rarer -> ``[UNK]``), then one ``[TASK//<name>]`` per task a user brings
 (``--data.labels_dir``): these take the last ids, so every other id is the same with or without user tasks (a model
 pretrained without them finetunes on them; their slots held the rarest concepts, which become ``[UNK]``). The lab bin
-edges travel with the vocabulary, so a trained model tokenises new data exactly as its training data.
+edges and the code dialect (when not the ``own`` preset) travel with the vocabulary, so a trained model tokenises new
+data exactly as its training data.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Vocabulary:
     tokens: list[str]
     n_conditions: int
     lab_edges: dict[str, list[float]] = field(default_factory=dict)
+    dialect: dict | None = None  # the code dialect it was built with (``CodeDialect.to_dict``); None = own
 
     def __post_init__(self) -> None:
         self.index = {t: i for i, t in enumerate(self.tokens)}
@@ -44,12 +46,15 @@ class Vocabulary:
         return self.index[token]
 
     def to_json(self) -> str:
-        return json.dumps({"tokens": self.tokens, "n_conditions": self.n_conditions, "lab_edges": self.lab_edges})
+        d = {"tokens": self.tokens, "n_conditions": self.n_conditions, "lab_edges": self.lab_edges}
+        if self.dialect is not None:
+            d["dialect"] = self.dialect
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
         d = json.loads(text)
-        return cls(d["tokens"], d["n_conditions"], d.get("lab_edges", {}))
+        return cls(d["tokens"], d["n_conditions"], d.get("lab_edges", {}), d.get("dialect"))
 
 
 def user_task_token(task: str) -> str:

@@ -166,3 +166,27 @@ def test_events_without_time_are_counted_not_lost():
             (1, t0 + timedelta(hours=2), "ENCOUNTER//IMP//END", None, "a", None)]
     _, _, stats = S.build_sequences(frame_of(rows), S.SequenceSettings(vocab_size=64, n_conditions=0))
     assert stats.event_rows == 2 and stats.events_without_time == 1 and stats.events_tokenised == 1
+
+
+def test_event_after_its_encounter_end_stays_at_its_own_time():
+    # a lab filed under encounter "a" but resulted 3 days after "a" ended, before visit "c": it must not move back to
+    # a's end, or a prediction time between the two would see it
+    t0 = datetime(2020, 1, 1, 8)
+    late = t0 + timedelta(days=4)
+    rows = [(1, t0, "ENCOUNTER//IMP//START", None, "a", None),
+            (1, t0 + timedelta(hours=1), "SNOMED//1", None, "a", None),
+            (1, t0 + timedelta(days=1), "ENCOUNTER//IMP//END", None, "a", None),
+            (1, late, "SNOMED//2", None, "a", None),
+            (1, t0 + timedelta(days=30), "ENCOUNTER//AMB//START", None, "c", None),
+            (1, t0 + timedelta(days=30, hours=1), "SNOMED//3", None, "c", None),
+            (1, t0 + timedelta(days=30, hours=2), "ENCOUNTER//AMB//END", None, "c", None)]
+    seqs, vocab, stats = S.build_sequences(frame_of(rows), S.SequenceSettings(vocab_size=64, n_conditions=0))
+    seq = S.row_arrays(seqs.row(0, named=True))
+    toks = names(seq, vocab)
+    assert stats.events_after_encounter_end == 1 and stats.events_tokenised == 3
+    us = (late - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+    assert seq["abs_time"][toks.index("SNOMED//2")] == us  # at its own time, inside the first visit (extended)
+    assert np.all(np.diff(seq["abs_time"]) >= 0)
+    cut = names(S.cut_at(seq, us - 1), vocab)
+    assert "SNOMED//1" in cut and "SNOMED//2" not in cut
+    assert toks.index("SNOMED//2") < toks.index("[VE]") < toks.index("SNOMED//3")

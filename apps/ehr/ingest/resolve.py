@@ -29,6 +29,7 @@ from linmix.apps.ehr.meds import subject_table
 
 KEY = ["src", "line", "entry"]
 _TIME_FMT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+_DIAG = r"^(ICD10CM|ICD10|ICD9CM)//"  # diagnosis vocabularies: a Condition's code stays as it is
 
 
 def parse_time(col: str) -> pl.Expr:
@@ -240,6 +241,11 @@ def resolve(P: pl.DataFrame, E: pl.DataFrame, V: pl.DataFrame, early: pl.DataFra
            .group_by(KEY, maintain_order=True).agg(pl.col("rtype").first(), pl.col("rid").first(),
                                                    pl.col("reason").first()))
     V_ok = V.join(bad.select(KEY), on=KEY, how="anti", maintain_order="left") if bad.height else V
+
+    # a Condition coded outside the ICD diagnosis vocabularies (SNOMED CT, as Synthea writes them) keeps its role:
+    # CONDITION//<VOCAB>//<code>, so that its code is not read as a procedure (linmix.apps.ehr.dialect, preset own)
+    V_ok = V_ok.with_columns(code=pl.when((pl.col("rtype") == "Condition") & ~pl.col("code").str.contains(_DIAG))
+                             .then("CONDITION//" + pl.col("code")).otherwise(pl.col("code")))
 
     rejects = pl.concat([_rej(P, "Patient"), _rej(E, "Encounter"), bad.select(*KEY, "rtype", "rid", "reason")])
     accepted = {"Patient": P_ok.height, "Encounter": E_ok.height}

@@ -1,4 +1,5 @@
-"""Code catalogue of the synthetic FHIR cohort (LOINC labs, RxNorm drugs, SNOMED CT procedures, ICD-10-CM conditions).
+"""Code catalogue of the synthetic FHIR cohort (LOINC labs, RxNorm drugs, SNOMED CT procedures, ICD-10-CM conditions
+or, with ``--condition-coding snomed``, their SNOMED CT concepts).
 
 Each lab, drug and procedure is tied to a *driver*: one of the five chronic condition groups (3-character ICD-10-CM
 prefixes) or ``"sev"`` (overall severity). The generator in :mod:`linmix.apps.ehr.synth` uses the drivers to plant a
@@ -98,6 +99,26 @@ NOISE_CONDITIONS: tuple[tuple[str, str], ...] = (
     ("S93.401A", "Sprain of unspecified ligament of right ankle, initial encounter"),
     ("R51", "Headache"),
 )
+
+#: ``--condition-coding snomed``: the SNOMED CT concept written instead of each ICD-10-CM code (as Synthea codes
+#: Conditions); ``linmix.apps.ehr.dialect.SNOMED_GROUPS`` maps every one back to the same 3-character group.
+CONDITION_SNOMED: dict[str, tuple[str, str]] = {
+    "E11.9": ("44054006", "Diabetes mellitus type 2 (disorder)"),
+    "E11.65": ("44054006", "Diabetes mellitus type 2 (disorder)"),
+    "I10": ("59621000", "Essential hypertension (disorder)"),
+    "N18.3": ("433144002", "Chronic kidney disease stage 3 (disorder)"),
+    "N18.4": ("431857002", "Chronic kidney disease stage 4 (disorder)"),
+    "J44.9": ("13645005", "Chronic obstructive lung disease (disorder)"),
+    "J44.1": ("195951007", "Acute exacerbation of chronic obstructive airways disease (disorder)"),
+    "E78.5": ("55822004", "Hyperlipidemia (disorder)"),
+    "E78.0": ("13644009", "Hypercholesterolemia (disorder)"),
+    "J06.9": ("54150009", "Upper respiratory infection (disorder)"),
+    "M54.5": ("279039007", "Low back pain (finding)"),
+    "K21.9": ("235595009", "Gastroesophageal reflux disease (disorder)"),
+    "S93.401A": ("44465007", "Sprain of ankle (disorder)"),
+    "R51": ("25064002", "Headache (finding)"),
+}
+CONDITION_CODINGS = ("icd10", "snomed")
 
 ENCOUNTER_CLASSES: dict[str, str] = {"AMB": "ambulatory", "EMER": "emergency", "IMP": "inpatient encounter"}
 

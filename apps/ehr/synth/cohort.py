@@ -33,6 +33,7 @@ from pathlib import Path
 import polars as pl
 
 from linmix.apps.ehr.synth.catalog import (
+    CONDITION_CODINGS,
     CONDITIONS,
     DRUGS,
     FAMILY_NAMES,
@@ -255,11 +256,14 @@ def _condition(rng: random.Random, rec: PatientRecord, code: str, disp: str) -> 
     return (code, disp, t.replace(microsecond=0), j, style, _uuid(rng))
 
 
-def synthesize(n_patients: int, out: Path, fmt: str = "ndjson", seed: int = 0, gzip: bool = False) -> Path:
+def synthesize(n_patients: int, out: Path, fmt: str = "ndjson", seed: int = 0, gzip: bool = False,
+               condition_coding: str = "icd10") -> Path:
     """Write ``n_patients`` synthetic patients under ``out`` and ``out/oracle.parquet``; return ``out``.
 
     ``fmt="ndjson"``: bulk export, one ``<Type>.ndjson[.gz]`` per resource type, ``Patient/<id>`` references;
     ``fmt="bundle"``: one transaction Bundle per patient (``bundle-000000.json[.gz]``), ``urn:uuid:`` references.
+    ``condition_coding="snomed"`` codes Conditions in SNOMED CT (``catalog.CONDITION_SNOMED``) instead of ICD-10-CM;
+    the patients, events and oracle are the same.
     """
     from linmix.apps.ehr.synth.writer import BundleWriter, NdjsonWriter
 
@@ -267,9 +271,11 @@ def synthesize(n_patients: int, out: Path, fmt: str = "ndjson", seed: int = 0, g
         raise ValueError(f"fmt must be 'ndjson' or 'bundle', got {fmt!r}")
     if n_patients < 1:
         raise ValueError("n_patients must be >= 1")
+    if condition_coding not in CONDITION_CODINGS:
+        raise ValueError(f"condition_coding must be one of {CONDITION_CODINGS}, got {condition_coding!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    writer = NdjsonWriter(out, gzip=gzip) if fmt == "ndjson" else BundleWriter(out, gzip=gzip)
+    writer = (NdjsonWriter if fmt == "ndjson" else BundleWriter)(out, gzip=gzip, condition_coding=condition_coding)
     rows: dict[str, list] = {"patient_id": [], "task": [], "probability": [], "label": []}
     from rich.progress import Progress
 
@@ -305,7 +311,8 @@ def oracle_auroc(oracle: pl.DataFrame) -> dict[str, float]:
 
 
 def synth_main(argv: list[str] | None = None) -> int:
-    """``linmix-ehr synth --patients N --format {bundle,ndjson} --out DIR --seed S [--gzip]``."""
+    """``linmix-ehr synth --patients N --format {bundle,ndjson} --out DIR --seed S [--gzip]
+    [--condition-coding {icd10,snomed}]``."""
     ap = argparse.ArgumentParser(prog="linmix-ehr synth", description=(
         "Write a synthetic FHIR R4 cohort (Patient, Encounter, Condition, Procedure, MedicationRequest, lab "
         "Observation) with planted outcome risks, plus oracle.parquet (true label probabilities)."))
@@ -315,8 +322,10 @@ def synth_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--seed", type=at_least(0), default=0, help="random seed (output is deterministic by seed)")
     ap.add_argument("--gzip", action="store_true", help="gzip the files (.ndjson.gz / .json.gz)")
+    ap.add_argument("--condition-coding", choices=CONDITION_CODINGS, default="icd10",
+                    help="code Conditions in ICD-10-CM (default) or SNOMED CT (as Synthea does)")
     a = ap.parse_args(argv)
-    out = synthesize(a.patients, a.out, fmt=a.format, seed=a.seed, gzip=a.gzip)
+    out = synthesize(a.patients, a.out, fmt=a.format, seed=a.seed, gzip=a.gzip, condition_coding=a.condition_coding)
     oracle = pl.read_parquet(out / "oracle.parquet")
     prev = oracle.group_by("task").agg(pl.col("label").mean()).sort("task")
     auc = oracle_auroc(oracle)

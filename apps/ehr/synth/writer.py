@@ -18,6 +18,7 @@ from linmix.apps.ehr.synth.catalog import (
     ACT_CODE,
     COND_CLINICAL,
     COND_VERIFICATION,
+    CONDITION_SNOMED,
     DRUGS,
     ENCOUNTER_CLASSES,
     ICD10CM,
@@ -46,8 +47,10 @@ def _cc(system: str, code: str, display: str) -> dict:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
 
 
-def patient_resources(rec: PatientRecord, ref: Callable[[str, str], str]) -> Iterator[dict]:
-    """Yield the patient's resources (Patient first); ``ref(type, id)`` renders a reference string."""
+def patient_resources(rec: PatientRecord, ref: Callable[[str, str], str],
+                      condition_coding: str = "icd10") -> Iterator[dict]:
+    """Yield the patient's resources (Patient first); ``ref(type, id)`` renders a reference string. Conditions are
+    coded in ICD-10-CM (``condition_coding="icd10"``) or SNOMED CT (``"snomed"``, as Synthea writes them)."""
     off = rec.offset_min
     pat = {"resourceType": "Patient", "id": rec.pid,
            "identifier": [{"system": "https://linmix.example/fhir/mrn", "value": rec.mrn}],
@@ -66,7 +69,8 @@ def patient_resources(rec: PatientRecord, ref: Callable[[str, str], str]) -> Ite
         c = {"resourceType": "Condition", "id": cid,
              "clinicalStatus": {"coding": [{"system": COND_CLINICAL, "code": "active"}]},
              "verificationStatus": {"coding": [{"system": COND_VERIFICATION, "code": "confirmed"}]},
-             "code": _cc(ICD10CM, code, disp), "subject": subj,
+             "code": (_cc(ICD10CM, code, disp) if condition_coding == "icd10"
+                      else _cc(SNOMED, *CONDITION_SNOMED[code])), "subject": subj,
              "encounter": {"reference": ref("Encounter", encs[j].eid)}}
         if style == "onset":
             c["onsetDateTime"] = _fmt(t, off)
@@ -110,7 +114,8 @@ def _open(path: Path, gzip: bool):
 class NdjsonWriter:
     """Bulk-export layout: ``<out>/<Type>.ndjson[.gz]``, references ``Type/<id>``."""
 
-    def __init__(self, out: Path, gzip: bool = False) -> None:
+    def __init__(self, out: Path, gzip: bool = False, condition_coding: str = "icd10") -> None:
+        self.condition_coding = condition_coding
         ext = ".ndjson.gz" if gzip else ".ndjson"
         self.paths = {t: Path(out) / f"{t}{ext}" for t in RESOURCE_TYPES}
         self.gzip = gzip
@@ -121,7 +126,7 @@ class NdjsonWriter:
         return self
 
     def write(self, i: int, rec: PatientRecord) -> None:
-        for r in patient_resources(rec, lambda t, x: f"{t}/{x}"):
+        for r in patient_resources(rec, lambda t, x: f"{t}/{x}", self.condition_coding):
             self.files[r["resourceType"]].write(orjson.dumps(r) + b"\n")
 
     def __exit__(self, *exc) -> None:
@@ -135,7 +140,8 @@ class NdjsonWriter:
 class BundleWriter:
     """One transaction Bundle per patient: ``<out>/bundle-<i:06d>.json[.gz]``, ``urn:uuid:`` references."""
 
-    def __init__(self, out: Path, gzip: bool = False) -> None:
+    def __init__(self, out: Path, gzip: bool = False, condition_coding: str = "icd10") -> None:
+        self.condition_coding = condition_coding
         self.out = Path(out)
         self.gzip = gzip
 
@@ -145,7 +151,7 @@ class BundleWriter:
     def write(self, i: int, rec: PatientRecord) -> None:
         entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r,
                     "request": {"method": "POST", "url": r["resourceType"]}}
-                   for r in patient_resources(rec, lambda t, x: f"urn:uuid:{x}")]
+                   for r in patient_resources(rec, lambda t, x: f"urn:uuid:{x}", self.condition_coding)]
         data = orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         path = self.out / f"bundle-{i:06d}.json{'.gz' if self.gzip else ''}"
         if self.gzip:
