@@ -70,6 +70,9 @@ def test_each_bad_case_is_refused_with_its_reason(darcy, tmp_path):
         "tilted.vtu": meshio.Mesh(np.c_[darcy["pos"], darcy["pos"][:, 0]], [("triangle", darcy["cells"])],
                                   point_data={**static_arrays(darcy), "u": darcy["fields"][0, :, 0]}),
         "float_types.vtu": mesh(darcy, node_type=np.full(n, 0.5)),
+        "quadratic.vtu": meshio.Mesh(points3(darcy["pos"]), [("triangle6", np.c_[darcy["cells"], darcy["cells"]])]),
+        "orphan.vtu": meshio.Mesh(np.r_[points3(darcy["pos"]), [[9.0, 9.0, 0.0]]], [("triangle", darcy["cells"])],
+                                  point_data={k: np.r_[v, v[:1]] for k, v in mesh(darcy).point_data.items()}),
     }
     for name, m in cases.items():
         meshio.write(src / name, m)
@@ -87,6 +90,7 @@ def test_each_bad_case_is_refused_with_its_reason(darcy, tmp_path):
     assert "mixed-dimension" in why["tri_and_tetra.vtu"]
     assert "z from" in why["tilted.vtu"]
     assert "fractional" in why["float_types.vtu"]
+    assert "triangle6" in why["quadratic.vtu"] and "1 of" in why["orphan.vtu"] and "in no triangle" in why["orphan.vtu"]
     assert "meshio cannot read" in why["broken.vtu"] and "meshio cannot read" in why["dangling_line.vtk"]
     report = json.loads((tmp_path / "out_0" / "import_report.json").read_text())
     assert report["refused"] == len(cases) + 2 and [p.name for p in (tmp_path / "out_0").glob("*.npz")] == ["good.npz"]
@@ -148,6 +152,8 @@ def test_transient_bad_series(heat, tmp_path):
 
     write_pvd(heat, src, "changing_f", mesh_of_frame=changing_input)
     write_steady(heat | {"fields": heat["fields"][:1]}, src / "single.vtu")
+    uneven = write_pvd(heat, src, "uneven")
+    uneven.write_text(uneven.read_text().replace('timestep="0.1', 'timestep="0.12', 1))
     tree = ET.parse(src / "good.xdmf")  # an XDMF series whose step 2 declares a mesh of its own (a remeshed step)
     mesh_grid = next(g for g in tree.iter("Grid") if g.get("GridType") == "Uniform")
     geometry = copy.deepcopy(mesh_grid.find("Geometry"))
@@ -156,7 +162,8 @@ def test_transient_bad_series(heat, tmp_path):
     steps[2].append(geometry)
     tree.write(src / "remeshed.xdmf")
     why = reasons(run(tmp_path, spec_for("heat")))
-    assert set(why) == {"moving.pvd", "nan.pvd", "changing_f.pvd", "single.vtu", "remeshed.xdmf"}, why
+    assert set(why) == {"moving.pvd", "nan.pvd", "changing_f.pvd", "single.vtu", "remeshed.xdmf", "uneven.pvd"}, why
+    assert "non-uniform time steps" in why["uneven.pvd"]
     assert "varying mesh: step 2" in why["remeshed.xdmf"]
     assert "varying mesh" in why["moving.pvd"] and "frame 2" in why["moving.pvd"]
     assert "frame 3" in why["nan.pvd"] and "NaN/inf" in why["nan.pvd"]

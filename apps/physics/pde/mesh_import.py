@@ -145,7 +145,8 @@ def _node_types(case: MeshCase, pl: Planar, spec: ImportSpec) -> np.ndarray:
         v = _select(case.point_data[0][src.array], None, repr(src.array), n, "points", where) \
             if src.array in case.point_data[0] else None
         if v is None:
-            raise CaseRefused(f"{where}: no point array {src.array!r} for node_type (point data: "
+            cell = " (it is cell data: use node_type cell_tags)" if src.array in case.cell_data[0] else ""
+            raise CaseRefused(f"{where}: no point array {src.array!r} for node_type{cell} (point data: "
                               f"{sorted(case.point_data[0])})")
         if (v != np.round(v)).any():
             raise CaseRefused(f"{where}: node_type array {src.array!r} holds fractional values")
