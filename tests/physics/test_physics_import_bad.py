@@ -110,12 +110,21 @@ def test_cell_data_averaged_when_asked_and_quads_split(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     meshio.write(src / "grid.vtu", m)
+    q = quads[5]  # the same grid with mixed blocks: its last quad as two triangles (on the split's diagonal)
+    mixed = meshio.Mesh(pts, [("line", np.array(boundary)), ("triangle", np.array([q[[0, 1, 2]], q[[0, 2, 3]]])),
+                              ("quad", quads[:5])], point_data=m.point_data,
+                        cell_data={"u": [np.zeros(3), np.full(2, 5.0), np.arange(5.0)],
+                                   "tag": [np.full(3, 7), np.zeros(2, int), np.zeros(5, int)]})
+    meshio.write(src / "mixed.vtu", mixed)
     spec = {"problem": "darcy", "inputs": {"log_k": "k", "f": "f", "dist_dirichlet": {"computed": "dirichlet_distance"}},
             "fields": {"u": "u"}, "globals": {"flux": 0.1},
             "node_type": {"cell_tags": {"array": "tag", "dirichlet": [7]}}}
     assert "cell data" in reasons(run(tmp_path, spec))["grid.vtu"]
     r = run(tmp_path, spec | {"cell_data": "average"})
-    assert r["written"] == 1 and r["quads_split"] == 1 and r["cells_to_points"] == 1, r
+    assert r["written"] == 2 and r["quads_split"] == 2 and r["cells_to_points"] == 2, r
+    a, b = (load_sample(tmp_path / "out_1" / f"{name}.npz") for name in ("grid", "mixed"))
+    assert len(b["cells"]) == 12 and np.array_equal(a["fields"], b["fields"])
+    assert np.array_equal(a["node_type"], b["node_type"])
     notes = r["files"][0]["notes"]
     assert "6 quads split into 12 triangles" in notes and any("averaged from cells" in n for n in notes)
     s = load_sample(tmp_path / "out_1" / "grid.npz")
