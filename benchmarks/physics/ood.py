@@ -13,7 +13,7 @@ own seed, never trained on):
 
 Metric: relative L2 of u per mesh (de-normalised), mean over the test meshes, as the app's ``test``.
 
-    .venv/bin/python benchmarks/physics/ood.py                   # defaults below, writes benchmarks/results/physics_ood.*
+    .venv/bin/python benchmarks/physics/ood.py --seeds 0 1         # defaults below; benchmarks/results/physics_ood.*
     .venv/bin/python benchmarks/physics/ood.py --train 60 --test 8 --epochs 2 --out /tmp/ood   # a smoke run
 """
 
@@ -97,9 +97,9 @@ def train(arch: str, data_dir: Path, epochs: int, batch: int, lr: float, seed: i
     from linmix.apps.physics.data import PhysicsDataModule
     from linmix.apps.physics.lit_module import PhysicsLitModule
 
-    pl.seed_everything(seed, verbose=False)
+    pl.seed_everything(seed, verbose=False)  # the training seed; the split is the same for every seed
     dm = PhysicsDataModule(problem="darcy", data_dir=str(data_dir), batch_size=batch, val_fraction=0.05,
-                           test_fraction=0.15, seed=seed)
+                           test_fraction=0.15, seed=0)
     net = PhysicsConfig(arch=arch, n_in=dm.n_in, n_out=dm.n_out, n_globals=dm.n_globals, transient=False,
                         **ARCHS[arch])
     model = PhysicsLitModule(net=net, problem="darcy", lr=lr, warmup_steps=20)
@@ -123,23 +123,30 @@ def write_report(res: dict, out: Path) -> None:
              "from its own seed; no shifted mesh is trained on. Same data, epochs, optimiser (AdamW, warm-up + "
              "cosine, grad clip 1) for the three models, sizes of `benchmarks/physics/quality.py`. CPU, one torch "
              "thread on a shared 2-core machine: times are inflated by other jobs (load average at start/end).", "",
-             f"Command: `{res['command']}` ({res['date']})", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in res["commands"]) + f" ({res['date']})", "",
              "| test set | what changes | meshes | mean nodes | holes |", "|---|---|---|---|---|"]
     for c in cols:
         what = "nothing (training family, held-out meshes)" if c == "in_dist" else SHIFTS[c][0]
         s = sets[c]
         lines.append(f"| {c} | {what} | {s['n']} | {s['mean_nodes']:.0f} | {s['holes']} |")
-    lines += ["", "| model | params | " + " | ".join(cols) + " | worst shift / in-dist | train CPU s (wall, load) |",
-              "|---|---|" + "---|" * (len(cols) + 2)]
-    for arch, r in res["models"].items():
-        worst = max(r["rel_l2"][c] for c in SHIFTS) / r["rel_l2"]["in_dist"]
-        lines.append(f"| {arch} | {r['params'] / 1e3:.0f}k | " + " | ".join(f"{r['rel_l2'][c]:.4f}" for c in cols)
-                     + f" | {worst:.2f}x | {r['train_cpu_s']:.0f} ({r['train_wall_s']:.0f}, {r['load']}) |")
+    lines += ["", "| model | seed | params | " + " | ".join(cols) + " | worst shift / in-dist | train CPU s (wall, "
+              "load) |", "|---|---|---|" + "---|" * (len(cols) + 2)]
+    for arch in ARCHS:
+        runs = sorted((r for r in res["runs"] if r["arch"] == arch), key=lambda r: r["seed"])
+        if len(runs) > 1:
+            runs = runs + [{"arch": arch, "seed": "mean", "params": runs[0]["params"],
+                            "rel_l2": {c: float(np.mean([r["rel_l2"][c] for r in runs])) for c in cols}}]
+        for r in runs:
+            worst = max(r["rel_l2"][c] for c in SHIFTS) / r["rel_l2"]["in_dist"]
+            cost = f"{r['train_cpu_s']:.0f} ({r['train_wall_s']:.0f}, {r['load']})" if "load" in r else "-"
+            name = f"**{arch}**" if r["seed"] == "mean" else arch
+            lines.append(f"| {name} | {r['seed']} | {r['params'] / 1e3:.0f}k | "
+                         + " | ".join(f"{r['rel_l2'][c]:.4f}" for c in cols) + f" | {worst:.2f}x | {cost} |")
     n_tr, n_val, n_te = res["split"]
     lines += ["", f"Training family: {sets['train']['n']} meshes ({sets['train']['mean_nodes']:.0f} nodes mean), "
-              f"split {n_tr} train / {n_val} validation (unused) / {n_te} in-distribution test; "
-              f"{res['epochs']} epochs, batch {res['batch']}, lr {res['lr']}, seed {res['seed']}; one run per "
-              "model (seed-to-seed spread not measured here)."]
+              f"split {n_tr} train / {n_val} validation (unused) / {n_te} in-distribution test (the same split for "
+              f"every seed); {res['epochs']} epochs, batch {res['batch']}, lr {res['lr']}. Seeds are training seeds "
+              "(initialisation, batch order) on the same data."]
     (out / "physics_ood.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
     try:
@@ -150,10 +157,13 @@ def write_report(res: dict, out: Path) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
-    w = 0.8 / len(res["models"])
-    for i, (arch, r) in enumerate(res["models"].items()):
-        ax.bar([j + i * w for j in range(len(cols))], [r["rel_l2"][c] for c in cols], w, label=arch)
-    ax.set_xticks([j + w * (len(res["models"]) - 1) / 2 for j in range(len(cols))], cols)
+    archs = [a for a in ARCHS if any(r["arch"] == a for r in res["runs"])]
+    w = 0.8 / len(archs)
+    for i, arch in enumerate(archs):
+        vals = np.array([[r["rel_l2"][c] for c in cols] for r in res["runs"] if r["arch"] == arch])
+        ax.bar([j + i * w for j in range(len(cols))], vals.mean(0), w, label=f"{arch} ({len(vals)} seeds)",
+               yerr=(vals.mean(0) - vals.min(0), vals.max(0) - vals.mean(0)) if len(vals) > 1 else None, capsize=2)
+    ax.set_xticks([j + w * (len(archs) - 1) / 2 for j in range(len(cols))], cols)
     ax.set_ylabel("relative L2 (Darcy u)")
     ax.set_title("trained on star domains, 1-2 holes, h 0.15")
     ax.legend(fontsize=8)
@@ -163,12 +173,13 @@ def write_report(res: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--train", type=int, default=240, help="training-family samples (train / val / test split)")
+    p.add_argument("--train", type=int, default=400, help="training-family samples (train / val / test split)")
     p.add_argument("--test", type=int, default=40, help="samples per shifted test set")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (runs of other seeds already in "
+                   "the output json with the same sizes are kept)")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     p.add_argument("--data", default="runs/data/physics/ood", help="where the generated samples are kept")
     p.add_argument("--out", default="benchmarks/results")
@@ -181,20 +192,27 @@ def main(argv=None) -> int:
     for k, (name, (_, params)) in enumerate(SHIFTS.items()):
         sets[name] = generate(data / f"{name}_{a.test}", a.test, 2000 + k, **params)
     print(f"generated in {time.perf_counter() - t0:.0f} s", flush=True)
-    res = {"command": "python benchmarks/physics/ood.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "date": time.strftime("%Y-%m-%d", time.gmtime()), "epochs": a.epochs, "batch": a.batch, "lr": a.lr,
-           "seed": a.seed, "models": {}}
-    for arch in a.archs:
-        model, dm, info = train(arch, sets["train"]["paths"][0].parent, a.epochs, a.batch, a.lr, a.seed)
-        sets["in_dist"] = {"n": len(dm.test_set), "paths": dm.test_set.paths,
-                           "mean_nodes": float(np.mean([d.num_nodes for d in dm.test_set.items])),
-                           "holes": sets["train"]["holes"]}
-        info["rel_l2"] = {c: evaluate(model, sets[c]["paths"]) for c in ["in_dist", *SHIFTS]}
-        res["models"][arch] = info
-        res["split"] = [len(dm.train_set), len(dm.val_set), len(dm.test_set)]
-        print(arch, json.dumps(info), flush=True)
-    res["sets"] = {k: {kk: vv for kk, vv in v.items() if kk != "paths"} for k, v in sets.items()}
-    (out / "physics_ood.json").write_text(json.dumps(res, indent=1))
+    command = "python benchmarks/physics/ood.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    config = {"train": a.train, "test": a.test, "epochs": a.epochs, "batch": a.batch, "lr": a.lr}
+    json_path = out / "physics_ood.json"
+    old = json.loads(json_path.read_text()) if json_path.exists() else {}
+    keep = old.get("config") == config
+    res = {"config": config, **{k: config[k] for k in ("epochs", "batch", "lr")},
+           "date": time.strftime("%Y-%m-%d", time.gmtime()),
+           "commands": (old["commands"] if keep else []) + [command],
+           "runs": [r for r in old.get("runs", []) if keep and not (r["seed"] in a.seeds and r["arch"] in a.archs)]}
+    for seed in a.seeds:
+        for arch in a.archs:
+            model, dm, info = train(arch, sets["train"]["paths"][0].parent, a.epochs, a.batch, a.lr, seed)
+            sets["in_dist"] = {"n": len(dm.test_set), "paths": dm.test_set.paths,
+                               "mean_nodes": float(np.mean([d.num_nodes for d in dm.test_set.items])),
+                               "holes": sets["train"]["holes"]}
+            info.update(arch=arch, seed=seed, rel_l2={c: evaluate(model, sets[c]["paths"]) for c in ["in_dist", *SHIFTS]})
+            res["runs"].append(info)
+            res["split"] = [len(dm.train_set), len(dm.val_set), len(dm.test_set)]
+            print(arch, json.dumps(info), flush=True)
+            res["sets"] = {k: {kk: vv for kk, vv in v.items() if kk != "paths"} for k, v in sets.items()}
+            json_path.write_text(json.dumps(res, indent=1))
     write_report(res, out)
     return 0
 

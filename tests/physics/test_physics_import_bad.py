@@ -256,3 +256,8 @@ def test_cli_errors_exit_2_without_traceback(darcy, tmp_path, capsys):
     assert main(["import", "--spec", str(tmp_path / "spec.yaml"), "--src", str(tmp_path / "case.vtu"),
                  "--out", str(tmp_path / "full")]) == 2
     assert "already holds *.npz" in capsys.readouterr().err
+    assert main(["import", "--spec", str(tmp_path / "spec.yaml"), "--src", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["import", "--spec", str(tmp_path / "none.yaml"), "--src", str(tmp_path), "--out", str(tmp_path / "o3")]) == 2
+    assert "cannot read the spec" in capsys.readouterr().err
