@@ -106,3 +106,31 @@ def test_import_tool_imports_no_torch(tmp_path, darcy_dir):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "RESULT 0 []" in r.stdout, r.stdout + r.stderr
     assert "found 1 cases" in r.stdout and (tmp_path / "out" / "case.npz").is_file()
+
+
+def test_hdf5_xdmf_round_trip(darcy_dir, heat_dir, tmp_path, monkeypatch):
+    """XDMF with HDF5 data (how most solvers write it): a steady file and a time series, exact (needs h5py)."""
+    pytest.importorskip("h5py")
+    import meshio
+
+    monkeypatch.chdir(tmp_path)  # meshio's TimeSeriesWriter puts the .h5 in the working directory
+    (tmp_path / "src").mkdir()
+    steady = sorted(darcy_dir.glob("*.npz"))[0]
+    s = load_sample(steady)
+    write_steady(s | {"problem": "darcy"}, tmp_path / "src" / f"{steady.stem}.xdmf")
+    assert import_meshes(parse_spec(spec_for("darcy")), tmp_path / "src", tmp_path / "o1",
+                         echo=lambda *_: None)["written"] == 1
+    assert_same(steady, tmp_path / "o1" / steady.name)
+    traj = sorted(heat_dir.glob("*.npz"))[0]
+    h = load_sample(traj)
+    from mesh_files import frame_arrays, points3, static_arrays
+
+    with meshio.xdmf.TimeSeriesWriter(f"{traj.stem}.xdmf", data_format="HDF") as w:
+        w.write_points_cells(points3(h["pos"]), [("triangle", h["cells"])])
+        for k in range(len(h["fields"])):
+            w.write_data(float(k * np.float64(h["dt"])), point_data={**static_arrays(h | {"problem": "heat"}),
+                                                                     **frame_arrays(h | {"problem": "heat"}, k)})
+    r = import_meshes(parse_spec(spec_for("heat")), tmp_path / f"{traj.stem}.xdmf", tmp_path / "o2",
+                      echo=lambda *_: None)
+    assert r["written"] == 1, r
+    assert_same(traj, tmp_path / "o2" / traj.name)

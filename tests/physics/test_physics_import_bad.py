@@ -77,10 +77,24 @@ def test_each_bad_case_is_refused_with_its_reason(darcy, tmp_path):
     for name, m in cases.items():
         meshio.write(src / name, m)
     (src / "broken.vtu").write_text("<VTKFile> not really")
+    one = write_xdmf_series(darcy | {"dt": 1.0}, tmp_path / "one.xdmf")  # made a plain (non-series) XDMF:
+    tree = ET.parse(one)
+    domain = tree.getroot()[0]
+    series = next(g for g in domain if g.get("GridType") == "Collection")
+    mesh_grid = next(g for g in domain if g.get("GridType") == "Uniform")
+    mesh_grid.extend(a for a in series[0] if a.tag == "Attribute")
+    domain.remove(series)
+    tree.write(src / "plain.xdmf")
     (src / "dangling_line.vtk").write_bytes(b"")  # an empty file of a mesh suffix
     r = run(tmp_path, spec_for("darcy"))
     why = reasons(r)
-    assert r["written"] == 1 and r["refused"] == len(cases) + 2, why
+    try:  # meshio reads every non-series XDMF through h5py, even with XML data
+        import h5py  # noqa: F401
+    except ImportError:
+        assert "needs the Python package h5py" in why.pop("plain.xdmf")
+    else:
+        assert "plain.xdmf" not in why
+    assert r["written"] == 1 + ("plain.xdmf" not in reasons(r)) and len(why) == len(cases) + 2, why
     assert "no array 'u'" in why["no_u.vtu"]
     assert "cell data" in why["cell_u.vtu"] and "cell_data: average" in why["cell_u.vtu"]
     assert "3 components" in why["vector_u.vtu"] and "dimension mismatch" in why["vector_u.vtu"]
@@ -93,7 +107,7 @@ def test_each_bad_case_is_refused_with_its_reason(darcy, tmp_path):
     assert "triangle6" in why["quadratic.vtu"] and "1 of" in why["orphan.vtu"] and "in no triangle" in why["orphan.vtu"]
     assert "meshio cannot read" in why["broken.vtu"] and "meshio cannot read" in why["dangling_line.vtk"]
     report = json.loads((tmp_path / "out_0" / "import_report.json").read_text())
-    assert report["refused"] == len(cases) + 2 and [p.name for p in (tmp_path / "out_0").glob("*.npz")] == ["good.npz"]
+    assert report["refused"] == r["refused"] and (tmp_path / "out_0" / "good.npz").is_file()
 
 
 def test_cell_data_averaged_when_asked_and_quads_split(tmp_path):
