@@ -122,7 +122,8 @@ def write_report(res: dict, out: Path) -> None:
              "domains, 1-2 holes, h = 0.15, a new domain per sample. Each shift changes one thing and is generated "
              "from its own seed; no shifted mesh is trained on. Same data, epochs, optimiser (AdamW, warm-up + "
              "cosine, grad clip 1) for the three models, sizes of `benchmarks/physics/quality.py`. CPU, one torch "
-             "thread on a shared 2-core machine: times are inflated by other jobs (load average at start/end).", "",
+             "thread on a shared 2-core machine: the errors do not depend on the load, the times do (load average at "
+             "start/end); compare times only within one run.", "",
              "Commands: " + "; ".join(f"`{c}`" for c in res["commands"]) + f" ({res['date']})", "",
              "| test set | what changes | meshes | mean nodes | holes |", "|---|---|---|---|---|"]
     for c in cols:
