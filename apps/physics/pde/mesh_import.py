@@ -38,10 +38,10 @@ from linmix.shared.errors import UserError
 SERIES_SUFFIXES = (".pvd",)
 
 
-def _select(arr, comp, label: str, n: int, what: str, where) -> np.ndarray:
-    """The (n,) values of ``arr`` (component ``comp`` of a vector array); :class:`CaseRefused` for a wrong shape,
-    type, component count or NaN/inf."""
-    arr = np.asarray(arr)
+def _select(arr, comp, name: str, n: int, what: str, where) -> np.ndarray:
+    """The (n,) values of array ``name`` = ``arr`` (component ``comp`` of a vector array); :class:`CaseRefused` for
+    a wrong shape, type, component count or NaN/inf."""
+    arr, label = np.asarray(arr), repr(name)
     if arr.dtype.kind not in "iuf":
         raise CaseRefused(f"{where}: {label} holds {arr.dtype} values, not real numbers")
     if arr.ndim == 0 or arr.shape[0] != n:
@@ -50,8 +50,7 @@ def _select(arr, comp, label: str, n: int, what: str, where) -> np.ndarray:
     flat = arr.reshape(n, k)
     if comp is None and k != 1:
         raise CaseRefused(f"{where}: {label} has {k} components per {what[:-1]} {list(arr.shape[1:])}; the channel "
-                          f"takes one: name it as {label.strip(repr(''))}[0] .. {label.strip(repr(''))}[{k - 1}] (dimension "
-                          "mismatch)")
+                          f"takes one: name it as {name}[0] .. {name}[{k - 1}] (dimension mismatch)")
     if comp is not None and comp >= k:
         raise CaseRefused(f"{where}: {label} has {k} component(s) per {what[:-1]}, so no component {comp} "
                           "(dimension mismatch)")
@@ -69,7 +68,7 @@ def _array(case: MeshCase, pl: Planar, name: str, comp, frame: int, spec: Import
     where = case.path if case.times is None else f"{case.path} (frame {frame}, t = {case.times[frame]:g})"
     pd, cd = case.point_data[frame], case.cell_data[frame]
     if name in pd:
-        return _select(pd[name], comp, repr(name), len(pl.pos), "points", where)
+        return _select(pd[name], comp, name, len(pl.pos), "points", where)
     if name in cd:
         if spec.cell_data != "average":
             raise CaseRefused(f"{where}: {name!r} ({label}) is cell data (one value per cell), the sample format holds "
@@ -80,7 +79,7 @@ def _array(case: MeshCase, pl: Planar, name: str, comp, frame: int, spec: Import
                                   for b in np.unique(pl.tri_block)])
         order = np.concatenate([np.flatnonzero(pl.tri_block == b) for b in np.unique(pl.tri_block)])
         vals = np.empty(len(order))
-        vals[order] = _select(per_tri, comp, repr(name), len(per_tri), "cells", where)
+        vals[order] = _select(per_tri, comp, name, len(per_tri), "cells", where)
         a, b, c = (pl.pos[pl.tri[:, i]] for i in range(3))
         area = 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
         num, den = np.zeros(len(pl.pos)), np.zeros(len(pl.pos))
@@ -142,7 +141,7 @@ def _node_types(case: MeshCase, pl: Planar, spec: ImportSpec) -> np.ndarray:
     bnd = np.unique(_boundary(pl.tri))
     if src.kind == "array":
         where = case.path
-        v = _select(case.point_data[0][src.array], None, repr(src.array), n, "points", where) \
+        v = _select(case.point_data[0][src.array], None, src.array, n, "points", where) \
             if src.array in case.point_data[0] else None
         if v is None:
             cell = " (it is cell data: use node_type cell_tags)" if src.array in case.cell_data[0] else ""
