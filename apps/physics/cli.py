@@ -1,4 +1,4 @@
-"""``linmix-physics``: fit / validate / test / predict (LightningCLI) plus the tools synth, rollout, export, demo.
+"""``linmix-physics``: fit / validate / test / predict (LightningCLI) plus the tools synth, import, rollout, export, demo.
 
 A declaration only (import strings, no torch): see :mod:`linmix.shared.cli`.
 """
@@ -18,6 +18,8 @@ APP = App(
     tools={
         "synth": ("linmix.apps.physics.pde.synth:main",
                   "Generate PDE samples (scikit-fem on random triangle meshes with holes) as npz, in parallel."),
+        "import": ("linmix.apps.physics.pde.mesh_import:main",
+                   "Turn your own meshes (VTU / VTK / Gmsh / XDMF files, XDMF or .pvd time series) into npz samples."),
         "rollout": ("linmix.apps.physics.rollout_tool:main",
                     "Roll a checkpoint out on one sample; write XDMF/VTU, PNGs and metrics."),
         "export": ("linmix.apps.physics.export:main",

@@ -3,6 +3,7 @@
 Domains (all lengths dimensionless, O(1)):
 - ``star``: outer star polygon r(θ) = r0·(1 + Σ_k a_k cos kθ + b_k sin kθ) clipped to [0.5, 1.5]·r0, with 1-3 circular
   holes placed by rejection sampling (inside the outline, not overlapping each other).
+- ``square``: square [-0.9, 0.9]^2 (corners: a shape the star family never has) with 1-3 circular holes.
 - ``plate``: unit square with 1-3 circular voids (elasticity).
 - ``channel``: DFG-like channel 2.2 x 0.41 with one circular obstacle (flow).
 
@@ -99,12 +100,22 @@ def mesh_polygon(outline: np.ndarray, holes: list, h: float, hole_pts: int = 20)
     return out["vertices"].astype(np.float64), out["triangles"].astype(np.int64)
 
 
-def random_domain(rng: np.random.Generator, kind: str = "star", h: float = 0.1) -> Domain:
-    """Sample and mesh a random domain of the given ``kind`` at target edge length ``h``."""
-    if kind == "star":
-        n = max(24, int(2 * np.pi * 1.2 / h))
-        outline = _star_outline(rng, n)
-        holes = _place_holes(rng, outline, int(rng.integers(1, 4)), (0.08, 0.22), margin=max(0.08, h))
+def _square_outline(h: float, half: float = 0.9) -> np.ndarray:
+    n = max(4, int(round(2 * half / h)))
+    s = np.linspace(-half, half, n, endpoint=False)
+    lo, hi = -half + 0 * s, half + 0 * s
+    return np.concatenate([np.stack([s, lo], 1), np.stack([hi, s], 1), np.stack([-s, hi], 1), np.stack([lo, -s], 1)])
+
+
+def random_domain(rng: np.random.Generator, kind: str = "star", h: float = 0.1,
+                  n_holes: tuple[int, int] | None = None) -> Domain:
+    """Sample and mesh a random domain of the given ``kind`` at target edge length ``h``. ``n_holes`` (lo, hi):
+    the number of holes tried is uniform in lo..hi inclusive (default 1..3; ``star`` and ``square`` only; fewer are
+    placed when they do not fit: ``len(Domain.holes)`` is the count)."""
+    lo, hi = (1, 3) if n_holes is None else n_holes
+    if kind in ("star", "square"):
+        outline = _star_outline(rng, max(24, int(2 * np.pi * 1.2 / h))) if kind == "star" else _square_outline(h)
+        holes = _place_holes(rng, outline, int(rng.integers(lo, hi + 1)), (0.08, 0.22), margin=max(0.08, h))
     elif kind == "plate":
         n = max(4, int(round(1.0 / h)))
         s = np.linspace(0, 1, n, endpoint=False)
@@ -121,7 +132,7 @@ def random_domain(rng: np.random.Generator, kind: str = "star", h: float = 0.1) 
         r = float(rng.uniform(0.04, 0.06))  # centre off the mid-line (0.205) by up to ~0.06: asymmetric wakes
         holes = [(float(rng.uniform(0.15, 0.35)), float(rng.uniform(0.15, 0.26)), r)]
     else:
-        raise ValueError(f"unknown domain kind {kind!r}; expected star, plate or channel")
+        raise ValueError(f"unknown domain kind {kind!r}; expected star, square, plate or channel")
     pos, cells = mesh_polygon(outline, holes, h, hole_pts=32 if kind == "channel" else 20)
     return Domain(pos=pos, cells=cells, holes=holes, kind=kind, outline=outline)
 

@@ -124,16 +124,18 @@ def _star_boundary(rng, dom, arc_frac=(0.4, 0.8)):
     return mesh, node_type, theta, neu
 
 
-def solve_darcy(rng: np.random.Generator, h: float = 0.1, domain_seed: int | None = 0) -> dict:
+def solve_darcy(rng: np.random.Generator, h: float = 0.1, domain_seed: int | None = 0, kind: str = "star",
+                n_holes: tuple[int, int] | None = None) -> dict:
     """Steady Darcy/Poisson sample -∇·(k∇u) = f on a random star domain with impermeable inclusions (holes).
 
     k = exp(0.7·g_k), f = exp(0.4·g_f) with g_k, g_f smooth random Fourier fields of 6 modes (log-normal permeability
     and positive source, as in the FNO / PhysGTO Darcy benchmarks); u = 0 on a random outer arc covering 60-90 % of
     the outline (Dirichlet), inflow flux k∂u/∂n = q ∈ [0, 0.3] on the rest of the outline (Neumann), no flux through
     the holes (node type obstacle, natural boundary condition).
-    inputs = (log k, f, distance to the nearest Dirichlet node); globals = (q,); fields (1, N, 1) = u."""
+    inputs = (log k, f, distance to the nearest Dirichlet node); globals = (q,); fields (1, N, 1) = u.
+    ``kind`` ('star' or 'square') and ``n_holes`` (lo, hi) choose the domain family (:func:`random_domain`)."""
     geo_rng = rng if domain_seed is None else np.random.default_rng([7919, domain_seed])
-    dom = random_domain(geo_rng, "star", h)
+    dom = random_domain(geo_rng, kind, h, n_holes)
     mesh, node_type, _, neu = _star_boundary(geo_rng, dom, arc_frac=(0.6, 0.9))
     logk = 0.7 * random_field(rng, dom.pos, n_modes=6, scale=2.0)
     f = np.exp(0.4 * random_field(rng, dom.pos, n_modes=6, scale=1.5))
