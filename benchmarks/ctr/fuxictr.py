@@ -122,7 +122,8 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
     reps = "/".join(str(n) for n in sorted({r[lib]["n"] for r in rows for lib in ("linmix", "fuxictr")})) or "0"
     lines = [f"# CTR side by side with FuxiCTR {meta.get('fuxictr_version', '2.3.10')}: FCN and DCNv2", "",
              f"Synthetic log ({a['rows']:,} rows, 80/10/10, CSV read by both pipelines), embedding {a['d_model']}, "
-             f"batch {a['batch']}, Adam lr {a['lr']}, max {a['epochs']} epoch(s), early stop patience {a['patience']}; "
+             f"batch {a['batch']}, Adam lr {a['lr']} (linmix: AdamW with weight decay 0, the same update), "
+             f"max {a['epochs']} epoch(s), early stop patience {a['patience']}; "
              f"median of {reps} run(s) per library and cell; {meta['cpu']}; load average {meta['load_start']} at start, "
              f"{meta['load_end']} at end. The machine is shared with other jobs: absolute rows/s move with the load, "
              "only the ratios of runs in the same invocation mean anything (runs of the two libraries alternate).", "",
@@ -148,6 +149,42 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
         p = r["pass"]
         lines.append(f"| {r['model'].upper()} | {r['threads']} | {_ok(p['params'])} | {_ok(p['auc'])} | "
                      f"{_ok(p['train'])} | {_ok(p['infer'])} | {_ok(p['gemm'])} |")
+    lines += ["", "What runs on each side:", "",
+              "- FuxiCTR 2.3.10 from PyPI in its own venv (`benchmarks/ctr/fuxictr_env.sh`): its `FeatureProcessor` + "
+              "`build_dataset` encode the CSV (polars + Ray), `RankDataLoader` (Ray Data over Parquet) feeds batches, "
+              "`BaseModel.fit` trains (evaluation, checkpoint and early stop each epoch, best weights reloaded), "
+              "`BaseModel.predict` scores. The wheel ships neither FCN nor a plain-CTR DCNv2 (its only DCNv2 is "
+              "`model_zoo/LongCTR/DCNv2`, which needs behaviour sequences), so `fuxictr_runner.py` assembles both as "
+              "`BaseModel` subclasses: DCNv2 from FuxiCTR's own `FeatureEmbedding`, `CrossNetV2` and `MLP_Block`; FCN "
+              "from `FeatureEmbedding` plus ECN/LCN cross layers written there in the official code's form (FuxiCTR "
+              "has no layer for them). The FCN row therefore compares the two pipelines and training loops around "
+              "the same cross-layer math, not two independent FCN implementations.",
+              "- linmix: `CTRDataModule` (`format: schema` on the same CSV files), `CTRLitModule` under a Lightning "
+              "`Trainer`, inference with the best checkpoint's `CTRNet` in eval mode under `torch.inference_mode` on "
+              "batches sliced from the encoded test tensors (`linmix.apps.ctr.serving`, eager).",
+              "- Parameters differ only in embedding rows: linmix keeps pad, OOV and missing apart (one more row per "
+              "field); FuxiCTR has pad and OOV, a missing value being a token of its own.",
+              "- Training rows/s = train rows x epochs / (fit seconds - seconds in per-epoch validation and "
+              "checkpointing); each side's data loading is inside it. FuxiCTR's Ray loader runs in other processes "
+              "(prefetching in parallel with the model), so at 1 torch thread it uses more than one core.",
+              "- Inference rows/s: the fastest of 3 passes over the test split after a warm-up pass, at the training "
+              "batch; \"FuxiCTR forward only\" times its model on batches already collated in memory (no loader, no "
+              "per-element numpy collection), the ratio in brackets being linmix's over it.",
+              "- GEMM: fp32 (B x D) @ (D x D/2) for FCN and (B x D) @ (D x D) for DCNv2 (B = batch, D = 13 x 16), "
+              "the higher of a measurement before and after the runs; linmix inference % = rows/s x Linear FLOPs per "
+              "row / GEMM rate."]
+    if meta.get("step"):
+        lines += ["", "Model math alone (`--step-check`: training step and forward on one resident batch, the two "
+                  "libraries alternating in one process, median rows/s):", "",
+                  "| net | threads | train step linmix / FuxiCTR | forward linmix / FuxiCTR | GEMM GFLOP/s | "
+                  "linmix forward % of GEMM |", "|---|---|---|---|---|---|"]
+        for s in meta["step"].values():
+            lines.append(f"| {s['model'].upper()} | {s['threads']} | {s['linmix_train_rows_per_s']:,.0f} / "
+                         f"{s['fuxictr_train_rows_per_s']:,.0f} "
+                         f"({s['linmix_train_rows_per_s'] / s['fuxictr_train_rows_per_s']:.2f}x) | "
+                         f"{s['linmix_forward_rows_per_s']:,.0f} / {s['fuxictr_forward_rows_per_s']:,.0f} "
+                         f"({s['linmix_forward_rows_per_s'] / s['fuxictr_forward_rows_per_s']:.2f}x) | "
+                         f"{s['gemm_gflops']:.1f} | {s['linmix_forward_gemm_pct']:.0f}% |")
     lines += ["", "Per-run test AUC (linmix; FuxiCTR): " + "; ".join(
         f"{r['model'].upper()} {r['threads']}t: {', '.join(f'{x:.4f}' for x in r['linmix']['auc_runs'])}; "
         f"{', '.join(f'{x:.4f}' for x in r['fuxictr']['auc_runs'])}" for r in rows)]
@@ -216,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--report", action="store_true",
                     help="no new runs: write the tables from the runs already in <work>/runs.json")
+    ap.add_argument("--step-check", type=int, default=0, metavar="N",
+                    help="also time both nets' training step and forward alone, alternating N times in one "
+                         "process (FuxiCTR venv, linmix imported from this venv): is the model math equal?")
     ap.add_argument("--gemm-worker", nargs=4, type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.gemm_worker:
@@ -247,8 +287,10 @@ def main(argv=None) -> int:
     runs = saved.get("runs", [])
     threads = [int(t) for t in a.threads.split(",")]
     dim = 13 * a.d_model  # 10 categorical + 3 bucketed fields (linmix.apps.ctr.synth defaults)
-    command = saved.get("command") or "python benchmarks/ctr/fuxictr.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+    this = "python benchmarks/ctr/fuxictr.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = saved.get("command") or this  # the invocations whose runs are in runs.json, in order
+    if not a.report and this not in command.split("`, then `"):
+        command += f"`, then `{this}"
     load_start = saved.get("load_start") or [round(x, 2) for x in os.getloadavg()]
     gemm = saved.get("gemm_start") or {str(t): measure_gemm(t, a.batch, dim, work) for t in threads}
     common = ["--epochs", str(a.epochs), "--batch", str(a.batch), "--lr", str(a.lr), "--d-model", str(a.d_model),
@@ -274,21 +316,37 @@ def main(argv=None) -> int:
                                                         "train_rows_per_s", "infer_rows_per_s", "load")}), flush=True)
                     tmp = state.with_name(".runs.json.tmp")
                     tmp.write_text(json.dumps({"settings": settings, "runs": runs, "gemm_start": gemm,
-                                               "load_start": load_start, "command": command}, indent=1))
+                                               "load_start": load_start, "command": command,
+                                               "step": saved.get("step", {})}, indent=1))
                     os.replace(tmp, state)
+    steps = saved.get("step", {})
+    if a.step_check:
+        import sysconfig
+
+        for t in threads:
+            for model in a.models.split(","):
+                log = work / "logs" / f"step_{model}_{t}t.log"
+                _call(fx + ["step", "--work", str(work), "--linmix-site", sysconfig.get_paths()["purelib"],
+                            "--model", model, "--threads", str(t), "--batch", str(a.batch), "--d-model",
+                            str(a.d_model), "--steps", str(a.step_check)], t, log)
+                steps[f"{model}_{t}"] = json.loads(log.read_text().strip().splitlines()[-1])
+        tmp = state.with_name(".runs.json.tmp")
+        tmp.write_text(json.dumps({"settings": settings, "runs": runs, "gemm_start": gemm, "load_start": load_start,
+                                   "command": command, "step": steps}, indent=1))
+        os.replace(tmp, state)
     flops = {r["model"]: r["flops_per_row"] for r in runs if r["lib"] == "linmix"}
     for r in runs:
         if r["lib"] == "fuxictr":
             r["flops_per_row"] = flops.get(r["model"])
     gemm_end = {str(t): measure_gemm(t, a.batch, dim, work) for t in threads}
-    best = {t: {m: max(gemm[t][m], gemm_end[t][m]) for m in gemm[t]} for t in gemm}
+    best = {t: {m: max(gemm[t][m], gemm_end[t][m]) for m in gemm[t]} for t in gemm if t in gemm_end}
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "CPU") if Path("/proc/cpuinfo").is_file() else "CPU"
     meta = {"args": vars(a) | {"fuxictr_python": None}, "settings": settings,
             "cpu": f"{cpu}, {os.cpu_count()} cores", "load_start": load_start,
             "load_end": [round(x, 2) for x in os.getloadavg()], "gemm_start": gemm, "gemm_end": gemm_end,
             "command": command, "fuxictr_version": next((r["version"] for r in runs if r.get("version")), "?"),
-            "date": time.strftime("%Y-%m-%d", time.gmtime())}
+            "date": time.strftime("%Y-%m-%d", time.gmtime()), "step": steps}
     rows = summarise(runs, best)
     lines = markdown(rows, meta)
     for name, text in (("ctr_fuxictr.md", "\n".join(lines) + "\n"),

@@ -14,6 +14,7 @@ plain-CTR DCNv2 (its ``model_zoo/LongCTR/DCNv2`` expects behaviour sequences), s
 
     python fuxictr_runner.py prep --data DIR --work W --min-count 2
     python fuxictr_runner.py run --work W --model fcn --threads 1 --epochs 1 --batch 4096 --out RUN_DIR
+    python fuxictr_runner.py step --work W --linmix-site SITE --model fcn --threads 1     # model step alone
 
 ``run`` writes ``RUN_DIR/result.json`` (parameters, seconds, rows/s) and ``RUN_DIR/test_pred.npz`` (p, y).
 """
@@ -237,6 +238,87 @@ def run(a) -> None:
     ray.shutdown()
 
 
+def step(a) -> None:
+    """The two nets' training step and forward alone, alternating in one process on one resident batch of random
+    ids (no loader, no training loop): whether the model math costs the same on both sides. linmix is imported
+    from ``--linmix-site`` (the project venv's site-packages); its model code needs torch only."""
+    import site
+    import statistics
+
+    import torch
+
+    site.addsitedir(a.linmix_site)
+    from fuxictr.features import FeatureMap
+
+    from linmix.apps.ctr.losses import tri_bce
+    from linmix.apps.ctr.model import CTRNet, CTRNetConfig
+
+    sys.path.insert(0, str(HERE))
+    from fuxictr_linmix import NETS
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    data_dir = Path(a.work) / "data" / "synth"
+    params = {"model_root": str(Path(a.work) / "step_ckpt"), "gpu": -1, "verbose": 0, "optimizer": "adam",
+              "loss": "binary_crossentropy", "metrics": ["AUC"], "embedding_dim": a.d_model, "learning_rate": 1e-3}
+    fmap = FeatureMap("synth", str(data_dir))
+    fmap.load(str(data_dir / "feature_map.json"), params)
+    fx = build_models()[a.model](fmap, **params)
+    fx._max_gradient_norm = 10.0
+    b = a.batch
+    batch = {k: torch.randint(1, v["vocab_size"] - 1, (b,)) for k, v in fmap.features.items()}
+    batch[fmap.labels[0]] = torch.randint(0, 2, (b,)).float()
+    loss_mode, cfg = NETS[a.model]
+    sizes = json.loads((Path(a.work) / "linmix_cache" / "vocab.json").read_text())["field_sizes"]
+    net = CTRNet(CTRNetConfig(field_sizes=tuple(sizes), d_model=a.d_model, **cfg))
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.0)
+    idx = torch.stack([torch.randint(3, n, (b,)) for n in sizes], 1)
+    val, y = torch.ones(idx.shape), batch[fmap.labels[0]]
+
+    def l_train():
+        loss = tri_bce(*net.branch_logits(idx, val), y, loss_mode)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        opt.step()
+
+    def l_fwd():
+        with torch.inference_mode():
+            net(idx, val)
+
+    def f_fwd():
+        with torch.no_grad():
+            fx.forward(batch)
+
+    dim = len(sizes) * a.d_model
+    xg, wg = torch.randn(b, dim), torch.randn(dim, dim // 2 if a.model == "fcn" else dim)
+
+    def gemm():  # the cross-layer matmul shape, fp32: the compute ceiling, timed in the same alternation
+        with torch.inference_mode():
+            xg @ wg
+
+    fns = {"gemm": gemm, "linmix_train": l_train, "fuxictr_train": lambda: fx.train_step(batch), "linmix_forward": l_fwd,
+           "fuxictr_forward": f_fwd}
+    times = {k: [] for k in fns}
+    for rep in range(a.steps + 1):  # the first round is a warm-up
+        for k, fn in fns.items():
+            net.train(mode="train" in k)
+            fx.train(mode="train" in k)
+            t = time.perf_counter()
+            fn()
+            if rep:
+                times[k].append(time.perf_counter() - t)
+    from linmix.apps.ctr.serving import flops_per_row
+
+    res = {"model": a.model, "threads": a.threads, "steps": a.steps,
+           **{f"{k}_rows_per_s": b / statistics.median(v) for k, v in times.items()}}
+    res["gemm_gflops"] = 2 * b * wg.shape[0] * wg.shape[1] / statistics.median(times["gemm"]) / 1e9
+    res["flops_per_row"] = flops_per_row(net)
+    res["linmix_forward_gemm_pct"] = 100 * res["linmix_forward_rows_per_s"] * res["flops_per_row"] / (
+        res["gemm_gflops"] * 1e9)
+    print(json.dumps(res))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -257,8 +339,16 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--passes", type=int, default=3, help="timed inference passes (the fastest counts)")
     r.add_argument("--out", required=True)
+    st = sub.add_parser("step")
+    st.add_argument("--work", required=True)
+    st.add_argument("--linmix-site", required=True)
+    st.add_argument("--model", choices=("fcn", "dcnv2"), required=True)
+    st.add_argument("--threads", type=int, default=1)
+    st.add_argument("--batch", type=int, default=4096)
+    st.add_argument("--d-model", type=int, default=16)
+    st.add_argument("--steps", type=int, default=10)
     a = ap.parse_args(argv)
-    prep(a) if a.cmd == "prep" else run(a)
+    {"prep": prep, "run": run, "step": step}[a.cmd](a)
     return 0
 
 
