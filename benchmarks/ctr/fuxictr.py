@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -127,7 +128,8 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
              f"median of {reps} run(s) per library and cell; {meta['cpu']}; load average {meta['load_start']} at start, "
              f"{meta['load_end']} at end. The machine is shared with other jobs: absolute rows/s move with the load, "
              "only the ratios of runs in the same invocation mean anything (runs of the two libraries alternate).", "",
-             f"Command: `{meta['command']}`", "",
+             f"Command(s): `{meta['command']}` (VENV = the FuxiCTR venv, WORK = the data and run folder)", "",
+             *([meta["note"], ""] if meta.get("note") else []),
              "| net | threads | params linmix / FuxiCTR (gap) | test AUC linmix / FuxiCTR (gap) | test logloss | "
              "train rows/s linmix / FuxiCTR (ratio) | infer rows/s linmix / FuxiCTR predict (ratio) | "
              "FuxiCTR forward only | GEMM GFLOP/s | linmix infer % of GEMM |",
@@ -253,6 +255,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--report", action="store_true",
                     help="no new runs: write the tables from the runs already in <work>/runs.json")
+    ap.add_argument("--note", default="", help="a sentence for the result file (e.g. which cells were not run)")
     ap.add_argument("--step-check", type=int, default=0, metavar="N",
                     help="also time both nets' training step and forward alone, alternating N times in one "
                          "process (FuxiCTR venv, linmix imported from this venv): is the model math equal?")
@@ -342,7 +345,14 @@ def main(argv=None) -> int:
     best = {t: {m: max(gemm[t][m], gemm_end[t][m]) for m in gemm[t]} for t in gemm if t in gemm_end}
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "CPU") if Path("/proc/cpuinfo").is_file() else "CPU"
-    meta = {"args": vars(a) | {"fuxictr_python": None}, "settings": settings,
+    def clean(text: str) -> str:  # machine paths -> placeholders in the written files
+        for path, name in ((a.fuxictr_python, "VENV/bin/python"), (str(work), "WORK"), (a.work, "WORK")):
+            text = text.replace(path, name) if path else text
+        return re.sub(r"--out [^\s`]+", f"--out {a.out}", text)
+
+    command = clean(command)
+    meta = {"args": vars(a) | {"fuxictr_python": "VENV/bin/python", "work": "WORK", "out": a.out},
+            "settings": settings, "note": a.note,
             "cpu": f"{cpu}, {os.cpu_count()} cores", "load_start": load_start,
             "load_end": [round(x, 2) for x in os.getloadavg()], "gemm_start": gemm, "gemm_end": gemm_end,
             "command": command, "fuxictr_version": next((r["version"] for r in runs if r.get("version")), "?"),
