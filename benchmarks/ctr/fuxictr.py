@@ -5,8 +5,8 @@ fields bucketed as floor(ln(x)^2), 80/10/10 splits) is written once; linmix (pro
 ``fuxictr_linmix.py``) and FuxiCTR (its own venv, ``fuxictr_runner.py``, a subprocess) each encode the same CSV
 files with their own pipeline (vocabularies on train, min count 2, a missing value its own token) and train the
 same nets: embedding 16, FCN ECN 4 + LCN 4 (dropout 0.1 / 0.3, LayerNorm mask, Tri-BCE), DCNv2 3 cross layers ||
-MLP 256-256 (dropout 0.1, BCE); Adam lr 1e-3 constant (FuxiCTR's lr x0.1 on plateau off), batch 4096, gradient
-norm clip 10, validation AUC each epoch, best weights kept, early stop patience 2. Every run is a fresh process
+MLP 256-256 (dropout 0.1, BCE); Adam with a constant lr (``--lr``; FuxiCTR's lr x0.1 on plateau off), batch 4096,
+gradient norm clip 10, validation AUC each epoch, best weights kept, early stop patience 2. Every run is a fresh process
 with ``OMP_NUM_THREADS`` = ``torch.set_num_threads`` = the thread count (FuxiCTR's Ray gets as many CPUs).
 
 Reported per (net, threads, library), median of ``--repeats`` runs: test AUC / logloss recomputed with
@@ -23,8 +23,12 @@ The FuxiCTR venv (never a linmix dependency) comes from ``benchmarks/ctr/fuxictr
 data and caches under ``--work`` (runs already in ``<work>/runs.json`` with the same settings are kept).
 
     bash benchmarks/ctr/fuxictr_env.sh /tmp/fuxictr-venv
-    python benchmarks/ctr/fuxictr.py --fuxictr-python /tmp/fuxictr-venv/bin/python --out benchmarks/results
-    python benchmarks/ctr/fuxictr.py --fuxictr-python /tmp/fuxictr-venv/bin/python --quick     # ~2 min smoke
+    export FUXICTR_PYTHON=/tmp/fuxictr-venv/bin/python
+    python benchmarks/ctr/fuxictr.py --quick        # smoke: 60k rows, 1 thread, 1 run (5.5 min at load average 8)
+    python benchmarks/ctr/fuxictr.py --lr 1e-2 --threads 1 --repeats 3 --out benchmarks/results  # the committed table
+    python benchmarks/ctr/fuxictr.py --lr 1e-2 --threads 1,2 --report --step-check 8 --out benchmarks/results
+
+A run stopped midway resumes from ``<work>/runs.json``; ``--report`` rewrites the tables from it without new runs.
 """
 
 from __future__ import annotations
