@@ -16,7 +16,8 @@ plain-CTR DCNv2 (its ``model_zoo/LongCTR/DCNv2`` expects behaviour sequences), s
     python fuxictr_runner.py run --work W --model fcn --threads 1 --epochs 1 --batch 4096 --out RUN_DIR
     python fuxictr_runner.py step --work W --linmix-site SITE --model fcn --threads 1     # model step alone
 
-``run`` writes ``RUN_DIR/result.json`` (parameters, seconds, rows/s) and ``RUN_DIR/test_pred.npz`` (p, y).
+``run`` writes ``RUN_DIR/result.json`` (parameters, seconds, rows/s) and ``RUN_DIR/test_pred.npz`` (p, y). Ray
+keeps a session folder per process under ``/tmp/ray`` (its default); remove it after a benchmark.
 """
 
 from __future__ import annotations
