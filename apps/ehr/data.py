@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
-from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
+from linmix.apps.ehr.batching import collate, rank_sampler
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.sequences import MedsError
+from linmix.shared.sharding import shard_of
 
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
 
@@ -162,9 +163,10 @@ class EHRDataModule(pl_.LightningDataModule):
         ds = self.datasets[split]
         if len(ds) == 0:
             raise MedsError(f"split {split!r} is empty: the cohort is too small for an 80/10/10 split")
-        # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
-        sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+        # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding);
+        # each rank its own part (linmix.shared.sharding)
+        sampler, bs = rank_sampler(ds.lengths(), self.batch_size, train=shuffle, shard=shard_of(self), split=split)
+        return DataLoader(ds, batch_size=bs, sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

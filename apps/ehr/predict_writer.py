@@ -3,7 +3,8 @@
 Finetune objective: one row per (patient, task) datapoint of the predicted split, ``subject_id, task, prediction_time,
 probability, label`` (``label`` is the MEDS label when the data has one). Pretrain objective: ``subject_id,
 next_token, probability`` (the most likely next token after each patient's history). The file is written atomically
-(temporary file + rename) and its row count equals the number of datapoints, so nothing is silently dropped. Rows are
+(temporary file + rename) and its row count equals the number of datapoints, so nothing is silently dropped; under
+DDP every rank's predictions are gathered and rank 0 writes the one file. Rows are
 sorted by subject (then task and prediction time), whatever order the batches came in.
 """
 
@@ -16,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from linmix.apps.ehr.meds import atomic_write
+from linmix.shared.sharding import gather_objects
 
 
 class ParquetPredictionWriter(BasePredictionWriter):
@@ -33,6 +35,10 @@ class ParquetPredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if predictions and isinstance(predictions[0], list):  # several dataloaders: flatten
             predictions = [p for group in predictions for p in group]
+        # under DDP each rank predicted its own part (linmix.shared.sharding): gathered once, written by rank 0
+        predictions = [p for part in gather_objects(predictions) for p in part]
+        if not trainer.is_global_zero:
+            return
         frame = predictions_frame(predictions, getattr(pl_module, "task_names", []))
         path = self.written = atomic_write(self.output, frame.write_parquet)
         print(f"wrote {frame.height} predictions to {path}")

@@ -1,0 +1,92 @@
+"""``linmix-ehr`` under DDP, 2 gloo processes on CPU, through the console script: fit (with validation), predict and
+(slow) test. Each rank trains on a disjoint half of every epoch, and the 2-process validation / test metrics and
+predictions equal a single-process evaluation of the same checkpoint on the same data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from linmix.apps.ehr.cli import main
+from linmix.apps.ehr.data import EHRDataModule
+
+TESTS = Path(__file__).resolve().parents[1]
+TINY = str(TESTS.parent / "configs" / "ehr" / "tiny.yaml")
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FX = _load("ehr_meds_fixture", TESTS / "ehr" / "test_ehr_seq_fixture.py")
+SO = _load("linmix_tests_scaleout", TESTS / "scaleout.py")
+pytestmark = pytest.mark.skipif(not shutil.which(str(SO.exe("ehr"))),
+                                reason="console script not installed (pip install -e .)")
+QUIET = [*SO.QUIET, "--trainer.accelerator", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One 2-process fit of one epoch on 60 patients; the single-process steps per epoch from the data module."""
+    root = tmp_path_factory.mktemp("ehr_ddp")
+    meds = FX.write_meds(root / "meds", 60)
+    common = ["-c", TINY, "--data.meds_dir", str(meds), "--data.cache_dir", str(root / "cache"),
+              "--trainer.limit_val_batches", "1.0"]
+    dm = EHRDataModule(meds_dir=str(meds), cache_dir=str(root / "cache"), vocab_size=256, max_len=256, batch_size=16)
+    dm.prepare_data()  # the cache the runs share
+    dm.setup("fit")
+    SO.run_ddp("ehr", ["fit", *common, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",
+                       "--trainer.num_sanity_val_steps", "0"], root)
+    (fit_dir,) = SO.versions(root / "runs" / "ehr")
+    return {"root": root, "common": common, "dm": dm, "fit_dir": fit_dir,
+            "ckpt": fit_dir / "checkpoints" / "last.ckpt"}
+
+
+def test_ddp_fit_halves_the_epoch_and_validates_like_one_process(fitted, monkeypatch):
+    monkeypatch.chdir(fitted["root"])
+    dm = fitted["dm"]
+    n_train, steps_1 = len(dm.datasets["train"]), len(dm.train_dataloader())
+    steps_2 = torch.load(fitted["ckpt"], map_location="cpu", weights_only=True)["global_step"]
+    assert steps_2 == math.ceil((n_train // 2) / 16)  # each rank a disjoint half of the epoch
+    assert abs(2 * steps_2 - steps_1) <= 2, (steps_1, steps_2)  # half the single-process steps, within one batch
+    assert main(["validate", *fitted["common"], *QUIET, "--ckpt_path", str(fitted["ckpt"])]) == 0
+    one = SO.metrics(SO.versions(fitted["root"] / "runs" / "ehr")[-1])
+    # loss, mean AUROC and AUROC / AUPRC / F1 of every task: the 2-process values within 1e-6
+    assert SO.assert_close_metrics(SO.metrics(fitted["fit_dir"]), one, "val/") >= 16
+
+
+def test_ddp_predict_writes_each_datapoint_once_as_one_process(fitted, monkeypatch):
+    monkeypatch.chdir(fitted["root"])
+    ckpt, common = str(fitted["ckpt"]), fitted["common"]
+    ddp_out, one_out = fitted["root"] / "ddp_preds.parquet", fitted["root"] / "one_preds.parquet"
+    SO.run_ddp("ehr", ["predict", *common, "--ckpt_path", ckpt, "--predictions.output", str(ddp_out)], fitted["root"])
+    assert main(["predict", *common, *QUIET, "--ckpt_path", ckpt, "--predictions.output", str(one_out)]) == 0
+    key = ["subject_id", "task", "prediction_time"]
+    ddp, one = pl.read_parquet(ddp_out), pl.read_parquet(one_out)
+    assert ddp.height == one.height == ddp.unique(key).height == len(fitted["dm"].datasets["held_out"])
+    assert ddp.select(key).equals(one.select(key)) and ddp["label"].equals(one["label"])
+    assert (ddp["probability"] - one["probability"]).abs().max() <= 1e-6
+
+
+@pytest.mark.slow
+def test_ddp_test_metrics_equal_one_process(fitted, monkeypatch):
+    monkeypatch.chdir(fitted["root"])
+    ckpt, common, logs = str(fitted["ckpt"]), fitted["common"], fitted["root"] / "runs" / "ehr"
+    SO.run_ddp("ehr", ["test", *common, "--ckpt_path", ckpt], fitted["root"])
+    ddp = json.loads((SO.versions(logs)[-1] / "test_metrics.json").read_text())
+    assert main(["test", *common, *QUIET, "--ckpt_path", ckpt]) == 0
+    one = json.loads((SO.versions(logs)[-1] / "test_metrics.json").read_text())
+    assert set(ddp) == set(one) and len(one) >= 5
+    for task, m in one.items():
+        SO.assert_close_metrics(ddp[task], m, "")  # auroc, auprc, f1, prevalence, n
+    assert sum(int(m["n"]) for m in one.values()) == len(fitted["dm"].datasets["held_out"])
