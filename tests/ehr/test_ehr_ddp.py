@@ -90,3 +90,35 @@ def test_ddp_test_metrics_equal_one_process(fitted, monkeypatch):
     for task, m in one.items():
         SO.assert_close_metrics(ddp[task], m, "")  # auroc, auprc, f1, prevalence, n
     assert sum(int(m["n"]) for m in one.values()) == len(fitted["dm"].datasets["held_out"])
+
+
+@pytest.mark.parametrize("objective", ["pretrain", "finetune"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_every_trainable_parameter_is_in_the_loss(objective, tie):
+    """DDP all-reduces a gradient for every trainable parameter: the head an objective does not train is frozen."""
+    import warnings
+
+    from linmix.apps.ehr.lit_module import INPUTS, EHRLitModule
+    from linmix.apps.ehr.model import EHRMambaConfig
+
+    cfg = EHRMambaConfig(vocab_size=50, d_model=16, n_layers=1, d_state=8, n_heads=2, dropout=0.0, d_time=8,
+                         max_visits=16, tie_embeddings=tie, n_tasks=3)
+    lit = EHRLitModule(net=cfg, objective=objective)
+    g = torch.Generator().manual_seed(0)
+    b, n = 3, 12
+    batch = dict(zip(INPUTS, [torch.randint(7, 50, (b, n), generator=g), torch.randint(1, 9, (b, n), generator=g),
+                              50 + 10 * torch.rand(b, n, generator=g), torch.cumsum(torch.rand(b, n, generator=g), 1),
+                              torch.randint(0, 16, (b, n), generator=g), torch.randint(0, 3, (b, n), generator=g)],
+                     strict=True))
+    batch |= {"lengths": torch.tensor([12, 9, 5]), "task": torch.tensor([0, 2, 1]),
+              "task_token": torch.tensor([3, 4, 5]), "label": torch.tensor([1.0, 0.0, 1.0])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        lit._step(batch, "train").backward()
+    trainable = {k: p for k, p in lit.named_parameters() if p.requires_grad}
+    assert trainable and [k for k, p in trainable.items() if p.grad is None] == []
+    frozen = {k for k, p in lit.named_parameters() if not p.requires_grad}
+    want = {"net.cls_head.1.weight", "net.cls_head.1.bias"} if objective == "pretrain" else set()
+    if not tie and objective == "finetune":
+        want = {"net.lm_head.weight"}
+    assert frozen == want

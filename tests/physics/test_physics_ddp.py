@@ -62,3 +62,41 @@ def test_ddp_test_metrics_equal_one_process(fitted, monkeypatch):
     assert main(["test", *fitted["common"], *QUIET, "--ckpt_path", str(fitted["ckpt"])]) == 0
     one = SO.metrics(SO.versions(logs)[-1])
     assert SO.assert_close_metrics(ddp, one, "test/") == 2 and math.isfinite(one["test/rel_l2"])
+
+
+@pytest.mark.parametrize("arch", ["physgto", "mgn", "transolver"])
+@pytest.mark.parametrize("transient", [False, True])
+def test_every_parameter_is_in_the_loss(arch, transient):
+    """DDP all-reduces a gradient for every parameter: none may be left out of the loss (PhysGTO's step scale α
+    exists only for transient problems)."""
+    from linmix.apps.physics.config import PhysicsConfig
+    from linmix.apps.physics.lit_module import build_net
+    from linmix.apps.physics.operator import FieldOperator
+
+    n_in, n_out, n_globals = (2, 2, 1) if transient else (3, 1, 1)
+    cfg = PhysicsConfig(arch=arch, n_in=n_in, n_out=n_out, n_globals=n_globals, transient=transient, d_model=16,
+                        n_layers=2, n_heads=2, n_slots=4, d_hidden=16, n_freq=2)
+    op = FieldOperator(build_net(cfg), cfg=cfg, scale_steps=arch != "physgto")
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    batch = torch.arange(n) // 15
+    edges = torch.randint(0, 15, (2, 40), generator=g)
+    y = op(torch.rand(n, 2, generator=g), torch.randn(n, op.n_feat, generator=g), torch.randint(0, 4, (n,), generator=g),
+           torch.cat([edges, edges + 15], 1), batch)
+    y.pow(2).mean().backward()
+    assert [k for k, p in op.named_parameters() if p.grad is None] == []
+    assert (getattr(op.net, "alpha", None) is not None) == (arch == "physgto" and transient)
+
+
+def test_steady_checkpoint_with_the_old_step_scale_still_loads():
+    from linmix.apps.physics.config import PhysicsConfig
+    from linmix.apps.physics.lit_module import PhysicsLitModule
+    from linmix.apps.physics.pde.sample_io import get_problem
+
+    spec = get_problem("darcy")
+    cfg = PhysicsConfig(n_in=spec.n_in, n_out=spec.n_out, n_globals=spec.n_globals, transient=False, d_model=16,
+                        n_layers=1, n_slots=4, d_hidden=16, n_freq=2)
+    lit = PhysicsLitModule(net=cfg, problem="darcy")
+    ckpt = {"state_dict": {**lit.state_dict(), "net.net.alpha": torch.tensor(1 / 30)}, "hyper_parameters": {}}
+    lit.on_load_checkpoint(ckpt)
+    lit.load_state_dict(ckpt["state_dict"])  # strict: the unused α of older steady checkpoints is dropped
