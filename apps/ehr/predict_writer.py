@@ -36,6 +36,7 @@ class ParquetPredictionWriter(BasePredictionWriter):
         if predictions and isinstance(predictions[0], list):  # several dataloaders: flatten
             predictions = [p for group in predictions for p in group]
         # under DDP each rank predicted its own part (linmix.shared.sharding): gathered once, written by rank 0
+        predictions = [{k: v.detach().cpu() for k, v in p.items()} for p in predictions]  # pickled across ranks
         predictions = [p for part in gather_objects(predictions) for p in part]
         if not trainer.is_global_zero:
             return

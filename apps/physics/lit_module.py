@@ -194,7 +194,7 @@ class PhysicsLitModule(LinmixModule):
 
     def on_test_epoch_end(self) -> None:
         # under DDP each rank rolled out its own meshes (linmix.shared.sharding): the curve is the mean over all
-        steps = [t for part in gather_objects(self._test_steps) for t in part]
+        steps = [t for part in gather_objects([t.cpu() for t in self._test_steps]) for t in part]
         if not steps:
             return
         curve = torch.cat(steps, dim=1).mean(1)  # (T-1,)
