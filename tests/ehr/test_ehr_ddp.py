@@ -48,7 +48,7 @@ def fitted(tmp_path_factory):
     SO.run_ddp("ehr", ["fit", *common, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",
                        "--trainer.num_sanity_val_steps", "0"], root)
     (fit_dir,) = SO.versions(root / "runs" / "ehr")
-    return {"root": root, "common": common, "dm": dm, "fit_dir": fit_dir,
+    return {"root": root, "meds": meds, "common": common, "dm": dm, "fit_dir": fit_dir,
             "ckpt": fit_dir / "checkpoints" / "last.ckpt"}
 
 
@@ -122,3 +122,21 @@ def test_every_trainable_parameter_is_in_the_loss(objective, tie):
     if not tie and objective == "finetune":
         want = {"net.lm_head.weight"}
     assert frozen == want
+
+
+@pytest.mark.slow
+def test_ddp_pretraining_fit_and_predict(fitted, monkeypatch):
+    """Pretraining (the task head frozen, so no parameter is outside the loss): a 2-process fit finishes and predict
+    writes one next-token row per held-out patient."""
+    monkeypatch.chdir(fitted["root"])
+    common = [*fitted["common"], "--data.objective", "pretrain"]
+    SO.run_ddp("ehr", ["fit", *common, "--trainer.max_steps", "2"], fitted["root"])
+    ckpt = SO.versions(fitted["root"] / "runs" / "ehr")[-1] / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 2
+    out = fitted["root"] / "pretrain_preds.parquet"
+    SO.run_ddp("ehr", ["predict", *common, "--ckpt_path", str(ckpt), "--predictions.output", str(out)], fitted["root"])
+    df = pl.read_parquet(out)
+    held = pl.read_parquet(fitted["meds"] / "metadata" / "subject_splits.parquet")
+    held = held.filter(pl.col("split") == "held_out")
+    assert df.columns == ["subject_id", "next_token", "probability"]
+    assert sorted(df["subject_id"].to_list()) == sorted(held["subject_id"].to_list())  # each patient once

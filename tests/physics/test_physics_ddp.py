@@ -100,3 +100,28 @@ def test_steady_checkpoint_with_the_old_step_scale_still_loads():
     ckpt = {"state_dict": {**lit.state_dict(), "net.net.alpha": torch.tensor(1 / 30)}, "hyper_parameters": {}}
     lit.on_load_checkpoint(ckpt)
     lit.load_state_dict(ckpt["state_dict"])  # strict: the unused α of older steady checkpoints is dropped
+
+
+@pytest.mark.slow
+def test_ddp_transient_fit_and_rollout_test_equal_one_process(tmp_path, monkeypatch):
+    """Heat (transient): 2-process fit finishes; the 2-process test metrics and the gathered rollout curve
+    (``rollout_rel_l2.csv``, written by rank 0) equal one process's."""
+    from linmix.apps.physics.pde.synth import synthesize
+
+    monkeypatch.chdir(tmp_path)
+    assert synthesize("heat", 8, tmp_path / "heat", seed=0, h=0.3, workers=1, n_steps=6, progress=False)["written"] == 8
+    common = ["-c", TINY, "--data.problem", "heat", "--data.data_dir", str(tmp_path / "heat"), "--data.val_fraction",
+              "0.25", "--data.test_fraction", "0.25", "--data.batch_size", "1", *SMALL]
+    SO.run_ddp("physics", ["fit", *common, "--trainer.max_epochs", "1"], tmp_path)
+    logs = tmp_path / "runs" / "physics"
+    ckpt = SO.versions(logs)[0] / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 2  # 4 training trajectories
+    SO.run_ddp("physics", ["test", *common, "--ckpt_path", str(ckpt)], tmp_path)
+    ddp_dir = SO.versions(logs)[-1]
+    assert main(["test", *common, *QUIET, "--ckpt_path", str(ckpt)]) == 0
+    one_dir = SO.versions(logs)[-1]
+    assert SO.assert_close_metrics(SO.metrics(ddp_dir), SO.metrics(one_dir), "test/") == 4  # + step 1, last step
+    ddp_curve, one_curve = ((d / "rollout_rel_l2.csv").read_text().split()[1:] for d in (ddp_dir, one_dir))
+    assert len(one_curve) == 6
+    for a, b in zip(ddp_curve, one_curve, strict=True):
+        assert abs(float(a.split(",")[1]) - float(b.split(",")[1])) <= 1e-6
