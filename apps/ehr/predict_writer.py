@@ -4,8 +4,8 @@ Finetune objective: one row per (patient, task) datapoint of the predicted split
 probability, label`` (``label`` is the MEDS label when the data has one). Pretrain objective: ``subject_id,
 next_token, probability`` (the most likely next token after each patient's history). The file is written atomically
 (temporary file + rename) and its row count equals the number of datapoints, so nothing is silently dropped; under
-DDP every rank's predictions are gathered and rank 0 writes the one file. Rows are
-sorted by subject (then task and prediction time), whatever order the batches came in.
+DDP every rank's predictions are gathered and rank 0 writes the one file. Rows are sorted by subject (then task and
+prediction time), whatever order the batches came in.
 """
 
 from __future__ import annotations

@@ -127,8 +127,8 @@ class PhysGTO(nn.Module):
         self.blocks = nn.ModuleList([PhysGTOBlock(d_model + d_extra, cfg) for _ in range(n_layers)])
         self.dec = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.LayerNorm(d_model), nn.SiLU(),
                                  nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, n_out))
-        # residual step scale SiLU(α) of transient problems (PhysGTO task2); a steady net has none (a parameter
-        # outside the loss would stall DDP's gradient all-reduce)
+        # residual step scale SiLU(α) of transient problems (PhysGTO task2); a steady net has none (DDP refuses a
+        # parameter outside the loss)
         self.alpha = nn.Parameter(torch.tensor(1.0 / 30.0)) if transient else None
 
     def reset_parameters(self) -> None:
