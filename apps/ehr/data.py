@@ -35,11 +35,12 @@ from torch.utils.data import DataLoader, Dataset
 from linmix.apps.ehr import labels as L
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr import task_labels as TL
-from linmix.apps.ehr.batching import BucketBatchSampler, SortedBatchSampler, collate  # noqa: F401  (re-exported)
+from linmix.apps.ehr.batching import collate, rank_sampler
 from linmix.apps.ehr.dialect import PRESETS, resolve_dialect
 from linmix.apps.ehr.dialect_apply import annotate
 from linmix.apps.ehr.meds import atomic_write
 from linmix.apps.ehr.sequences import MedsError
+from linmix.shared.sharding import shard_of
 
 log = logging.getLogger(__name__)
 SPLIT_OF_STAGE = {"fit": "train", "validate": "tuning", "test": "held_out", "predict": "held_out"}
@@ -226,9 +227,10 @@ class EHRDataModule(pl_.LightningDataModule):
                 raise MedsError(f"split {split!r} has {ds.seqs.height} patients but no label of the tasks "
                                 f"{self.task_names} (see the label counts in the log and label_stats.json)")
             raise MedsError(f"split {split!r} is empty: {self._empty_reason(split)}")
-        # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding)
-        sampler = (BucketBatchSampler if shuffle else SortedBatchSampler)(ds.lengths(), self.batch_size)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+        # training: length-bucketed shuffled batches; evaluation: fixed length-sorted batches (both: less padding);
+        # each rank its own part (linmix.shared.sharding)
+        sampler, bs = rank_sampler(ds.lengths(), self.batch_size, train=shuffle, shard=shard_of(self), split=split)
+        return DataLoader(ds, batch_size=bs, sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def _empty_reason(self, split: str) -> str:

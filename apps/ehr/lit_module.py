@@ -24,6 +24,7 @@ from linmix.apps.ehr.model import EHRMamba, EHRMambaConfig, EHRMambaScorer, prom
 from linmix.shared.config import as_config
 from linmix.shared.errors import UserError
 from linmix.shared.lightning import LinmixModule
+from linmix.shared.sharding import gather_objects
 
 INPUTS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment")
 
@@ -50,12 +51,22 @@ class EHRLitModule(LinmixModule):
         self.save_net_hyperparameters(net)
         self.objective, self.pretrained = objective, pretrained
         self.net = EHRMamba(net)
+        self.freeze_unused_head()
         self.task_names: list[str] = []
         self.task_token_ids: list[int] = []
         self.vocab_json = ""  # the data's Vocabulary (tokens + lab bins), kept for export and scoring
         self.data_task_names: list[str] = []  # the attached data module's tasks (its batches' task indices)
         self.task_map: Optional[torch.Tensor] = None  # data task index -> model task index, set from a checkpoint
         self._outputs: dict[str, list] = {}
+
+    def freeze_unused_head(self) -> None:
+        """Freeze the head this objective's loss never reads: the task head when pretraining, an untied LM head when
+        finetuning (a tied one is the concept embedding, which finetuning trains). They get no gradient either way;
+        frozen, DDP does not wait for one (no ``find_unused_parameters``) and AdamW skips them. Both heads stay in
+        the checkpoint, so a pretraining checkpoint still loads into a finetuning run (which trains its task head)."""
+        self.net.cls_head.requires_grad_(self.objective == "finetune")
+        if not self.net.cfg.tie_embeddings:
+            self.net.lm_head.requires_grad_(self.objective == "pretrain")
 
     # ---- task metadata travels with checkpoints (needed by export / predict) ----
     def setup(self, stage: str) -> None:
@@ -180,7 +191,9 @@ class EHRLitModule(LinmixModule):
                 "prediction_time": batch["prediction_time"]}
 
     def _epoch_metrics(self, stage: str) -> dict[str, dict[str, float]]:
-        outs = self._outputs.pop(stage, [])
+        # every rank's datapoints on every rank (a rank evaluates its own part): AUROC / AUPRC / F1 are computed on
+        # the whole split, exactly the single-process values; files are written by rank 0
+        outs = [o for part in gather_objects(self._outputs.pop(stage, [])) for o in part]
         if not outs or not self.task_names:
             return {}
         prob, label, task = (torch.cat(x) for x in zip(*outs, strict=True))
@@ -191,13 +204,14 @@ class EHRLitModule(LinmixModule):
         aurocs = [m["auroc"] for m in per_task.values() if m["auroc"] == m["auroc"]]
         if aurocs:
             flat["auroc"] = sum(aurocs) / len(aurocs)
-        self.log_stage(stage, flat)
+        self.log_stage(stage, flat)  # the same values on every rank: their mean over ranks is each
         if stage == "test":
-            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "test_metrics.json").write_text(json.dumps(per_task, indent=1))
-            plot_curves(prob, label, task, self.task_names, out_dir)
             self.test_results = per_task
+            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # log_dir: collective under DDP
+            if self.trainer.is_global_zero:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "test_metrics.json").write_text(json.dumps(per_task, indent=1))
+                plot_curves(prob, label, task, self.task_names, out_dir)
         return per_task
 
     def on_validation_epoch_end(self) -> None:

@@ -7,7 +7,7 @@ float32; ``meds-evaluation-cli predictions_path=<output>/<task>.parquet output_f
 Pretrain objective: ``<output>/next_token.parquet`` with ``subject_id, next_token, probability`` (the most likely next
 token after each patient's history). Files are written atomically (temporary file + rename); the row count of a task
 equals its number of datapoints, so nothing is silently dropped. Rows are sorted by subject and prediction time,
-whatever order the batches came in.
+whatever order the batches came in. Under DDP every rank's predictions are gathered and rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from linmix.apps.ehr.meds import atomic_write
 from linmix.shared.errors import UserError
+from linmix.shared.sharding import gather_objects
 
 THRESHOLD = 0.5
 PREDICTION_SCHEMA = {"subject_id": pl.Int64, "prediction_time": pl.Datetime("us"), "boolean_value": pl.Boolean,
@@ -44,6 +45,11 @@ class ParquetPredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if predictions and isinstance(predictions[0], list):  # several dataloaders: flatten
             predictions = [p for group in predictions for p in group]
+        # under DDP each rank predicted its own part (linmix.shared.sharding): gathered once, written by rank 0
+        predictions = [{k: v.detach().cpu() for k, v in p.items()} for p in predictions]  # pickled across ranks
+        predictions = [p for part in gather_objects(predictions) for p in part]
+        if not trainer.is_global_zero:
+            return
         frame = predictions_frame(predictions, getattr(pl_module, "task_names", []))
         self.written = write_predictions(frame, self.output)
         print(f"wrote {frame.height} predictions to {len(self.written)} file(s) under {self.output}")

@@ -20,11 +20,13 @@ from typing import Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DistributedSampler
 from torch_geometric.loader import DataLoader
 
 from linmix.apps.physics.dataset import MeshFieldDataset, scan_folder
 from linmix.apps.physics.pde.sample_io import get_problem
 from linmix.shared.errors import UserError
+from linmix.shared.sharding import EvalShardSampler, eval_batch_size, shard_of, train_share
 
 log = logging.getLogger("linmix.physics.data")
 
@@ -145,15 +147,26 @@ class PhysicsDataModule(pl.LightningDataModule):
             increments = torch.cat([(d.fields[1:] - d.fields[:-1]).reshape(-1, d.fields.shape[-1]) for d in items])
         return inputs, globals_, fields, t_max if t_max > 0 else 1.0, increments
 
-    def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+    def _loader(self, ds, shuffle: bool, split: str) -> DataLoader:
+        """Each rank its own part (:mod:`linmix.shared.sharding`): training a disjoint equal share of every epoch's
+        permutation (``seed + epoch``), evaluation the single-process batches dealt round robin, none repeated."""
+        rank, world = shard_of(self)
+        if shuffle:
+            train_share(len(ds), world, f"the {split} split")
+            bs = self.batch_size
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
+                                         drop_last=True)
+        else:
+            bs = eval_batch_size(len(ds), self.batch_size, world, f"the {split} split")
+            sampler = EvalShardSampler(len(ds), bs, num_replicas=world, rank=rank)
+        return DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return self._loader(self.train_set, True, "train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return self._loader(self.val_set, False, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+        return self._loader(self.test_set, False, "test")

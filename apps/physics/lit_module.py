@@ -28,6 +28,7 @@ from linmix.apps.physics.rollout import node_features, rollout
 from linmix.apps.physics.transolver import TransolverNet
 from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
+from linmix.shared.sharding import gather_objects
 
 log = logging.getLogger("linmix.physics")
 
@@ -93,6 +94,8 @@ class PhysicsLitModule(LinmixModule):
         state = checkpoint.get("state_dict")
         if state is not None and "net.step_scale" not in state:  # checkpoints from before step_scale: scale 1
             state["net.step_scale"] = torch.ones(self.spec.n_out)
+        if state is not None and not self.spec.transient:  # steady PhysGTO had an unused step scale α before
+            state.pop("net.net.alpha", None)
         trained = checkpoint.get("hyper_parameters", {}).get("problem", self.spec.name)
         if trained != self.spec.name:
             raise ValueError(f"checkpoint was trained on {trained!r} (channels {get_problem(trained).channels}) "
@@ -190,11 +193,15 @@ class PhysicsLitModule(LinmixModule):
         return Path(log_dir) / "rollout_rel_l2.csv" if log_dir else None
 
     def on_test_epoch_end(self) -> None:
-        if not self._test_steps:
+        # under DDP each rank rolled out its own meshes (linmix.shared.sharding): the curve is the mean over all
+        steps = [t for part in gather_objects([t.cpu() for t in self._test_steps]) for t in part]
+        if not steps:
             return
-        curve = torch.cat(self._test_steps, dim=1).mean(1)  # (T-1,)
+        curve = torch.cat(steps, dim=1).mean(1)  # (T-1,)
         self.rollout_curve = curve.tolist()
         path = self.rollout_csv_path()
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return
         if path is None:
             log.info("rollout rel-L2 over %d steps: first %.4g, last %.4g (no logger or out_dir: no csv written)",
                      len(curve), curve[0], curve[-1])

@@ -127,14 +127,17 @@ class PhysGTO(nn.Module):
         self.blocks = nn.ModuleList([PhysGTOBlock(d_model + d_extra, cfg) for _ in range(n_layers)])
         self.dec = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.LayerNorm(d_model), nn.SiLU(),
                                  nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, n_out))
-        self.alpha = nn.Parameter(torch.tensor(1.0 / 30.0))  # residual step scale, SiLU(α) (PhysGTO task2)
+        # residual step scale SiLU(α) of transient problems (PhysGTO task2); a steady net has none (DDP refuses a
+        # parameter outside the loss)
+        self.alpha = nn.Parameter(torch.tensor(1.0 / 30.0)) if transient else None
 
     def reset_parameters(self) -> None:
         for m in self.modules():
             if m is not self and hasattr(m, "reset_parameters"):
                 m.reset_parameters()  # type: ignore[operator]
-        with torch.no_grad():
-            self.alpha.fill_(1.0 / 30.0)
+        if self.alpha is not None:
+            with torch.no_grad():
+                self.alpha.fill_(1.0 / 30.0)
 
     def forward(self, pos: Tensor, feats: Tensor, node_type: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
         g = num_graphs(batch)
@@ -158,6 +161,7 @@ class PhysGTO(nn.Module):
         for blk in self.blocks:
             v, e = blk(v, e, extra, edge_index, batch, flux_idx, inv_deg, slot, mask)
         out = self.dec(torch.cat([v, cond], dim=1))
-        if self.transient:
-            return feats[:, : self.n_out] + F.silu(self.alpha) * out
+        alpha = self.alpha
+        if alpha is not None:  # transient
+            return feats[:, : self.n_out] + F.silu(alpha) * out
         return out

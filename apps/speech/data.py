@@ -18,9 +18,10 @@ from typing import Literal, Optional
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from linmix.shared.errors import UserError
+from linmix.shared.sharding import EvalShardSampler, eval_batch_size, shard_of, train_share
 
 from .audio import AudioError, read_perturbed, read_span
 from .records import MixtureRecord
@@ -320,9 +321,19 @@ class SpeechDataModule(pl.LightningDataModule):
                 self.datasets[key] = MixtureDataset(recs, self.sample_rate, None)
 
     def _loader(self, key: str, train: bool) -> DataLoader:
+        # each rank its own part (linmix.shared.sharding): training a disjoint equal share of every epoch's
+        # permutation (seed + epoch), evaluation whole utterances dealt round robin, none repeated
         ds = self.datasets[key]
+        rank, world = shard_of(self)
+        if train:
+            train_share(len(ds), world, "the training set")
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed,
+                                         drop_last=True)  # fmt: skip
+        else:
+            eval_batch_size(len(ds), 1, world, f"the {key} set")  # refuses fewer utterances than ranks
+            sampler = EvalShardSampler(len(ds), 1, num_replicas=world, rank=rank)
         bs = self.hparams.batch_size if train else 1  # whole utterances of varying length: batch of one
-        return DataLoader(ds, batch_size=bs, shuffle=train, num_workers=self.hparams.num_workers, drop_last=False,
+        return DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=self.hparams.num_workers, drop_last=False,
                           persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:

@@ -11,8 +11,9 @@ random crop, each at a random level, summed.  On top of that this module can
   different vocal-tract length: more timbres than the corpus has).
 
 Sources come from the training metadata (``source_k_path`` of every mixture; speakers parsed from the mixture ID,
-see :func:`source_speakers`).  Randomness comes from torch's global RNG (one draw per item seeds a numpy Generator),
-so ``seed_everything`` makes a run reproducible and every epoch (and every DataLoader worker) draws new mixtures.
+see :func:`source_speakers`).  Randomness comes from torch's global RNG (one draw per item, with the item index, seeds
+a numpy Generator), so ``seed_everything`` makes a run reproducible and every epoch (and every DataLoader worker, and
+every DDP rank, whose indices differ) draws new mixtures.
 Items: ``{"mix": (T,), "sources": (S, T), "id": str}`` with ``mix == sources.sum(0)`` exactly; amplitudes in
 [-1, 1] (a mixture that would exceed a 0.9 peak is scaled down, sources alike).
 """
@@ -158,7 +159,9 @@ class DynamicMixDataset(Dataset):
         return x
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+        # one draw of torch's RNG and the item index seed the item: DDP ranks share torch's seed but not indices
+        # (linmix.shared.sharding), so each rank mixes its own items
+        rng = np.random.default_rng([int(torch.randint(0, 2**62, (1,))), i])
         spk = self._pick_speakers(rng)
         srcs, names = [], []
         for s in spk:

@@ -1,8 +1,9 @@
 """LightningModule for speech separation: Conv-TasNet trained with uPIT negative SI-SNR.
 
 Validation logs SI-SNRi on whole utterances; test also computes SDRi (BSS-eval, torchmetrics) and writes a
-per-utterance CSV (``test_results.csv``, with each mixture's source groups) and ``test_summary.json`` (means, medians
-and the SI-SNRi of same-group vs different-group mixtures and per group: :func:`metrics.group_breakdown`) into the logger's folder
+per-utterance CSV (``test_results.csv``, one row per test mixture in mixture_ID order, with its source groups) and
+``test_summary.json`` (means, medians and the SI-SNRi of same-group vs different-group mixtures and per group:
+:func:`metrics.group_breakdown`) into the logger's folder
 (``runs/speech/lightning_logs/version_*``).  Not a constructor argument on purpose: with ``--ckpt_path``
 LightningCLI restores the model's arguments from the checkpoint, overriding command-line values.
 Batches: ``{"mix": (B, T), "sources": (B, S, T), "id": list[str]}``.
@@ -17,6 +18,7 @@ import torch
 
 from linmix.shared.config import as_config
 from linmix.shared.lightning import LinmixModule
+from linmix.shared.sharding import gather_objects
 
 from .dynamic_mix import source_speakers
 from .losses import pit_si_snr_loss, si_snr
@@ -96,9 +98,13 @@ class SpeechLitModule(LinmixModule):
         return Path("runs/speech")
 
     def on_test_epoch_end(self) -> None:
-        if not self._rows or self.trainer.global_rank != 0:
+        # under DDP each rank tested its own utterances (linmix.shared.sharding): gathered once, written by rank 0,
+        # in mixture_ID order whatever the number of processes
+        rows = sorted((r for part in gather_objects(self._rows) for r in part), key=lambda r: str(r["mixture_ID"]))
+        out = self._out_dir()  # the trainer's log_dir is a collective call under DDP: every rank asks
+        if not rows or self.trainer.global_rank != 0:
             return
-        out = self._out_dir()
+        self._rows = rows
         out.mkdir(parents=True, exist_ok=True)
         keys = list(self._rows[0].keys())
         tmp = out / "test_results.csv.tmp"

@@ -6,13 +6,15 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from linmix.apps.ehr import sequences as S
-from linmix.apps.ehr.batching import collate, collate_ref
-from linmix.apps.ehr.data import BucketBatchSampler, EHRDataModule, SortedBatchSampler
+from linmix.apps.ehr.batching import BucketSampler, collate, collate_ref, rank_sampler
+from linmix.apps.ehr.data import EHRDataModule
 from linmix.apps.ehr.lit_module import EHRLitModule
 from linmix.apps.ehr.model import EHRMambaConfig
+from linmix.shared.errors import UserError
 
 _spec = importlib.util.spec_from_file_location("ehr_meds_fixture", Path(__file__).with_name("test_ehr_seq_fixture.py"))
 FX = importlib.util.module_from_spec(_spec)
@@ -21,25 +23,54 @@ _spec.loader.exec_module(FX)
 
 def test_bucket_sampler_covers_everything_once_and_reduces_padding():
     lengths = np.random.default_rng(0).integers(1, 200, 1000)
-    sampler = BucketBatchSampler(lengths, batch_size=16, window=10)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) and sorted(i for b in batches for i in b) == list(range(1000))
+    sampler = BucketSampler(lengths, batch_size=16, window=10)
+    batches = sampler.batches()
+    flat = list(sampler)
+    assert flat == [i for b in batches for i in b] and len(flat) == len(sampler) == 1000
+    assert sorted(flat) == list(range(1000)) and all(len(b) == 16 for b in batches[:-1])  # only the last is short
+    loader = torch.utils.data.DataLoader(range(1000), batch_size=16, sampler=sampler)
+    assert [b.tolist() for b in loader] == batches  # the loader cuts the flat order back into the same batches
     padded = sum(len(b) * lengths[b].max() for b in batches)
     rand = sum(len(b) * lengths[b].max() for b in np.array_split(np.random.default_rng(1).permutation(1000), 63))
     assert padded < 0.7 * rand
-    assert [b[:3] for b in list(sampler)[:3]] != [b[:3] for b in batches[:3]]  # a new order every epoch
+    assert list(sampler) == flat  # the same epoch, the same order
+    sampler.set_epoch(1)
+    assert [b[:3] for b in sampler.batches()[:3]] != [b[:3] for b in batches[:3]]  # a new order every epoch
+
+
+def test_bucket_sampler_ranks_take_disjoint_equal_shares_of_every_epoch():
+    lengths = np.random.default_rng(0).integers(1, 200, 1001)
+    for epoch in (0, 3):
+        shares = []
+        for rank in range(3):
+            s = BucketSampler(lengths, batch_size=16, window=10, num_replicas=3, rank=rank)
+            s.set_epoch(epoch)
+            shares.append(list(s))
+            assert len(shares[-1]) == len(s) == 333 and len(s.batches()) == 21  # ceil(333 / 16) on every rank
+        flat = [i for sh in shares for i in sh]
+        assert len(set(flat)) == len(flat) == 999  # disjoint; 1001 % 3 = 2 items sit this epoch out
+    with pytest.raises(UserError, match="fewer than the 4 training processes"):
+        BucketSampler(lengths[:3], batch_size=16, num_replicas=4)
 
 
 def test_sorted_eval_batches_cover_everything_once_in_fixed_length_order():
     lengths = np.random.default_rng(0).integers(1, 200, 1000)
-    sampler = SortedBatchSampler(lengths, batch_size=16)
-    batches = list(sampler)
-    flat = [i for b in batches for i in b]
-    assert len(batches) == len(sampler) == 63 and sorted(flat) == list(range(1000))
-    assert list(lengths[flat]) == sorted(lengths) and list(sampler) == batches  # sorted, same every epoch
+    sampler, bs = rank_sampler(lengths, 16, train=False)
+    flat = list(sampler)
+    batches = [flat[i:i + bs] for i in range(0, len(flat), bs)]
+    assert len(batches) == 63 and len(sampler) == 1000 and sorted(flat) == list(range(1000))
+    assert list(lengths[flat]) == sorted(lengths) and list(sampler) == flat  # sorted, same every epoch
     padded = sum(len(b) * lengths[b].max() for b in batches)
     in_order = sum(len(b) * lengths[b].max() for b in np.array_split(np.arange(1000), 63))
     assert padded < 0.6 * in_order
+    # two ranks: the single-process batches dealt round robin, each item once, no padding repeats
+    parts = [list(rank_sampler(lengths, 16, train=False, shard=(r, 2))[0]) for r in range(2)]
+    assert len(parts[0]) == 31 * 16 + 8 and len(parts[1]) == 31 * 16  # 63 batches, the last of 8 on rank 0
+    assert parts[0][:16] == batches[0] and parts[1][:16] == batches[1] and parts[0][16:32] == batches[2]
+    assert sorted(parts[0] + parts[1]) == list(range(1000))
+    # fewer batches than ranks: smaller batches, so that every rank has one
+    small = [rank_sampler(lengths[:20], 16, train=False, shard=(r, 3)) for r in range(3)]
+    assert [bs for _, bs in small] == [7, 7, 7] and [len(s) for s, _ in small] == [7, 7, 6]
 
 
 def test_collate_equals_the_per_item_reference():
