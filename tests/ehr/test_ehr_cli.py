@@ -56,7 +56,7 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch):
     assert metrics["mortality"]["n"] == df.filter(pl.col("task") == "mortality").height  # every datapoint written
     assert not list(preds.parent.glob(".*tmp*"))  # atomic: no temporary file left
     out = tmp_path / "model.pt"
-    assert main(["export", "--ckpt", str(fine), "--out", str(out), "--lengths", "9", "33"]) == 0
+    assert main(["export", "--ckpt", str(fine), "--out", str(out), "--lengths", "9", "33", "--format", "torchscript"]) == 0
     module, config = load_torchscript(out)
     assert config["tasks"] == state["ehr_tasks"]["names"] and config["net"]["d_model"] == 32
     scores = tmp_path / "scores.parquet"
