@@ -131,7 +131,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
            "after 2 warm-up calls; random weights at a small served size per app (see "
            "`benchmarks/core/export_runtime.py`). The machine is shared with other jobs: absolute numbers move with "
            "its load, so compare only within a row group (same app, size, threads: `x eager` is the speed-up over "
-           "eager PyTorch measured in the same run).", "",
+           "eager PyTorch measured in the same run). 1-minute load average at start / end: "
+           f"{meta['load_avg_1min'][0]:.1f} / {meta['load_avg_1min'][1]:.1f} on {os.cpu_count()} cores.", "",
            "| app | input | threads | runtime | latency ms | throughput | x eager | max abs diff |",
            "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
@@ -151,12 +152,13 @@ def main(argv=None) -> int:
     import onnxruntime
 
     threads = tuple(int(t) for t in a.threads.split(","))
+    load0 = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="export_runtime_") as d:
         for name in a.apps.split(","):
             rows += bench_app(name, a.reps, threads, Path(d))
             print(f"{name}: done", flush=True)
-    meta = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
+    meta = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "load_avg_1min": [load0, os.getloadavg()[0]],
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "reps": a.reps,
             "command": " ".join(["python benchmarks/core/export_runtime.py", *(sys.argv[1:] if argv is None else argv)])}
     out = Path(a.out)

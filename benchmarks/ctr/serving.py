@@ -83,7 +83,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
            "ECN 4 / LCN 4, random weights; encoded inputs (the featurizer is not timed). Round trip vs eager at batch 3 "
            f"and 257: TorchScript {meta['diff']['torchscript']:.1e}, ONNX Runtime {meta['diff']['onnx']:.1e}. "
            "The machine is shared with other jobs: absolute numbers move with its load; compare the two runtimes "
-           "within one (threads, batch) pair (`ORT / TS`, measured in the same run).", "",
+           "within one (threads, batch) pair (`ORT / TS`, measured in the same run). 1-minute load average at start / "
+           f"end: {meta['load_avg_1min'][0]:.1f} / {meta['load_avg_1min'][1]:.1f} on {os.cpu_count()} cores.", "",
            "| threads | batch | TorchScript rows/s | ONNX Runtime rows/s | ORT / TS | TS p50 / p99 ms | ORT p50 / p99 ms |",
            "|---:|---:|---:|---:|---:|---:|---:|"]
     by = {(r["runtime"], r["threads"], r["batch"]): r for r in rows}
@@ -106,8 +107,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import onnxruntime
 
+    load0 = os.getloadavg()[0]
     rows, diff = run(a.seconds, tuple(int(t) for t in a.threads.split(",")))
-    meta = {"machine": f"{os.cpu_count()}-core CPU", "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+    meta = {"machine": f"{os.cpu_count()}-core CPU", "load_avg_1min": [load0, os.getloadavg()[0]], "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "diff": diff,
             "command": " ".join(["python benchmarks/ctr/serving.py", *(sys.argv[1:] if argv is None else argv)])}
     out = Path(a.out)
