@@ -92,6 +92,11 @@ def _eval(net: nn.Module):
 
 
 def _trace(net: nn.Module, example: Tuple[Any, ...], dims: Dims):
+    for i, (a, d) in enumerate(zip(example, dims)):
+        small = [axis for axis in (d or {}) if a.shape[axis] < 2]
+        if small:  # torch.export fixes every example size of 0 or 1
+            raise ValueError(f"export: example input {i} has size {a.shape[small[0]]} on dynamic axis {small[0]}; "
+                             "give at least 2 so the axis can stay symbolic")
     with _eval(net), _quiet(), torch.no_grad():
         ep = torch.export.export(net, tuple(example), dynamic_shapes=_dynamic_shapes(dims, len(example)), strict=False)
     _check_dynamic(ep, dims)

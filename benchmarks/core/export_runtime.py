@@ -59,9 +59,9 @@ def _speech():
     net = ConvTasNet(ConvTasNetConfig(n_filters=128, bottleneck=64, hidden=128, skip=64, n_blocks=4,
                                       n_repeats=2)).eval()
 
-    def make(n, seed):
-        return (torch.randn(1, n, generator=torch.Generator().manual_seed(seed)) * 0.1,)
-    return dict(net=net, unit="samples", make=make, sizes=(8000, 32000), example=1600,
+    def make(n, seed, batch=1):
+        return (torch.randn(batch, n, generator=torch.Generator().manual_seed(seed)) * 0.1,)
+    return dict(net=net, unit="samples", make=make, sizes=(8000, 32000), example=1600, example_args=make(1600, 9, 2),
                 dims=[{0: "batch", 1: "time"}], names=["waveform"], count=lambda n: n, label="{} samples (8 kHz)")
 
 
@@ -106,7 +106,7 @@ def bench_app(name: str, reps: int, threads: tuple[int, ...], workdir: Path) -> 
     net = spec["net"]
     paths = format_paths(workdir / f"{name}.pt", FORMATS)
     res = export_formats(net, paths, {"app": name}, [spec["make"](n, i) for i, n in enumerate(spec["sizes"])],
-                         example=spec["make"](spec["example"], 9), dims=spec["dims"], input_names=spec["names"],
+                         example=spec.get("example_args") or spec["make"](spec["example"], 9), dims=spec["dims"], input_names=spec["names"],
                          output_names=["out"], traced_net=spec.get("traced"))
     diff = {r["format"]: r["max_abs_diff"] for r in res}
     rows = []
@@ -125,14 +125,32 @@ def bench_app(name: str, reps: int, threads: tuple[int, ...], workdir: Path) -> 
     return rows
 
 
+def _load(meta: dict) -> str:
+    if "load_avg_1min" not in meta:
+        return ""
+    return f"1-minute load average at start / end: {meta['load_avg_1min'][0]:.1f} / {meta['load_avg_1min'][1]:.1f}."
+
+
+def compact_table(rows: list[dict]) -> list[str]:
+    """One line per (app, input, threads): eager latency and each runtime's speed-up over it (the README table)."""
+    out = ["| app | input | threads | eager ms | TorchScript | torch.export | ONNX Runtime |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    keys = list(dict.fromkeys((r["app"], r["size"], r["threads"]) for r in rows))
+    for key in keys:
+        by = {r["runtime"]: r for r in rows if (r["app"], r["size"], r["threads"]) == key}
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {by['eager']['latency_ms']:.1f} | "
+                   + " | ".join(f"{by[rt]['vs_eager']:.2f}x" for rt in RUNTIMES[1:]) + " |")
+    return out
+
+
 def to_markdown(rows: list[dict], meta: dict) -> str:
     out = ["# Export runtimes: eager vs TorchScript vs torch.export vs ONNX Runtime", "",
            f"{meta['machine']}, torch {meta['torch']}, onnxruntime {meta['onnxruntime']}; median of {meta['reps']} calls "
            "after 2 warm-up calls; random weights at a small served size per app (see "
            "`benchmarks/core/export_runtime.py`). The machine is shared with other jobs: absolute numbers move with "
            "its load, so compare only within a row group (same app, size, threads: `x eager` is the speed-up over "
-           "eager PyTorch measured in the same run). 1-minute load average at start / end: "
-           f"{meta['load_avg_1min'][0]:.1f} / {meta['load_avg_1min'][1]:.1f} on {os.cpu_count()} cores.", "",
+           "eager PyTorch measured in the same run). " + _load(meta), "",
+           *compact_table(rows), "", "All measurements:", "",
            "| app | input | threads | runtime | latency ms | throughput | x eager | max abs diff |",
            "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
@@ -148,7 +166,12 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", default="runs/bench/export_runtime")
+    ap.add_argument("--render", help="only rewrite the Markdown from this export_runtime.json")
     a = ap.parse_args(argv)
+    if a.render:
+        d = json.loads(Path(a.render).read_text())
+        Path(a.render).with_suffix(".md").write_text(to_markdown(d["rows"], d["meta"]))
+        return 0
     import onnxruntime
 
     threads = tuple(int(t) for t in a.threads.split(","))
