@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from linmix.shared.norms import check_input
+from linmix.shared.ssd import is_exporting
 
 __all__ = ["LinearAttention", "linear_attention_ref", "feature_map"]
 
@@ -40,6 +41,14 @@ def linear_attention_ref(
             w = w * torch.exp(log_decay[:, None, None] * rel.clamp(min=0))
         scores = scores * w
     return (scores @ v) / (scores.sum(-1, keepdim=True) + eps)
+
+
+def _pad_rows(t: Tensor, total: int) -> Tensor:
+    """(B, H, L, D) -> (B, H, total, D) with zero rows after L, as a gather (no size relation to prove while tracing)."""
+    l = t.size(2)
+    pos = torch.arange(total, device=t.device)
+    src = torch.where(pos < l, pos, torch.full_like(pos, l))
+    return torch.cat([t, torch.zeros_like(t.narrow(2, 0, 1))], dim=2).index_select(2, src)
 
 
 class LinearAttention(nn.Module):
@@ -110,10 +119,17 @@ class LinearAttention(nn.Module):
         b, h, l, dk = q.shape
         dv = v.size(-1)
         qn = self.chunk_size
-        pad = (-l) % qn
-        if pad > 0:
-            q, k, v = F.pad(q, (0, 0, 0, pad)), F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))
-        c = (l + pad) // qn
+        exporting = False
+        if not torch.jit.is_scripting():
+            exporting = is_exporting()
+        if exporting:  # no branch on L: one extra chunk always, padded by a gather (see linmix.shared.ssd.ssd_padded)
+            c = (l + qn - 1) // qn + 1
+            q, k, v = _pad_rows(q, c * qn), _pad_rows(k, c * qn), _pad_rows(v, c * qn)
+        else:
+            pad = (-l) % qn
+            if pad > 0:
+                q, k, v = F.pad(q, (0, 0, 0, pad)), F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))
+            c = (l + pad) // qn
         qc, kc, vc = q.reshape(b, h, c, qn, dk), k.reshape(b, h, c, qn, dk), v.reshape(b, h, c, qn, dv)
         i = torch.arange(qn, device=q.device)
         rel = (i[:, None] - i[None, :]).to(q.dtype)
@@ -135,6 +151,17 @@ class LinearAttention(nn.Module):
         kv_chunk = kd.transpose(-1, -2) @ vc  # (B, H, C, dk, dv)
         z_chunk = kd.sum(3)  # (B, H, C, dk)
         qd = qc * q_in[None, :, None, :, None]
+        if exporting:  # the chunk recurrence loop-free: state entering chunk i = sum_{j < i} decay^(i - 1 - j) kv_j
+            ci = torch.arange(c, device=q.device)
+            gap = (ci[:, None] - ci[None, :] - 1).to(q.dtype)  # (C, C)
+            log_cd = torch.log(chunk_decay)[:, None, None]  # (H, 1, 1)
+            dm = torch.where(ci[:, None] > ci[None, :], torch.exp(log_cd * gap.clamp(min=0)), torch.zeros_like(gap))
+            s_in = (dm.unsqueeze(0) @ kv_chunk.reshape(b, h, c, dk * dv)).reshape(b, h, c, dk, dv)
+            z_in = dm.unsqueeze(0) @ z_chunk  # (B, H, C, dk)
+            num = num + qd @ s_in
+            den = den + (qd * z_in.unsqueeze(3)).sum(-1)
+            y = (num / (den.unsqueeze(-1) + self.eps)).reshape(b, h, c * qn, dv)
+            return y.index_select(2, torch.arange(l, device=q.device))
         s = q.new_zeros(b, h, dk, dv)
         zs = q.new_zeros(b, h, dk)
         nums = []

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from linmix.shared.kernels import mamba_chunk_scan
 from linmix.shared.norms import RMSNormGated, check_input
-from linmix.shared.ssd import ssd_scan
+from linmix.shared.ssd import is_exporting, ssd_scan
 
 __all__ = ["Mamba2", "causal_conv", "init_ssm_params", "resolve_backend", "ssm_dims"]
 
@@ -167,6 +167,9 @@ class Mamba2(nn.Module):
         m: Optional[Tensor] = None
         if mask is not None:
             m = mask.unsqueeze(-1).to(x.dtype)
+        if not torch.jit.is_scripting():
+            if is_exporting():  # one segment: a symbolic length cannot drive the loop below (same result)
+                return self._segment(x, m, conv_state, ssm_state)
         # The whole mixer runs segment by segment with the conv and SSM states carried over. In training each
         # segment is recomputed in backward, so only the block input is kept: training memory stays O(L * D) plus
         # one segment's working set (mamba-ssm's fused "memory-efficient path" recomputes likewise).

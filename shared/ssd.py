@@ -21,6 +21,11 @@ Three implementations with one contract:
   stored activations are O(L * H * P) rather than O(L * chunk * H).
 
 :func:`ssd_scan` dispatches between this and mamba-ssm's fused Triton kernel (CUDA only, probed lazily).
+
+Under ``torch.export`` (and so the ONNX dynamo exporter), :func:`ssd_chunked` runs :func:`ssd_padded` instead: one
+segment, the length always padded to whole chunks, no Python branch on the length, so the exported program keeps L
+symbolic. It equals the segmented path (tests/core/test_export_formats.py); its inter-chunk matrix is
+(L / chunk_size + 1)^2 per head, so an exported program's memory grows quadratically in L / chunk_size.
 """
 
 from __future__ import annotations
@@ -136,6 +141,41 @@ def _segment_checkpointed(
     return checkpoint(ssd_segment, X, Adt, Bt, Ct, state, chunk_size, use_reentrant=False)
 
 
+def is_exporting() -> bool:
+    """True while ``torch.export`` (or the ONNX dynamo exporter) traces; call under ``if not torch.jit.is_scripting()``."""
+    return torch.compiler.is_exporting()
+
+
+def ssd_padded(
+    x: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, chunk_size: int = 64, initial_state: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
+    """Export-friendly SSD: one segment of ``ceil(L / chunk_size) + 1`` whole chunks (dt = 0 past L), no branch on L.
+
+    Same contract and result as :func:`ssd_chunked`; used while exporting (a symbolic L cannot drive the segment loop
+    or the short-sequence chunk clamp). Padding and the final crop are gathers (an appended zero row read for every
+    padded step), so no size inequality has to be proved for L derived from other sizes (e.g. a frame count); the
+    chunk count is never 1. Memory is quadratic in the number of chunks.
+    """
+    b, l, h, p = x.shape
+    n = Bm.size(3)
+    q = chunk_size
+    total = ((l + q - 1) // q + 1) * q
+    pos = torch.arange(total, device=x.device)
+    src = torch.where(pos < l, pos, torch.full_like(pos, l))  # step l is the appended zero row
+
+    def pad(t: Tensor) -> Tensor:  # (B, *, L, *) along dim 2 -> (B, *, total, *)
+        zero = torch.zeros_like(t.narrow(2, 0, 1))
+        return torch.cat([t, zero], dim=2).index_select(2, src).contiguous()
+
+    X = pad((x * dt.unsqueeze(-1)).transpose(1, 2))  # (B, H, total, P)
+    Adt = pad((dt * A.unsqueeze(1)).transpose(1, 2).unsqueeze(-1)).squeeze(-1)  # (B, H, total)
+    Bt, Ct = pad(Bm.transpose(1, 2)), pad(Cm.transpose(1, 2))  # (B, G, total, N)
+    state = initial_state.transpose(-1, -2) if initial_state is not None else x.new_zeros(b, h, n, p)
+    y, state = ssd_segment(X, Adt, Bt, Ct, state, q)
+    y = y.index_select(2, torch.arange(l, device=x.device))
+    return y.transpose(1, 2), state.transpose(-1, -2)
+
+
 def ssd_chunked(
     x: Tensor,
     dt: Tensor,
@@ -153,6 +193,9 @@ def ssd_chunked(
     outputs nor the final state. ``recompute`` checkpoints each segment when gradients are needed (eager only).
     """
     _check(x, dt, A, Bm, Cm)
+    if not torch.jit.is_scripting():
+        if is_exporting():
+            return ssd_padded(x, dt, A, Bm, Cm, chunk_size, initial_state)
     b, l, h, p = x.shape
     n = Bm.size(3)
     chunk_size = min(chunk_size, max(l, 1))  # a short sequence is one chunk: no padding work

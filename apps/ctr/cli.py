@@ -21,8 +21,8 @@ APP = App(
                    "Encode click-log files (Criteo/Avazu/libfm/schema) into a cached dataset with rejects and a "
                    "report."),
         "export": ("linmix.apps.ctr.tools:export_main",
-                   "Export a trained checkpoint to TorchScript (encoded idx/val -> probability) with its "
-                   "vocabularies."),
+                   "Export a trained checkpoint (encoded idx/val -> probability) as TorchScript, torch.export and "
+                   "ONNX with its vocabularies and a pure-numpy featurizer."),
         "demo": ("linmix.apps.ctr.tools:demo_main",
                  "End-to-end demo on small synthetic data: synth -> fit FCN and DCNv2 -> test -> export -> "
                  "summary.json."),

@@ -67,8 +67,9 @@ def run_demo(out: str | Path, rows: int = 30_000, epochs: int = 5) -> list[dict]
             if f"test/{k}" in m:
                 row(f"test_{arch}", k, m[f"test/{k}"], "best val-AUC checkpoint")
     t2 = time.perf_counter()
-    ex = export_model(best["fcn"], out / "export")
-    row("export", "roundtrip_max_abs_diff", ex["roundtrip_max_abs_diff"], "TorchScript, batch 3 and 257")
+    ex = export_model(best["fcn"], out / "export", formats=("torchscript", "onnx"))
+    row("export", "roundtrip_max_abs_diff", ex["roundtrip_max_abs_diff"],
+        "TorchScript and ONNX (ONNX Runtime), batch 3 and 257")
     # serve: raw test rows -> saved vocab -> TorchScript, against the Lightning model on the same rows
     enc = FeatureEncoder.load(out / "export" / "vocab.json")
     raw = pl.read_parquet(out / "data" / "test.parquet").head(64)

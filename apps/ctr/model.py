@@ -96,12 +96,15 @@ class CTRServing(nn.Module):
     """Exported model: checks the encoded input, returns the click probability (B,).
 
     Raises a clear error for a wrong number of fields, an index outside a field's vocabulary, or NaN/inf
-    in ``val`` (numeric input must be finite at serving time).
+    in ``val`` (numeric input must be finite at serving time). ``checks=False`` leaves the value checks out (the
+    ``torch.export`` / ONNX graphs: data-dependent branches do not trace; ONNX Runtime itself refuses an out-of-range
+    index in its Gather, and the exported featurizer only produces valid ones).
     """
 
-    def __init__(self, net: CTRNet) -> None:
+    def __init__(self, net: CTRNet, checks: bool = True) -> None:
         super().__init__()
         self.net = net
+        self.checks = checks
         self.n_fields = len(net.cfg.field_sizes)
         self.n_seq = len(net.cfg.seq_sizes)
         self.register_buffer("sizes", torch.tensor(list(net.cfg.field_sizes), dtype=torch.long))
@@ -112,10 +115,10 @@ class CTRServing(nn.Module):
             raise ValueError(f"idx must be (B, {self.n_fields}), got {list(idx.shape)}")
         if val.shape != idx.shape:
             raise ValueError(f"val must have the shape of idx {list(idx.shape)}, got {list(val.shape)}")
-        if not bool(torch.isfinite(val).all()):
+        if self.checks and not bool(torch.isfinite(val).all()):
             bad = torch.nonzero(~torch.isfinite(val))[0]
             raise ValueError(f"NaN/inf in numeric input at row {int(bad[0])}, field {int(bad[1])}")
-        if idx.numel() > 0 and (bool((idx < 0).any()) or bool((idx >= self.sizes).any())):
+        if self.checks and idx.numel() > 0 and (bool((idx < 0).any()) or bool((idx >= self.sizes).any())):
             bad = torch.nonzero((idx < 0) | (idx >= self.sizes))[0]
             raise ValueError(f"index {int(idx[bad[0], bad[1]])} out of range for field {int(bad[1])} at row "
                              f"{int(bad[0])} (vocabulary size {int(self.sizes[bad[1]])})")

@@ -1,4 +1,4 @@
-"""``linmix-ctr encode`` (files -> encoded cache + rejects + report), ``linmix-ctr export`` (TorchScript, see
+"""``linmix-ctr encode`` (files -> encoded cache + rejects + report), ``linmix-ctr export`` (TorchScript / torch.export / ONNX, see
 :mod:`linmix.apps.ctr.export`) and ``linmix-ctr demo`` (see :mod:`linmix.apps.ctr.demo`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from linmix.apps.ctr.schema import DataSchema, avazu_schema, criteo_schema, libfm_schema, load_schema
-from linmix.shared.argtypes import at_least
+from linmix.shared.argtypes import add_format_argument, at_least, chosen_formats
 
 
 def _schema(fmt: str, schema_path: Optional[str], libfm_fields: int, min_count: Optional[int]) -> DataSchema:
@@ -59,17 +59,21 @@ def encode_main(argv: list[str] | None = None) -> int:
 
 
 def export_main(argv: list[str] | None = None) -> int:
-    """Export a trained checkpoint to TorchScript (encoded idx/val -> probability) with its vocabularies."""
+    """Export a trained checkpoint (encoded idx/val -> probability) as TorchScript, torch.export and ONNX, with its
+    vocabularies and a pure-numpy featurizer."""
     ap = argparse.ArgumentParser(prog="linmix-ctr export", description=export_main.__doc__)
     ap.add_argument("--ckpt", required=True, help="Lightning checkpoint of CTRLitModule")
-    ap.add_argument("--out", default="runs/ctr/export", help="output folder (model.ts, vocab.json, export.json)")
+    ap.add_argument("--out", default="runs/ctr/export",
+                    help="output folder (model.ts / model.pt2 / model.onnx, vocab.json, featurize.py, export.json)")
     ap.add_argument("--vocab", help="vocab.json (default: the one recorded in the checkpoint)")
+    add_format_argument(ap)
     a = ap.parse_args(argv)
     from linmix.apps.ctr.export import export_model
+    from linmix.shared.export import report_lines
 
-    s = export_model(a.ckpt, a.out, a.vocab)
-    print(f"exported {s['arch']} -> {s['model']} (round trip at batch {s['batch_sizes']}: max abs diff "
-          f"{s['roundtrip_max_abs_diff']:.2e}); vocab: {s['vocab']}")
+    s = export_model(a.ckpt, a.out, a.vocab, formats=chosen_formats(a.formats))
+    print(f"exported {s['arch']}; vocab: {s['vocab']}; featurizer: {s['featurizer']}")
+    print("\n".join(report_lines(s["formats"], f"at batch {s['batch_sizes']}")))
     return 0
 
 

@@ -23,7 +23,8 @@ APP = App(
                   "write a synthetic FHIR R4 cohort (bundle or bulk NDJSON) with oracle.parquet"),
         "ingest": ("linmix.apps.ehr.ingest:ingest_main", "FHIR R4 Bundles / NDJSON -> MEDS dataset"),
         "export": ("linmix.apps.ehr.export:export_main",
-                   "TorchScript export of a finetuned checkpoint (tokens + side arrays + task -> probability)"),
+                   "TorchScript, torch.export and ONNX export of a finetuned checkpoint (tokens + side arrays + "
+                   "task -> probability)"),
         "demo": ("linmix.apps.ehr.demo:demo_main",
                  "synth -> ingest -> pretrain -> finetune -> test -> baseline -> export on a small cohort"),
         "score": ("linmix.apps.ehr.score:score_main",

@@ -15,7 +15,8 @@ APP = App(
     links=(("data.vocab_size", "model.net.vocab_size"),),
     tools={
         "export": ("linmix.apps.lm.tools:export_main",
-                   "Export a checkpoint's network to TorchScript (config embedded), round-trip checked."),
+                   "Export a checkpoint's network to TorchScript, torch.export and ONNX (config embedded), "
+                   "round-trip checked."),
         "demo": ("linmix.apps.lm.tools:demo_main",
                  "Train the tiny Mamba2 LM on the built-in additions corpus for about a minute, then test and "
                  "export."),

@@ -1,4 +1,5 @@
-"""Tools of ``linmix-lm``: ``export`` (TorchScript of a checkpoint) and ``demo`` (train for about a minute)."""
+"""Tools of ``linmix-lm``: ``export`` (TorchScript, torch.export and ONNX of a checkpoint) and ``demo`` (train for about
+a minute)."""
 
 from __future__ import annotations
 
@@ -8,32 +9,54 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["export_main", "demo_main", "export_checkpoint"]
+from linmix.shared.argtypes import add_format_argument, chosen_formats
+
+__all__ = ["export_main", "demo_main", "export_checkpoint", "export_net"]
 
 
-def export_checkpoint(ckpt: str | Path, out: str | Path) -> float:
-    """Export the net of ``ckpt`` to ``out`` and round-trip check it at two lengths; returns the max abs diff."""
+def export_net(net, out: str | Path, config: dict, formats: Sequence[str] = ("torchscript", "export", "onnx")
+               ) -> list[dict]:
+    """Write ``net`` (a ``MixerLM``: tokens (B, L) -> logits (B, L, V)) in ``formats`` beside ``out``, batch and length
+    dynamic; round trip at L=50 and L=131. Returns one result dict per format."""
     import torch
 
+    from linmix.shared.export import export_formats, format_paths
+
+    vocab = net.vocab_size
+    g = torch.Generator().manual_seed(0)
+    checks = [(torch.randint(0, vocab, (2, 50), generator=g),), (torch.randint(0, vocab, (3, 131), generator=g),)]
+    example = (torch.randint(0, vocab, (2, 80), generator=g),)
+    return export_formats(net, format_paths(out, formats), {**config, "dynamic": {"batch": 0, "length": 1}}, checks,
+                          example=example, dims=[{0: "batch", 1: "length"}], input_names=["tokens"],
+                          output_names=["logits"])
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, formats: Sequence[str] = ("torchscript",)) -> float:
+    """Export the net of ``ckpt`` beside ``out`` in ``formats`` and round-trip check each at two lengths; returns the
+    largest max abs diff."""
     from linmix.apps.lm.lit_module import LMLitModule
     from linmix.shared.checkpoint import load_lit
-    from linmix.shared.export import check_roundtrip, export_torchscript
 
     lit = load_lit(LMLitModule, ckpt, app="lm")
-    net = lit.exportable().eval()
-    path = export_torchscript(net, out, {"app": "lm", "net": dict(lit.hparams.net)})
-    vocab = net.vocab_size
-    return check_roundtrip(net, path, [(torch.randint(0, vocab, (2, 50)),), (torch.randint(0, vocab, (3, 131)),)])
+    results = export_net(lit.exportable().eval(), out, {"app": "lm", "net": dict(lit.hparams.net)}, formats)
+    return max(r["max_abs_diff"] for r in results)
 
 
 def export_main(argv: Sequence[str]) -> int:
-    """Export a checkpoint's network to TorchScript (config embedded), round-trip checked."""
+    """Export a checkpoint's network to TorchScript, torch.export and ONNX (config embedded), round-trip checked."""
     ap = argparse.ArgumentParser(prog="linmix-lm export", description=export_main.__doc__)
     ap.add_argument("--ckpt", required=True, help="Lightning checkpoint (.ckpt)")
-    ap.add_argument("--out", required=True, help="output TorchScript file (.pt)")
+    ap.add_argument("--out", required=True, help="output TorchScript file (.pt); the .pt2 and .onnx files take its stem")
+    add_format_argument(ap)
     a = ap.parse_args(argv)
-    diff = export_checkpoint(a.ckpt, a.out)
-    print(f"exported {a.out} (round-trip max abs diff {diff:.2e} at L=50 and L=131)")
+    from linmix.apps.lm.lit_module import LMLitModule
+    from linmix.shared.checkpoint import load_lit
+    from linmix.shared.export import report_lines
+
+    lit = load_lit(LMLitModule, a.ckpt, app="lm")
+    results = export_net(lit.exportable().eval(), a.out, {"app": "lm", "net": dict(lit.hparams.net)},
+                         chosen_formats(a.formats))
+    print("\n".join(report_lines(results, "at L=50 and L=131")))
     return 0
 
 

@@ -23,7 +23,8 @@ APP = App(
         "rollout": ("linmix.apps.physics.rollout_tool:main",
                     "Roll a checkpoint out on one sample; write XDMF/VTU, PNGs and metrics."),
         "export": ("linmix.apps.physics.export:main",
-                   "Export a checkpoint to TorchScript and check the round trip on two meshes."),
+                   "Export a checkpoint to TorchScript, torch.export and ONNX; check each round trip on two "
+                   "meshes."),
         "demo": ("linmix.apps.physics.demo:main",
                  "Run the physics app end to end at small size (synth -> fit -> test -> plot -> export)."),
     },

@@ -1,7 +1,8 @@
-"""``linmix-physics export``: TorchScript of the trained operator (normalisers included).
+"""``linmix-physics export``: TorchScript, ``torch.export`` and ONNX of the trained operator (normalisers included).
 
 Exported signature: ``forward(pos (N, 2), feats (N, F), node_type (N,) int64, edge_index (2, E) int64,
-batch (N,) int64 | None = None) -> fields (N, C)`` in physical units, ``feats`` = [state (transient), inputs,
+batch (N,) int64 | None = None) -> fields (N, C)`` in physical units (the ``.pt2`` and ``.onnx`` files: one mesh per
+call, no ``batch``; node and edge counts dynamic), ``feats`` = [state (transient), inputs,
 globals per node, time (transient)] as described in the embedded ``config.json``. The round trip is checked on two
 meshes of different sizes (two given samples, or two freshly synthesised ones at different resolutions).
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from linmix.apps.physics.pde.sample_io import load_sample
 from linmix.apps.physics.rollout_tool import check_problem, load_checkpoint
+from linmix.shared.argtypes import add_format_argument, chosen_formats
 from linmix.shared.errors import UserError
 
 log = logging.getLogger("linmix.physics.export")
@@ -51,13 +53,18 @@ def export_config(lit) -> dict:
             "hparams": {k: v for k, v in dict(lit.hparams).items() if isinstance(v, (int, float, str, bool))}}
 
 
-def export_operator(lit, out: str | Path, samples: list[dict], where: list[str] | None = None) -> tuple[Path, float]:
-    """Export ``lit.exportable()`` to ``out`` and check the round trip on ``samples`` (>= 2 meshes of different sizes,
-    of the checkpoint's problem, named ``where`` in messages). Returns (path, max abs difference). Raises
-    :class:`UserError` for fewer than two mesh sizes, a sample of another problem, or a non-finite prediction."""
+def export_operator(lit, out: str | Path, samples: list[dict], where: list[str] | None = None,
+                    formats=("torchscript",)) -> list[dict]:
+    """Export ``lit.exportable()`` beside ``out`` in ``formats`` (``.pt`` / ``.pt2`` / ``.onnx``) and check each round
+    trip on ``samples`` (>= 2 meshes of different sizes, of the checkpoint's problem, named ``where`` in messages).
+    Returns one result dict per format (path, bytes, max_abs_diff). Raises :class:`UserError` for fewer than two mesh
+    sizes, a sample of another problem, or a non-finite prediction.
+
+    The traced formats (``export``, ``onnx``) take one mesh per call: ``pos, feats, node_type, edge_index`` with the
+    node and edge counts dynamic (no ``batch`` argument); TorchScript keeps the optional ``batch``."""
     import torch
 
-    from linmix.shared.export import check_roundtrip, export_torchscript
+    from linmix.shared.export import export_formats, format_paths
 
     where = list(where or [f"sample {i}" for i in range(len(samples))])
     sizes = {len(s["pos"]) for s in samples}
@@ -75,18 +82,21 @@ def export_operator(lit, out: str | Path, samples: list[dict], where: list[str] 
             if not torch.isfinite(y).all():
                 raise UserError(f"export: the model's prediction on {w} holds {int((~torch.isfinite(y)).sum())} "
                                 "NaN/inf values (a diverged checkpoint?); nothing exported")
-    path = export_torchscript(net, out, export_config(lit))
-    diff = check_roundtrip(net, path, inputs)
-    return path, diff
+    config = {**export_config(lit), "dynamic": {"nodes": 0, "edges": "edge_index axis 1"}}
+    dims = [{0: "nodes"}, {0: "nodes"}, {0: "nodes"}, {1: "edges"}]
+    example = max(inputs, key=lambda a: a[0].shape[0])
+    return export_formats(net, format_paths(out, formats), config, inputs, example=example, dims=dims,
+                          input_names=["pos", "feats", "node_type", "edge_index"], output_names=["fields"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export a checkpoint to TorchScript and check the round trip on two meshes."""
+    """Export a checkpoint to TorchScript, torch.export and ONNX; check each round trip on two meshes."""
     p = argparse.ArgumentParser(prog="linmix-physics export", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint (.ckpt)")
-    p.add_argument("--out", required=True, help="output .pt path")
+    p.add_argument("--out", required=True, help="output .pt path; the .pt2 and .onnx files take its stem")
     p.add_argument("--sample", action="append", default=[],
                    help="sample .npz for the round-trip check (give two of different sizes; default: synthesise two)")
+    add_format_argument(p)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if Path(a.out).is_dir():
@@ -96,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         samples = [load_sample(s) for s in a.sample]
     else:
         samples = synth_pair(lit.spec.name)
-    path, diff = export_operator(lit, a.out, samples, where=a.sample or None)
-    print(f"exported {path} ({lit.spec.name}, channels {list(lit.spec.channels)}); round trip on meshes of "
-          f"{[len(s['pos']) for s in samples]} nodes: max abs diff {diff:.3g}")
+    from linmix.shared.export import report_lines
+
+    results = export_operator(lit, a.out, samples, where=a.sample or None, formats=chosen_formats(a.formats))
+    print(f"exported {lit.spec.name}, channels {list(lit.spec.channels)}")
+    print("\n".join(report_lines(results, f"on meshes of {[len(s['pos']) for s in samples]} nodes")))
     return 0
 
 

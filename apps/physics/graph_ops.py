@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from linmix.shared.ssd import is_exporting
+
 
 def scatter_sum(src: Tensor, index: Tensor, n: int) -> Tensor:
     """Sum rows of ``src`` (E, D) into ``n`` buckets by ``index`` (E,) -> (n, D)."""
@@ -40,6 +42,11 @@ def flux_mean_weights(flux_idx: Tensor, n: int, d_model: int, dtype: torch.dtype
 
 
 def num_graphs(batch: Tensor) -> int:
+    """Graphs in a sorted ``batch`` (max id + 1). While ``torch.export`` traces (ONNX too) it is 1 without reading the
+    ids: exported programs take one mesh per call (no ``batch`` argument, see ``apps/physics/export.py``)."""
+    if not torch.jit.is_scripting():
+        if is_exporting():
+            return 1
     if batch.numel() == 0:
         return 0
     return int(batch.max().item()) + 1
@@ -79,7 +86,13 @@ def dense_index(batch: Tensor, n_graphs: int) -> Tuple[Tensor, Tensor]:
         0, batch, torch.ones_like(batch))
     ptr = torch.cumsum(counts, 0) - counts
     slot = torch.arange(batch.shape[0], device=batch.device) - ptr[batch]
-    l_max = int(counts.max().item()) if n_graphs > 0 else 0
+    exporting = False
+    if not torch.jit.is_scripting():
+        exporting = is_exporting() and n_graphs == 1
+    if exporting:  # one mesh (see num_graphs): L_max = N, no data-dependent size in the traced program
+        l_max = batch.shape[0]
+    else:
+        l_max = int(counts.max().item()) if n_graphs > 0 else 0
     mask = torch.zeros(n_graphs, l_max, dtype=torch.bool, device=batch.device)
     mask[batch, slot] = True
     return slot, mask

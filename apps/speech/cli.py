@@ -19,7 +19,7 @@ APP = App(
         "separate": ("linmix.apps.speech.separate:main",
                      "separate audio files into one wav per source (chunked overlap-add, any rate/length)"),
         "export": ("linmix.apps.speech.export:main",
-                   "export a checkpoint to TorchScript (waveform in, sources out), round-trip checked"),
+                   "export a checkpoint to TorchScript, torch.export and ONNX (waveform in, sources out), round-trip checked"),
         "demo": ("linmix.apps.speech.demo:main",
                  "end-to-end demo on the synthetic corpus: synth, fit tiny, test, separate, stream, export"),
     },

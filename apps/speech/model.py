@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from linmix.shared import MixerStack
+from linmix.shared.ssd import is_exporting
 
 from .tcn import TCNSeparator, make_norm
 
@@ -185,11 +186,14 @@ class ConvTasNet(nn.Module):
         if x.dim() != 2:
             raise ValueError("expected a waveform of shape (B, T) or (B, 1, T)")
         t = x.shape[-1]
-        # Left pad one stride; right pad to a whole number of frames plus one stride (symmetric framing).
-        n_frames = (t + self.stride - 1) // self.stride + 1
-        pad_right = (n_frames + 1) * self.stride - t - self.stride
+        # Left pad one stride; right pad to a whole number of frames plus one stride (symmetric framing):
+        # (ceil(t / stride) + 1) * stride - t, written with a modulo so torch.export can prove it non-negative.
+        pad_right = self.stride + (-t) % self.stride
         xp = F.pad(x, (self.stride, pad_right)).unsqueeze(1)  # (B, 1, T')
         w = self.encode(xp)  # (B, N, K)
         masks = self.apply_mask(self.separator(w))  # (B, S, N, K)
         y = self.decode(masks * w.unsqueeze(1))
+        if not torch.jit.is_scripting():
+            if is_exporting():  # the same crop as a gather: torch.export cannot bound a slice end of ceil-div sizes
+                return y.index_select(2, torch.arange(self.stride, self.stride + t, device=y.device))
         return y[:, :, self.stride : self.stride + t]

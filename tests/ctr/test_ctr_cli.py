@@ -1,8 +1,13 @@
-"""End to end through the real CLI: synth -> fit tiny -> test -> predict -> export -> serve raw rows."""
+"""End to end through the real CLI: synth -> fit tiny -> test -> predict -> export -> serve raw rows (TorchScript
+with the encoder; ONNX Runtime with the exported pure-numpy featurizer, the README's snippet verbatim)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +88,7 @@ def test_fit_test_predict_through_cli(fitted):
 
 def test_export_roundtrip_and_serving_raw_rows(fitted, capsys):
     d, _, ckpt = fitted
-    assert main(["export", "--ckpt", str(ckpt), "--out", str(d / "export")]) == 0
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(d / "export"), "--format", "torchscript"]) == 0
     ex = json.loads((d / "export" / "export.json").read_text())
     assert ex["roundtrip_max_abs_diff"] < 1e-5 and ex["batch_sizes"] == [3, 257]
     from linmix.apps.ctr.encoder import FeatureEncoder
@@ -103,3 +108,42 @@ def test_export_roundtrip_and_serving_raw_rows(fitted, capsys):
     bad = raw.with_columns(pl.lit(float("nan")).alias("n1"))
     with pytest.raises(ValueError, match="field n1: NaN/inf"):
         enc.encode_serving(bad)
+
+
+def test_featurizer_equals_encoder_and_readme_snippet_serves_raw_rows(fitted, tmp_path):
+    """Export the fitted FCN to ONNX, then run the README snippet (onnxruntime + numpy + the folder) on raw rows."""
+    from linmix.apps.ctr.encoder import FeatureEncoder
+    from linmix.apps.ctr.featurize import Featurizer
+    from linmix.apps.ctr.lit_module import CTRLitModule
+
+    data, _, ckpt = fitted
+    d = tmp_path
+    export = d / "runs" / "ctr" / "export"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(export), "--format", "onnx"]) == 0
+    assert sorted(p.name for p in export.iterdir()) == ["export.json", "featurize.py", "model.onnx", "vocab.json"]
+
+    raw = pl.read_parquet(data / "data" / "test.parquet").head(40).drop("label", "p_true")
+    rows = raw.to_dicts()
+    rows[0]["c1"], rows[1]["n0"], rows[2]["c2"] = "never-seen", None, ""  # OOV, missing numeric, empty category
+    enc = FeatureEncoder.load(export / "vocab.json")
+    want = enc.encode_serving(pl.DataFrame(rows, schema=raw.schema))
+    got = Featurizer(str(export / "vocab.json"))(rows)
+    np.testing.assert_array_equal(got["idx"], want["idx"])
+    np.testing.assert_array_equal(got["val"], want["val"])
+    with pytest.raises(ValueError, match="n1: NaN/inf"):
+        Featurizer(str(export / "vocab.json"))([{**rows[0], "n1": float("nan")}])
+
+    (d / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    readme = (ROOT / "apps" / "ctr" / "README.md").read_text()
+    snippet = re.search(r"<!-- serving-example -->\n```python\n(.*?)```\n<!-- /serving-example -->", readme, re.S)[1]
+    assert len([ln for ln in snippet.splitlines() if ln.strip()]) <= 11
+    probe = "\nassert 'torch' not in sys.modules and not any(m.startswith('linmix') for m in sys.modules)\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", snippet + probe], cwd=d, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    prob = np.loadtxt(d / "prob.txt")
+    lit = CTRLitModule.load_from_checkpoint(str(ckpt), map_location="cpu").eval()
+    with torch.no_grad():
+        eager = torch.sigmoid(lit.net(torch.from_numpy(want["idx"]), torch.from_numpy(want["val"]))).numpy()
+    assert prob.shape == (40,) and np.abs(prob - eager).max() <= 1e-5

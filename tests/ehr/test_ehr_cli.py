@@ -87,7 +87,7 @@ def test_cli_pretrain_finetune_test_export_score(tmp_path, monkeypatch, capsys):
                  "--data.builtin_tasks", "false", "--predictions.output", str(tmp_path / "preds_foo")]) == 2
     assert "not finetuned on task(s) ['foo']" in capsys.readouterr().err
     out = tmp_path / "model.pt"
-    assert main(["export", "--ckpt", str(fine), "--out", str(out), "--lengths", "9", "33"]) == 0
+    assert main(["export", "--ckpt", str(fine), "--out", str(out), "--lengths", "9", "33", "--format", "torchscript"]) == 0
     module, config = load_torchscript(out)
     assert config["tasks"] == state["ehr_tasks"]["names"] and config["net"]["d_model"] == 32
     scores = tmp_path / "scores.parquet"

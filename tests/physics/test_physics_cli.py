@@ -51,7 +51,8 @@ def test_export_round_trip_two_mesh_sizes(fitted, darcy_dir, tmp_path, capsys):
     samples = sorted(darcy_dir.glob("*.npz"), key=lambda p: len(load_sample(p)["pos"]))
     a, b = samples[0], samples[-1]
     out = tmp_path / "op.pt"
-    assert main(["export", "--ckpt", str(fitted[0]), "--out", str(out), "--sample", str(a), "--sample", str(b)]) == 0
+    assert main(["export", "--ckpt", str(fitted[0]), "--out", str(out), "--sample", str(a), "--sample", str(b),
+                 "--format", "torchscript"]) == 0
     assert "max abs diff" in capsys.readouterr().out
     module, cfg = load_torchscript(out)
     assert cfg["problem"] == "darcy" and cfg["channels"] == ["u"]

@@ -132,7 +132,8 @@ def test_export_refuses_non_finite_model_and_single_mesh(tmp_path, ckpts, capsys
     _refused(capsys, ["export", "--ckpt", str(ckpts["darcy"]), "--out", str(tmp_path), "--sample", str(a),
                       "--sample", str(b)], r"--out .* is a folder")
     assert not pt.exists()
-    ok = ["export", "--ckpt", str(ckpts["darcy"]), "--out", str(pt), "--sample", str(a), "--sample", str(b)]
+    ok = ["export", "--ckpt", str(ckpts["darcy"]), "--out", str(pt), "--sample", str(a), "--sample", str(b),
+          "--format", "torchscript"]
     assert main(ok) == 0 and pt.is_file()  # the same two samples with a finite checkpoint export fine
 
 
