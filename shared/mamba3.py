@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from linmix.shared.kernels import mamba3_siso_kernel
 from linmix.shared.mamba2 import BACKENDS, init_ssm_params, resolve_backend
-from linmix.shared.norms import RMSNorm, check_input
+from linmix.shared.norms import check_input
 from linmix.shared.ssd3 import mamba3_scan_chunked, rotate_pairs, wrap_angle
 
 __all__ = ["Mamba3"]
@@ -50,6 +50,23 @@ class _OutGate(nn.Module):
         h = y.float().reshape(shape[:-1] + (shape[-1] // self.group_size, self.group_size))
         h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).reshape(shape)
         return (h * w * F.silu(z.float())).to(y.dtype)
+
+
+class _StateNorm(nn.Module):
+    """RMSNorm over the state dim N of B or C (mamba-ssm's ``B_norm`` / ``C_norm``, parameter ``weight``); computed in
+    float32, or float64 for float64 inputs. ``(..., N) -> (..., N)``."""
+
+    def __init__(self, n: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x if x.dtype == torch.float64 else x.float()
+        return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 
 class Mamba3(nn.Module):
@@ -118,8 +135,8 @@ class Mamba3(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(h))
         self.B_bias = nn.Parameter(torch.ones(h, 1, d_state))
         self.C_bias = nn.Parameter(torch.ones(h, 1, d_state))
-        self.B_norm = RMSNorm(d_state, eps=1e-5)
-        self.C_norm = RMSNorm(d_state, eps=1e-5)
+        self.B_norm = _StateNorm(d_state)
+        self.C_norm = _StateNorm(d_state)
         self.D = nn.Parameter(torch.ones(h))
         self.norm = _OutGate(d_inner, headdim, is_outproj_norm)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
