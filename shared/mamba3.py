@@ -213,7 +213,9 @@ class Mamba3(nn.Module):
 
     def _heads(self, Bm: Tensor, bias: Tensor) -> Tensor:
         """Group-shared ``(..., G, N)`` -> per head ``(..., H, N)`` plus the head's bias."""
-        return Bm.repeat_interleave(self.n_heads // self.ngroups, dim=-2) + bias[:, 0]
+        g = self.ngroups
+        per_head = Bm.unsqueeze(-2) + bias.reshape(g, self.n_heads // g, self.d_state)  # (..., G, H / G, N)
+        return per_head.flatten(-3, -2)
 
     def _output(self, y: Tensor, xs: Tensor, z: Tensor) -> Tensor:
         """``y, x, z (..., H, P)`` -> D skip, gate, out_proj ``(..., D)``."""

@@ -16,9 +16,9 @@ The recurrent state is ``(theta, h, k~_{t-1}, v_{t-1})``: what the two-term rule
 
 Chunked form: unrolling the recurrence, token s enters every later output with weight
 ``exp(a_{s+1} + ... + a_t) * (lam_s dt_s + (1 - lam_{s+1}) dt_{s+1})`` and its own output with ``lam_s dt_s`` only. So
-the scan is Mamba2's SSD (:func:`linmix.shared.ssd.ssd_segment`) on ``X = v * scale``, ``B = k~``, ``C = q~`` (the
-rotary phases folded into B and C, one "group" per head), minus a diagonal correction
-``(1 - lam_{t+1}) dt_{t+1} (q_t . k_t) v_t``; the term the last token owes the next one is carried in the state
+the scan is Mamba2's SSD chunk decomposition (as :func:`linmix.shared.ssd.ssd_segment`) on ``X = v * scale``,
+``B = k~``, ``C = q~`` (the rotary phases folded into B and C, so B and C are per head), with the diagonal of each
+chunk's ``C B^T`` weighted by ``lam_t dt_t`` alone; the term the last token owes the next one is carried in the state
 (added to the incoming state as ``(1 - lam_0) dt_0 v_prev k~_prev^T``).
 
 Shapes (at the kernel boundary, i.e. after the B/C norms and biases, per head): ``q, k (B, L, H, N)``,
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from linmix.shared.ssd import ssd_segment
+from linmix.shared.ssd import segsum
 
 __all__ = ["rotate_pairs", "wrap_angle", "mamba3_scan_ref", "mamba3_scan_chunked"]
 
@@ -50,14 +50,21 @@ def wrap_angle(theta: Tensor) -> Tensor:
 
 def rotate_pairs(x: Tensor, theta: Tensor) -> Tensor:
     """Rotate the first ``S`` adjacent pairs ``(x[2i], x[2i+1])`` of ``x (..., N)`` by ``theta (..., S)``; the
-    remaining ``N - 2S`` entries pass unrotated (``rope_fraction < 1``)."""
-    s = theta.size(-1)
-    head, tail = x[..., : 2 * s], x[..., 2 * s:]
-    pairs = head.reshape(head.shape[:-1] + (s, 2))
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    rot = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).reshape(head.shape)
-    return torch.cat([rot, tail], dim=-1)
+    remaining ``N - 2S`` entries pass unrotated (``rope_fraction < 1``). One complex multiply: the pairs are complex
+    numbers, the phases ``exp(i theta)`` padded with 1 (``exp(0i)``, exactly) for the unrotated pairs."""
+    return rotate_by(x, phases(theta, x.size(-1)))
+
+
+def phases(theta: Tensor, n: int) -> Tensor:
+    """``exp(i theta)`` for ``theta (..., S)``, padded with ones to ``(..., n // 2)`` (complex)."""
+    theta = F.pad(theta, (0, n // 2 - theta.size(-1)))
+    return torch.polar(torch.ones_like(theta), theta)
+
+
+def rotate_by(x: Tensor, ph: Tensor) -> Tensor:
+    """``x (..., N)`` real, pairs rotated by the complex phases ``ph (..., N // 2)``."""
+    xc = torch.view_as_complex(x.reshape(x.shape[:-1] + (x.size(-1) // 2, 2)).contiguous())
+    return torch.view_as_real(xc * ph).reshape(x.shape)
 
 
 def mamba3_scan_ref(
@@ -83,6 +90,31 @@ def mamba3_scan_ref(
     return torch.stack(ys, dim=1), (angle, h, k_prev, v_prev)
 
 
+def _segment(X: Tensor, V: Tensor, nxt: Tensor, A: Tensor, Kt: Tensor, Qt: Tensor, state: Tensor,
+             q: int) -> Tuple[Tensor, Tensor]:
+    """One segment, loop-free, head-major: ``X = v * scale, V = v (B, H, L, P)``, ``nxt, A (B, H, L)``,
+    ``Kt, Qt (B, H, L, N)`` (rotated), ``state (B, H, N, P)``; L a multiple of the chunk ``q``.
+    Returns ``y (B, H, L, P)`` (without the D skip) and the final state ``(B, H, N, P)``."""
+    b, h, l, p = X.shape
+    n = Kt.size(-1)
+    c = l // q
+    Xc, Vc = X.reshape(b, h, c, q, p), V.reshape(b, h, c, q, p)
+    Ac = A.reshape(b, h, c, q)
+    A_cum = torch.cumsum(Ac, dim=-1)
+    Kc, Qc = Kt.reshape(b, h, c, q, n), Qt.reshape(b, h, c, q, n)
+    # 1. intra-chunk: (C B^T . decay) X, the diagonal's weight corrected from scale_t to lam_t dt_t
+    CB = Qc @ Kc.transpose(-1, -2)  # (B, H, C, Q, Q)
+    y = (CB * torch.exp(segsum(Ac))) @ Xc
+    y = y - (torch.diagonal(CB, dim1=-2, dim2=-1) * nxt.reshape(b, h, c, q)).unsqueeze(-1) * Vc
+    # 2. state contributed by each chunk at its end; 3. inter-chunk recurrence; 4. output of the entering state
+    states = Kc.transpose(-1, -2) @ (Xc * torch.exp(A_cum[..., -1:] - A_cum).unsqueeze(-1))  # (B, H, C, N, P)
+    states = torch.cat([state.unsqueeze(2), states], dim=2)
+    decay_chunk = torch.exp(segsum(F.pad(A_cum[..., -1], (1, 0))))  # (B, H, C + 1, C + 1)
+    new_states = (decay_chunk @ states.reshape(b, h, c + 1, n * p)).reshape(b, h, c + 1, n, p)
+    y = y + (Qc @ new_states[:, :, :-1]) * torch.exp(A_cum).unsqueeze(-1)
+    return y.reshape(b, h, l, p), new_states[:, :, -1].contiguous()
+
+
 def mamba3_scan_chunked(
     q: Tensor, k: Tensor, v: Tensor, adt: Tensor, dt: Tensor, trap: Tensor, w: Tensor, states: States,
     chunk_size: int = 64,
@@ -96,8 +128,9 @@ def mamba3_scan_chunked(
     angle0, h0, k_prev, v_prev = states
     b, l, nh, p = v.shape
     theta = wrap_angle(angle0.unsqueeze(1) + torch.cumsum(dt.unsqueeze(-1) * w, dim=1))  # (B, L, H, S)
-    kr = rotate_pairs(k, theta)
-    qr = rotate_pairs(q, theta)
+    ph = phases(theta, k.size(-1))
+    kr = rotate_by(k, ph)
+    qr = rotate_by(q, ph)
     prev_w = (1 - trap) * dt  # weight of the previous-token term, owed by token t to token t - 1
     nxt = F.pad(prev_w[:, 1:], (0, 0, 0, 1))  # (B, L, H): what token t + 1 adds for token t; 0 after the last
     scale = trap * dt + nxt
@@ -106,17 +139,16 @@ def mamba3_scan_chunked(
 
     chunk = min(chunk_size, max(l, 1))
     pad = (-l) % chunk
-    X = (v * scale.unsqueeze(-1)).transpose(1, 2)  # (B, H, L, P)
-    A = adt.transpose(1, 2)  # (B, H, L)
-    Bt, Ct = kr.transpose(1, 2), qr.transpose(1, 2)  # (B, H, L, N): one group per head
+    V = v.transpose(1, 2)  # (B, H, L, P)
+    X = V * scale.transpose(1, 2).unsqueeze(-1)
+    A, N = adt.transpose(1, 2), nxt.transpose(1, 2)  # (B, H, L)
+    Kt, Qt = kr.transpose(1, 2), qr.transpose(1, 2)  # (B, H, L, N)
     if pad > 0:
-        X = F.pad(X, (0, 0, 0, pad))
-        A = F.pad(A, (0, pad))
-        Bt = F.pad(Bt, (0, 0, 0, pad))
-        Ct = F.pad(Ct, (0, 0, 0, pad))
-    y, h = ssd_segment(X.contiguous(), A.contiguous(), Bt.contiguous(), Ct.contiguous(),
-                       h_in.transpose(-1, -2).contiguous(), chunk)
+        X, V = F.pad(X, (0, 0, 0, pad)), F.pad(V, (0, 0, 0, pad))
+        A, N = F.pad(A, (0, pad)), F.pad(N, (0, pad))
+        Kt, Qt = F.pad(Kt, (0, 0, 0, pad)), F.pad(Qt, (0, 0, 0, pad))
+    y, h = _segment(X.contiguous(), V.contiguous(), N.contiguous(), A.contiguous(), Kt.contiguous(), Qt.contiguous(),
+                    h_in.transpose(-1, -2).contiguous(), chunk)
     y = y[:, :, :l].transpose(1, 2)  # (B, L, H, P)
-    y = y - (nxt * (qr * kr).sum(-1)).unsqueeze(-1) * v  # the diagonal holds lam_t dt_t only
     return y, (theta[:, -1].contiguous(), h.transpose(-1, -2).contiguous(), kr[:, -1].contiguous(),
                v[:, -1].contiguous())
