@@ -31,10 +31,12 @@ import time
 from pathlib import Path
 
 D_MODEL, D_STATE, HEADDIM = 256, 64, 64
-MIXERS = ("mamba2", "hf_mamba2", "bimamba2", "linear", "linear_causal", "projection", "softmax", "softmax_causal")
+MIXERS = ("mamba2", "hf_mamba2", "mamba3", "hybrid", "bimamba2", "linear", "linear_causal", "projection", "softmax",
+          "softmax_causal")
 LABELS = {
     "mamba2": "linmix Mamba2 (SSD, chunk 64)", "hf_mamba2": "transformers Mamba2Mixer (torch path, chunk 256)",
-    "bimamba2": "linmix BiMamba2", "linear": "linear attention", "linear_causal": "causal linear attention + decay",
+    "mamba3": "linmix Mamba3 SISO (chunk 64)",
+    "hybrid": "linmix hybrid: Mamba3 + causal softmax in parallel", "bimamba2": "linmix BiMamba2", "linear": "linear attention", "linear_causal": "causal linear attention + decay",
     "projection": "projection attention (M=32)", "softmax": "softmax SDPA", "softmax_causal": "causal softmax SDPA",
 }
 
@@ -58,7 +60,11 @@ def _build(kind: str):
         return Mamba2Mixer(cfg, layer_idx=0)
     from linmix.shared import build_mixer
 
-    heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "bimamba2") else 4
+    heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "mamba3", "bimamba2") else 4
+    if kind == "hybrid":  # Mamba3 with the Mamba kinds' heads, attention with 4 heads (as the softmax rows)
+        return build_mixer(kind, D_MODEL, n_heads=4, d_state=D_STATE, chunk_size=64, backend="torch",
+                           mixer_cfg={"ssm": "mamba3", "layout": "parallel",
+                                      "ssm_cfg": {"n_heads": 2 * D_MODEL // HEADDIM}})
     return build_mixer(kind, D_MODEL, n_heads=heads, d_state=D_STATE, chunk_size=64, backend="torch")
 
 
@@ -184,6 +190,13 @@ def bars(rows: list[dict], threads: int) -> list[tuple[str, str, str]]:
                 verdict(None if r is None else r >= 10)))
     r = _ratio(_get(rows, "mamba2", 65536, threads, "fwd_ms"), _get(rows, "mamba2", 16384, threads, "fwd_ms"))
     out.append(("Mamba2 time(64k) / time(16k) <= 5 (linear scaling)", "n/a" if r is None else f"{r:.2f}",
+                verdict(None if r is None else r <= 5)))
+    for L in sorted({r["L"] for r in rows if r["L"] >= 1024}):
+        r = _ratio(_get(rows, "mamba3", L, threads, "fwd_ms"), _get(rows, "mamba2", L, threads, "fwd_ms"))
+        out.append((f"Mamba3 SISO forward <= 1.3x linmix Mamba2's at L={L} (same d_model, state)",
+                    "n/a" if r is None else f"{r:.2f}x", verdict(None if r is None else r <= 1.3)))
+    r = _ratio(_get(rows, "mamba3", 65536, threads, "fwd_ms"), _get(rows, "mamba3", 16384, threads, "fwd_ms"))
+    out.append(("Mamba3 time(64k) / time(16k) <= 5 (linear scaling)", "n/a" if r is None else f"{r:.2f}",
                 verdict(None if r is None else r <= 5)))
     r = _ratio(_get(rows, "mamba2", 16384, threads, "peak_mb"), _get(rows, "softmax", 16384, threads, "peak_mb"))
     out.append(("Mamba2 fwd+bwd peak memory at 16k <= 2x softmax SDPA's", "n/a" if r is None else f"{r:.2f}x",
