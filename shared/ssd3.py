@@ -1,29 +1,33 @@
-"""Mamba-3 SISO scan in pure PyTorch: a sequential oracle and a loop-free chunked form.
+"""Mamba-3 scan (SISO and MIMO) in pure PyTorch: a sequential oracle and a loop-free chunked form.
 
 Mamba-3 (Lahoti, Li, Chen, Wang, Bick, Kolter, Dao, Gu, "Mamba-3: Improved Sequence Modeling using State Space
-Principles", arXiv:2603.15569). Per head, with state ``h_t (P x N)``, value ``v_t (P)`` (the mixer's x), key ``k_t (N)``
-(B), query ``q_t (N)`` (C), step ``dt_t > 0``, log-decay ``a_t = A_t * dt_t < 0``, trapezoid gate ``lam_t in (0, 1)``
-and rotary rates ``w_t (S)``::
+Principles", arXiv:2603.15569). Per head, with state ``h_t (P x N)``, rank-R values ``v_{t,r} (P)``, keys ``k_{t,r}
+(N)`` (B), queries ``q_{t,r} (N)`` (C) (SISO: R = 1), step ``dt_t > 0``, log-decay ``a_t = A_t * dt_t < 0``, trapezoid
+gate ``lam_t in (0, 1)`` and rotary rates ``w_t (S)``::
 
-    theta_t = theta_{t-1} + dt_t * w_t                        (data-dependent rotary angle = complex state)
-    k~_t = R(theta_t) k_t,  q~_t = R(theta_t) q_t             (R: S 2x2 rotations of adjacent pairs; rest unrotated)
+    theta_t = theta_{t-1} + dt_t * w_t                               (data-dependent rotary angle = complex state)
+    k~_{t,r} = R(theta_t) k_{t,r},  q~_{t,r} = R(theta_t) q_{t,r}    (S 2x2 rotations; the rest unrotated)
     h_t = exp(a_t) h_{t-1}
-          + (1 - lam_t) dt_t exp(a_t) v_{t-1} k~_{t-1}^T      (exponential-trapezoidal rule: previous token ...
-          + lam_t dt_t v_t k~_t^T                             ... and current token)
-    y_t = h_t q~_t
+          + (1 - lam_t) dt_t exp(a_t) sum_r v_{t-1,r} k~_{t-1,r}^T    (exponential-trapezoidal rule: previous token ...
+          + lam_t dt_t sum_r v_{t,r} k~_{t,r}^T                       ... and current token)
+    y_{t,r} = h_t q~_{t,r}
 
-The recurrent state is ``(theta, h, k~_{t-1}, v_{t-1})``: what the two-term rule needs to continue a sequence.
+The recurrent state is ``(theta, h, k~_{t-1}, v_{t-1})``: what the two-term rule needs to continue a sequence. The
+rotation pairs entries ``(2i, 2i+1)`` (``pairing="adjacent"``, mamba-ssm's SISO kernels) or ``(i, i + N/2)``
+(``"half"``, the pairing mamba-ssm's MIMO kernels use).
 
 Chunked form: unrolling the recurrence, token s enters every later output with weight
 ``exp(a_{s+1} + ... + a_t) * (lam_s dt_s + (1 - lam_{s+1}) dt_{s+1})`` and its own output with ``lam_s dt_s`` only. So
 the scan is Mamba2's SSD chunk decomposition (as :func:`linmix.shared.ssd.ssd_segment`) on ``X = v * scale``,
-``B = k~``, ``C = q~`` (the rotary phases folded into B and C, so B and C are per head), with the diagonal of each
-chunk's ``C B^T`` weighted by ``lam_t dt_t`` alone; the term the last token owes the next one is carried in the state
-(added to the incoming state as ``(1 - lam_0) dt_0 v_prev k~_prev^T``).
+``B = k~``, ``C = q~`` (the rotary phases folded into B and C, so B and C are per head; MIMO: R sub-tokens per token
+sharing its decay), with each token's own block of the chunk's ``C B^T`` weighted by ``lam_t dt_t`` alone; the term
+the last token owes the next one is carried in the state (added to the incoming state as
+``(1 - lam_0) dt_0 sum_r v_prev,r k~_prev,r^T``).
 
-Shapes (at the kernel boundary, i.e. after the B/C norms and biases, per head): ``q, k (B, L, H, N)``,
-``v (B, L, H, P)``, ``adt, dt, trap (B, L, H)`` (``trap`` already through the sigmoid), ``w (B, L, H, S)`` (already
-``pi * tanh``), states ``angle (B, H, S)``, ``ssm (B, H, P, N)``, ``k_prev (B, H, N)``, ``v_prev (B, H, P)``.
+Shapes (at the kernel boundary, i.e. after the B/C norms and biases, per head): ``q, k (B, L, H, R, N)``,
+``v (B, L, H, R, P)`` (MIMO: already up-projected), ``adt, dt, trap (B, L, H)`` (``trap`` already through the
+sigmoid), ``w (B, L, H, S)`` (already ``pi * tanh``), states ``angle (B, H, S)``, ``ssm (B, H, P, N)``,
+``k_prev (B, H, R, N)``, ``v_prev (B, H, R, P)``; output ``y (B, L, H, R, P)``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from torch import Tensor
 
 from linmix.shared.ssd import segsum
 
-__all__ = ["rotate_pairs", "wrap_angle", "mamba3_scan_ref", "mamba3_scan_chunked"]
+__all__ = ["rotate_pairs", "wrap_angle", "phases", "rotate_by", "mamba3_scan_ref", "mamba3_scan_chunked"]
 
 States = Tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -48,76 +52,87 @@ def wrap_angle(theta: Tensor) -> Tensor:
     return theta - two_pi * torch.floor(theta / two_pi).detach()
 
 
-def rotate_pairs(x: Tensor, theta: Tensor) -> Tensor:
-    """Rotate the first ``S`` adjacent pairs ``(x[2i], x[2i+1])`` of ``x (..., N)`` by ``theta (..., S)``; the
-    remaining ``N - 2S`` entries pass unrotated (``rope_fraction < 1``). One complex multiply: the pairs are complex
-    numbers, the phases ``exp(i theta)`` padded with 1 (``exp(0i)``, exactly) for the unrotated pairs."""
-    return rotate_by(x, phases(theta, x.size(-1)))
-
-
 def phases(theta: Tensor, n: int) -> Tensor:
-    """``exp(i theta)`` for ``theta (..., S)``, padded with ones to ``(..., n // 2)`` (complex)."""
+    """``exp(i theta)`` for ``theta (..., S)``, padded with ones (``exp(0i)``, exactly) to ``(..., n // 2)``."""
     theta = F.pad(theta, (0, n // 2 - theta.size(-1)))
     return torch.polar(torch.ones_like(theta), theta)
 
 
-def rotate_by(x: Tensor, ph: Tensor) -> Tensor:
-    """``x (..., N)`` real, pairs rotated by the complex phases ``ph (..., N // 2)``."""
-    xc = torch.view_as_complex(x.reshape(x.shape[:-1] + (x.size(-1) // 2, 2)).contiguous())
-    return torch.view_as_real(xc * ph).reshape(x.shape)
+def rotate_by(x: Tensor, ph: Tensor, pairing: str = "adjacent") -> Tensor:
+    """``x (..., N)`` real with its pairs rotated by the complex phases ``ph (..., N // 2)``: one complex multiply."""
+    n = x.size(-1)
+    if pairing == "adjacent":
+        xc = torch.view_as_complex(x.reshape(x.shape[:-1] + (n // 2, 2)).contiguous())
+        return torch.view_as_real(xc * ph).reshape(x.shape)
+    xc = torch.complex(x[..., : n // 2], x[..., n // 2:]) * ph
+    return torch.cat([xc.real, xc.imag], dim=-1)
+
+
+def rotate_pairs(x: Tensor, theta: Tensor, pairing: str = "adjacent") -> Tensor:
+    """Rotate the first ``S`` pairs of ``x (..., N)`` by ``theta (..., S)``; the other ``N - 2S`` entries pass."""
+    return rotate_by(x, phases(theta, x.size(-1)), pairing)
 
 
 def mamba3_scan_ref(
-    q: Tensor, k: Tensor, v: Tensor, adt: Tensor, dt: Tensor, trap: Tensor, w: Tensor, states: States
+    q: Tensor, k: Tensor, v: Tensor, adt: Tensor, dt: Tensor, trap: Tensor, w: Tensor, states: States,
+    pairing: str = "adjacent",
 ) -> Tuple[Tensor, States]:
     """Sequential recurrence, token by token, written from the equations above (the test oracle; use float64).
 
-    Returns ``y (B, L, H, P)`` (without the D skip and the gate) and the final ``(angle, ssm, k_prev, v_prev)``.
+    Returns ``y (B, L, H, R, P)`` (without the D skip and the gate) and the final ``(angle, ssm, k_prev, v_prev)``.
     """
     angle, h, k_prev, v_prev = states
     ys = []
     for t in range(q.size(1)):
         angle = wrap_angle(angle + dt[:, t, :, None] * w[:, t])
-        kr = rotate_pairs(k[:, t], angle)
-        qr = rotate_pairs(q[:, t], angle)
-        alpha = torch.exp(adt[:, t])  # (B, H)
-        beta = (1 - trap[:, t]) * dt[:, t] * alpha
+        kr = rotate_pairs(k[:, t], angle.unsqueeze(2), pairing)  # (B, H, R, N)
+        qr = rotate_pairs(q[:, t], angle.unsqueeze(2), pairing)
+        alpha = torch.exp(adt[:, t])[:, :, None, None]  # (B, H, 1, 1)
+        beta = (1 - trap[:, t]) * dt[:, t]
         gamma = trap[:, t] * dt[:, t]
-        h = (alpha[:, :, None, None] * h + beta[:, :, None, None] * v_prev[..., None] * k_prev[:, :, None, :]
-             + gamma[:, :, None, None] * v[:, t, ..., None] * kr[:, :, None, :])
-        ys.append(torch.einsum("bhpn,bhn->bhp", h, qr))
+        h = alpha * (h + beta[:, :, None, None] * torch.einsum("bhrp,bhrn->bhpn", v_prev, k_prev)) \
+            + gamma[:, :, None, None] * torch.einsum("bhrp,bhrn->bhpn", v[:, t], kr)
+        ys.append(torch.einsum("bhpn,bhrn->bhrp", h, qr))
         k_prev, v_prev = kr, v[:, t]
     return torch.stack(ys, dim=1), (angle, h, k_prev, v_prev)
 
 
 def _segment(X: Tensor, V: Tensor, nxt: Tensor, A: Tensor, Kt: Tensor, Qt: Tensor, state: Tensor,
              q: int) -> Tuple[Tensor, Tensor]:
-    """One segment, loop-free, head-major: ``X = v * scale, V = v (B, H, L, P)``, ``nxt, A (B, H, L)``,
-    ``Kt, Qt (B, H, L, N)`` (rotated), ``state (B, H, N, P)``; L a multiple of the chunk ``q``.
-    Returns ``y (B, H, L, P)`` (without the D skip) and the final state ``(B, H, N, P)``."""
-    b, h, l, p = X.shape
+    """One segment, loop-free, head-major: ``X = v * scale, V = v (B, H, L, R, P)``, ``nxt, A (B, H, L)``,
+    ``Kt, Qt (B, H, L, R, N)`` (rotated), ``state (B, H, N, P)``; L a multiple of the chunk ``q``.
+    Returns ``y (B, H, L, R, P)`` (without the D skip) and the final state ``(B, H, N, P)``."""
+    b, h, l, r, p = X.shape
     n = Kt.size(-1)
     c = l // q
-    Xc, Vc = X.reshape(b, h, c, q, p), V.reshape(b, h, c, q, p)
+    Xc, Vc = X.reshape(b, h, c, q * r, p), V.reshape(b, h, c, q, r, p)
     Ac = A.reshape(b, h, c, q)
     A_cum = torch.cumsum(Ac, dim=-1)
-    Kc, Qc = Kt.reshape(b, h, c, q, n), Qt.reshape(b, h, c, q, n)
-    # 1. intra-chunk: (C B^T . decay) X, the diagonal's weight corrected from scale_t to lam_t dt_t
-    CB = Qc @ Kc.transpose(-1, -2)  # (B, H, C, Q, Q)
-    y = (CB * torch.exp(segsum(Ac))) @ Xc
-    y = y - (torch.diagonal(CB, dim1=-2, dim2=-1) * nxt.reshape(b, h, c, q)).unsqueeze(-1) * Vc
+    Kc, Qc = Kt.reshape(b, h, c, q * r, n), Qt.reshape(b, h, c, q * r, n)
+    # 1. intra-chunk: (C B^T . decay) X over the q * r sub-tokens; each token's own r x r block weighted lam_t dt_t
+    CB = Qc @ Kc.transpose(-1, -2)  # (B, H, C, Q R, Q R)
+    decay = torch.exp(segsum(Ac))  # (B, H, C, Q, Q)
+    if r > 1:
+        decay = decay[:, :, :, :, None, :, None].expand(b, h, c, q, r, q, r).reshape(b, h, c, q * r, q * r)
+    y = ((CB * decay) @ Xc).reshape(b, h, c, q, r, p)
+    own = torch.diagonal(CB.reshape(b, h, c, q, r, q, r), dim1=3, dim2=5)  # (B, H, C, R, R, Q)
+    own = own * nxt.reshape(b, h, c, 1, 1, q)
+    y = y - torch.einsum("bhcrsq,bhcqsp->bhcqrp", own, Vc) if r > 1 else y - own.reshape(b, h, c, q, 1, 1) * Vc
     # 2. state contributed by each chunk at its end; 3. inter-chunk recurrence; 4. output of the entering state
-    states = Kc.transpose(-1, -2) @ (Xc * torch.exp(A_cum[..., -1:] - A_cum).unsqueeze(-1))  # (B, H, C, N, P)
+    to_end = torch.exp(A_cum[..., -1:] - A_cum)  # (B, H, C, Q)
+    Xd = (Xc.reshape(b, h, c, q, r, p) * to_end[..., None, None]).reshape(b, h, c, q * r, p)
+    states = Kc.transpose(-1, -2) @ Xd  # (B, H, C, N, P)
     states = torch.cat([state.unsqueeze(2), states], dim=2)
     decay_chunk = torch.exp(segsum(F.pad(A_cum[..., -1], (1, 0))))  # (B, H, C + 1, C + 1)
     new_states = (decay_chunk @ states.reshape(b, h, c + 1, n * p)).reshape(b, h, c + 1, n, p)
-    y = y + (Qc @ new_states[:, :, :-1]) * torch.exp(A_cum).unsqueeze(-1)
-    return y.reshape(b, h, l, p), new_states[:, :, -1].contiguous()
+    y_off = (Qc @ new_states[:, :, :-1]).reshape(b, h, c, q, r, p)
+    y = y + y_off * torch.exp(A_cum)[..., None, None]
+    return y.reshape(b, h, l, r, p), new_states[:, :, -1].contiguous()
 
 
 def mamba3_scan_chunked(
     q: Tensor, k: Tensor, v: Tensor, adt: Tensor, dt: Tensor, trap: Tensor, w: Tensor, states: States,
-    chunk_size: int = 64,
+    chunk_size: int = 64, pairing: str = "adjacent",
 ) -> Tuple[Tensor, States]:
     """Loop-free chunked scan (SSD chunk decomposition); same contract as :func:`mamba3_scan_ref`.
 
@@ -126,29 +141,29 @@ def mamba3_scan_chunked(
     (identity decay, no input), which changes neither the outputs nor the final state.
     """
     angle0, h0, k_prev, v_prev = states
-    b, l, nh, p = v.shape
+    b, l = v.shape[:2]
     theta = wrap_angle(angle0.unsqueeze(1) + torch.cumsum(dt.unsqueeze(-1) * w, dim=1))  # (B, L, H, S)
-    ph = phases(theta, k.size(-1))
-    kr = rotate_by(k, ph)
-    qr = rotate_by(q, ph)
+    ph = phases(theta, k.size(-1)).unsqueeze(3)  # (B, L, H, 1, N / 2)
+    kr = rotate_by(k, ph, pairing)
+    qr = rotate_by(q, ph, pairing)
     prev_w = (1 - trap) * dt  # weight of the previous-token term, owed by token t to token t - 1
     nxt = F.pad(prev_w[:, 1:], (0, 0, 0, 1))  # (B, L, H): what token t + 1 adds for token t; 0 after the last
     scale = trap * dt + nxt
     # the term the previous call's last token owes the first token: folded into the incoming state
-    h_in = h0 + prev_w[:, 0, :, None, None] * v_prev.unsqueeze(-1) * k_prev.unsqueeze(-2)  # (B, H, P, N)
+    h_in = h0 + prev_w[:, 0, :, None, None] * torch.einsum("bhrp,bhrn->bhpn", v_prev, k_prev)  # (B, H, P, N)
 
     chunk = min(chunk_size, max(l, 1))
     pad = (-l) % chunk
-    V = v.transpose(1, 2)  # (B, H, L, P)
-    X = V * scale.transpose(1, 2).unsqueeze(-1)
+    V = v.transpose(1, 2)  # (B, H, L, R, P)
+    X = V * scale.transpose(1, 2)[..., None, None]
     A, N = adt.transpose(1, 2), nxt.transpose(1, 2)  # (B, H, L)
-    Kt, Qt = kr.transpose(1, 2), qr.transpose(1, 2)  # (B, H, L, N)
+    Kt, Qt = kr.transpose(1, 2), qr.transpose(1, 2)  # (B, H, L, R, N)
     if pad > 0:
-        X, V = F.pad(X, (0, 0, 0, pad)), F.pad(V, (0, 0, 0, pad))
+        X, V = F.pad(X, (0, 0, 0, 0, 0, pad)), F.pad(V, (0, 0, 0, 0, 0, pad))
         A, N = F.pad(A, (0, pad)), F.pad(N, (0, pad))
-        Kt, Qt = F.pad(Kt, (0, 0, 0, pad)), F.pad(Qt, (0, 0, 0, pad))
+        Kt, Qt = F.pad(Kt, (0, 0, 0, 0, 0, pad)), F.pad(Qt, (0, 0, 0, 0, 0, pad))
     y, h = _segment(X.contiguous(), V.contiguous(), N.contiguous(), A.contiguous(), Kt.contiguous(), Qt.contiguous(),
                     h_in.transpose(-1, -2).contiguous(), chunk)
-    y = y[:, :, :l].transpose(1, 2)  # (B, L, H, P)
+    y = y[:, :, :l].transpose(1, 2)  # (B, L, H, R, P)
     return y, (theta[:, -1].contiguous(), h.transpose(-1, -2).contiguous(), kr[:, -1].contiguous(),
                v[:, -1].contiguous())

@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 D_MODEL, D_STATE, HEADDIM = 256, 64, 64
-MIXERS = ("mamba2", "hf_mamba2", "mamba3", "hybrid", "bimamba2", "linear", "linear_causal", "projection", "softmax",
+MIXERS = ("mamba2", "hf_mamba2", "mamba3", "mamba3_mimo", "hybrid", "bimamba2", "linear", "linear_causal", "projection", "softmax",
           "softmax_causal")
 LABELS = {
     "mamba2": "linmix Mamba2 (SSD, chunk 64)", "hf_mamba2": "transformers Mamba2Mixer (torch path, chunk 256)",
-    "mamba3": "linmix Mamba3 SISO (chunk 64)",
+    "mamba3": "linmix Mamba3 SISO (chunk 64)", "mamba3_mimo": "linmix Mamba3 MIMO rank 4 (chunk 16)",
     "hybrid": "linmix hybrid: Mamba3 + causal softmax in parallel", "bimamba2": "linmix BiMamba2", "linear": "linear attention", "linear_causal": "causal linear attention + decay",
     "projection": "projection attention (M=32)", "softmax": "softmax SDPA", "softmax_causal": "causal softmax SDPA",
 }
@@ -60,7 +60,10 @@ def _build(kind: str):
         return Mamba2Mixer(cfg, layer_idx=0)
     from linmix.shared import build_mixer
 
-    heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "mamba3", "bimamba2") else 4
+    heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "mamba3", "mamba3_mimo", "bimamba2") else 4
+    if kind == "mamba3_mimo":  # chunk 64 / R, as mamba-ssm recommends
+        return build_mixer("mamba3", D_MODEL, n_heads=heads, d_state=D_STATE, chunk_size=16, backend="torch",
+                           mixer_cfg={"is_mimo": True, "mimo_rank": 4})
     if kind == "hybrid":  # Mamba3 with the Mamba kinds' heads, attention with 4 heads (as the softmax rows)
         return build_mixer(kind, D_MODEL, n_heads=4, d_state=D_STATE, chunk_size=64, backend="torch",
                            mixer_cfg={"ssm": "mamba3", "layout": "parallel",

@@ -15,34 +15,36 @@ D = 32
 f64 = torch.float64
 
 
-def _scan_inputs(b=2, l=37, h=3, p=4, n=8, s=2, requires_grad=False):
+def _scan_inputs(b=2, l=37, h=3, p=4, n=8, s=2, rank=1, requires_grad=False):
     g = torch.Generator().manual_seed(0)
 
     def r(*shape):
         return torch.randn(*shape, dtype=f64, generator=g)
 
     dt = F.softplus(r(b, l, h))
-    args = [r(b, l, h, n), r(b, l, h, n), r(b, l, h, p), -dt * F.softplus(r(b, l, h)), dt, torch.sigmoid(r(b, l, h)),
-            torch.tanh(r(b, l, h, s)) * math.pi]
-    states = [torch.rand(b, h, s, dtype=f64, generator=g) * 6, r(b, h, p, n), r(b, h, n), r(b, h, p)]
+    args = [r(b, l, h, rank, n), r(b, l, h, rank, n), r(b, l, h, rank, p), -dt * F.softplus(r(b, l, h)), dt,
+            torch.sigmoid(r(b, l, h)), torch.tanh(r(b, l, h, s)) * math.pi]
+    states = [torch.rand(b, h, s, dtype=f64, generator=g) * 6, r(b, h, p, n), r(b, h, rank, n), r(b, h, rank, p)]
     if requires_grad:
         for t in args + states:
             t.requires_grad_()
     return args, states
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 16, 64])
-def test_chunked_scan_equals_sequential_float64(chunk):
-    args, states = _scan_inputs()
-    y_ref, s_ref = mamba3_scan_ref(*args, tuple(states))
-    y, s = mamba3_scan_chunked(*args, tuple(states), chunk_size=chunk)
+@pytest.mark.parametrize("chunk, rank, pairing", [(1, 1, "adjacent"), (4, 1, "adjacent"), (16, 1, "half"),
+                                                  (64, 1, "adjacent"), (4, 3, "half"), (16, 2, "adjacent")])
+def test_chunked_scan_equals_sequential_float64(chunk, rank, pairing):
+    args, states = _scan_inputs(rank=rank)
+    y_ref, s_ref = mamba3_scan_ref(*args, tuple(states), pairing)
+    y, s = mamba3_scan_chunked(*args, tuple(states), chunk_size=chunk, pairing=pairing)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     for a, b in zip(s, s_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_chunked_scan_gradients_equal_sequential():
-    args, states = _scan_inputs(l=21, requires_grad=True)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_chunked_scan_gradients_equal_sequential(rank):
+    args, states = _scan_inputs(l=21, rank=rank, requires_grad=True)
     leaves = args + states
     weights = torch.linspace(-1, 1, 4, dtype=f64)
 
@@ -88,16 +90,18 @@ def test_mixer_is_mamba_ssm_projections_then_the_sequential_scan():
         t = t * torch.rsqrt(t.square().mean(-1, keepdim=True) + 1e-5) * w
         return t.repeat_interleave(h // g, 2) + bias[:, 0]
 
-    y, _ = mamba3_scan_ref(norm_bias(Cm, m.C_norm.weight, m.C_bias), norm_bias(Bm, m.B_norm.weight, m.B_bias),
-                           xs.reshape(b, l, h, p), A * dt, dt, torch.sigmoid(trap),
-                           (torch.tanh(ang) * math.pi).unsqueeze(2).expand(b, l, h, s), m.init_state(b)[:2]
-                           + (torch.zeros(b, h, n, dtype=f64), torch.zeros(b, h, p, dtype=f64)))
-    y = (y + m.D[:, None] * xs.reshape(b, l, h, p)) * F.silu(z.reshape(b, l, h, p))
+    y, _ = mamba3_scan_ref(norm_bias(Cm, m.C_norm.weight, m.C_bias).unsqueeze(3),
+                           norm_bias(Bm, m.B_norm.weight, m.B_bias).unsqueeze(3), xs.reshape(b, l, h, 1, p), A * dt, dt,
+                           torch.sigmoid(trap), (torch.tanh(ang) * math.pi).unsqueeze(2).expand(b, l, h, s),
+                           m.init_state(b)[:2] + (torch.zeros(b, h, 1, n, dtype=f64), torch.zeros(b, h, 1, p, dtype=f64)))
+    y = (y[:, :, :, 0] + m.D[:, None] * xs.reshape(b, l, h, p)) * F.silu(z.reshape(b, l, h, p))
     torch.testing.assert_close(m(x), m.out_proj(y.reshape(b, l, -1)), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("kw", [dict(segment_len=2048), dict(segment_len=16, rope_fraction=1.0),
-                                dict(is_outproj_norm=True, ngroups=1, chunk_size=4)])
+                                dict(is_outproj_norm=True, ngroups=1, chunk_size=4),
+                                dict(is_mimo=True, mimo_rank=3, segment_len=16),
+                                dict(is_mimo=True, mimo_rank=2, is_outproj_norm=True)])
 def test_step_and_forward_state_equal_full_forward(kw):
     m = _mamba3(**kw)
     x = torch.randn(2, 23, D, dtype=f64)
@@ -137,19 +141,23 @@ def test_segment_recompute_gives_the_same_gradients():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("outproj_norm", [False, True])
-def test_state_dict_in_mamba_ssm_layout_loads_both_ways(outproj_norm):
-    """Keys and shapes of ``mamba_ssm.modules.mamba3.Mamba3`` (SISO: mimo_rank 1; ``rope_fraction`` 0.5 gives
-    ``d_state // 4`` angles), written out here from its layout, load strictly and come back unchanged."""
+@pytest.mark.parametrize("outproj_norm, rank", [(False, 1), (True, 1), (False, 4)])
+def test_state_dict_in_mamba_ssm_layout_loads_both_ways(outproj_norm, rank):
+    """Keys and shapes of ``mamba_ssm.modules.mamba3.Mamba3`` (in_proj rows ``[z, x, B, C, dd_dt, dd_A, trap, angle]``;
+    SISO is rank 1; ``rope_fraction`` 0.5 gives ``d_state // 4`` angles), written out here from its layout, load
+    strictly and come back unchanged."""
     d, n, g, hd = 48, 16, 2, 24
     d_inner, h, s = 2 * d, 2 * d // hd, n // 4
-    shapes = {"in_proj.weight": (2 * d_inner + 2 * n * g + 3 * h + s, d), "dt_bias": (h,), "B_bias": (h, 1, n),
-              "C_bias": (h, 1, n), "B_norm.weight": (n,), "C_norm.weight": (n,), "D": (h,),
+    shapes = {"in_proj.weight": (2 * d_inner + 2 * n * g * rank + 3 * h + s, d), "dt_bias": (h,),
+              "B_bias": (h, rank, n), "C_bias": (h, rank, n), "B_norm.weight": (n,), "C_norm.weight": (n,), "D": (h,),
               "out_proj.weight": (d, d_inner)}
     if outproj_norm:
         shapes["norm.weight"] = (d_inner,)
+    if rank > 1:
+        shapes.update({k: (h, rank, hd) for k in ("mimo_x", "mimo_z", "mimo_o")})
     sd = {k: torch.randn(v) for k, v in shapes.items()}
-    m = Mamba3(d, d_state=n, headdim=hd, ngroups=g, is_outproj_norm=outproj_norm, backend="torch")
+    m = Mamba3(d, d_state=n, headdim=hd, ngroups=g, is_outproj_norm=outproj_norm, is_mimo=rank > 1, mimo_rank=rank,
+               backend="torch")
     m.load_state_dict(sd, strict=True)
     back = m.state_dict()
     assert set(back) == set(sd)
