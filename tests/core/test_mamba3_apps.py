@@ -70,3 +70,19 @@ def test_lm_yaml_selects_mamba3_and_the_hybrid(tmp_path, monkeypatch):
                 args=["--model.net.mixer", "mamba3", "--model.net.mixer_cfg", json.dumps({"chunk_size": 8})])
     assert {b.mixer.chunk_size for b in cli.model.net.backbone.blocks} == {8}
     assert cli.model.net(tokens).shape == (2, 10, cli.model.net.vocab_size)
+
+
+@pytest.mark.parametrize("name, kind", [("mamba3", Mamba3), ("hybrid", ParallelHybrid)])
+def test_lm_shipped_configs_build_and_run(name, kind, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from linmix.apps.lm.cli import LMCLI
+    from linmix.apps.lm.data import LMDataModule
+    from linmix.apps.lm.lit_module import LMLitModule
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "lm" / f"{name}.yaml"
+    monkeypatch.chdir(tmp_path)
+    cli = LMCLI(LMLitModule, LMDataModule, args=["-c", str(path)], run=False, app="lm")
+    assert _kinds(cli.model.net.backbone) == [kind] * 2
+    tokens = torch.randint(0, cli.model.net.vocab_size, (2, 10))
+    assert cli.model.net(tokens).shape == (2, 10, cli.model.net.vocab_size)
