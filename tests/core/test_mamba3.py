@@ -98,6 +98,33 @@ def test_mixer_is_mamba_ssm_projections_then_the_sequential_scan():
     torch.testing.assert_close(m(x), m.out_proj(y.reshape(b, l, -1)), rtol=1e-10, atol=1e-10)
 
 
+def test_mimo_mixer_is_up_projection_scan_gate_and_down_projection():
+    """MIMO: B, C rows ``(r g n)``, x and z times ``mimo_x`` / ``mimo_z`` per rank, D on the up-projected x, gate per
+    rank, ranks summed with ``mimo_o`` (mamba-ssm's MIMO reference), rotary pairs ``(i, i + N/2)``."""
+    m = _mamba3(is_mimo=True, mimo_rank=3, ngroups=1)
+    with torch.no_grad():
+        for prm in (m.mimo_x, m.mimo_z, m.mimo_o, m.B_bias, m.C_bias):
+            prm.copy_(torch.randn_like(prm))
+    b, l, h, p, r, n, s = 2, 11, m.n_heads, m.headdim, 3, 8, m.n_angles
+    x = torch.randn(b, l, D, dtype=f64)
+    z, xs, Bm, Cm, dd_dt, dd_A, trap, ang = torch.split(m.in_proj(x), [D * 2, D * 2, r * n, r * n, h, h, h, s], -1)
+    dt = F.softplus(dd_dt + m.dt_bias)
+
+    def norm_bias(t, bias):  # (B, L, R * N) -> (B, L, H, R, N)
+        t = t.reshape(b, l, r, 1, n)
+        t = t * torch.rsqrt(t.square().mean(-1, keepdim=True) + 1e-5)
+        return t.transpose(2, 3) + bias
+
+    v = xs.reshape(b, l, h, 1, p) * m.mimo_x
+    zero = [torch.zeros(b, h, s, dtype=f64), torch.zeros(b, h, p, n, dtype=f64), torch.zeros(b, h, r, n, dtype=f64),
+            torch.zeros(b, h, r, p, dtype=f64)]
+    y, _ = mamba3_scan_ref(norm_bias(Cm, m.C_bias), norm_bias(Bm, m.B_bias), v, (-F.softplus(dd_A)).clamp(max=-1e-4)
+                           * dt, dt, torch.sigmoid(trap), (torch.tanh(ang) * math.pi).unsqueeze(2).expand(b, l, h, s),
+                           tuple(zero), "half")
+    y = (y + m.D[:, None, None] * v) * F.silu(z.reshape(b, l, h, 1, p) * m.mimo_z)
+    torch.testing.assert_close(m(x), m.out_proj((y * m.mimo_o).sum(3).reshape(b, l, -1)), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("kw", [dict(segment_len=2048), dict(segment_len=16, rope_fraction=1.0),
                                 dict(is_outproj_norm=True, ngroups=1, chunk_size=4),
                                 dict(is_mimo=True, mimo_rank=3, segment_len=16),
