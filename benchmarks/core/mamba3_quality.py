@@ -5,7 +5,8 @@ The tiny mixer LM (``linmix.apps.lm``: embedding -> MixerStack -> tied head) on 
 character (cross-entropy / ln 2 on held-out windows from another corpus seed), parameters and wall time. ``d_model``
 is chosen per mixer so the parameter counts match within a few percent (the mixers differ in projection sizes).
 
-    python benchmarks/core/mamba3_quality.py --steps 400 --seeds 0 1 --out benchmarks/results
+    OMP_NUM_THREADS=1 python benchmarks/core/mamba3_quality.py --steps 200 --seeds 0 1 --kinds mamba2 mamba3 hybrid \
+        --out benchmarks/results
 
 Writes ``mamba3_quality.{json,md}``. A small CPU experiment: it shows how the mixers compare at this size and budget,
 nothing beyond.
@@ -94,10 +95,10 @@ def main() -> int:
     tmp = out / "mamba3_quality.json.tmp"
     tmp.write_text(json.dumps(rows, indent=1))
     os.replace(tmp, out / "mamba3_quality.json")
-    cmd = ("python benchmarks/core/mamba3_quality.py --steps {steps} --seeds {seeds} --n-layers {n_layers} "
-           "--d-state {d_state} --batch {batch} --seq-len {seq_len} --lr {lr}").format(
-        steps=a.steps, seeds=" ".join(map(str, a.seeds)), n_layers=a.n_layers, d_state=a.d_state, batch=a.batch,
-        seq_len=a.seq_len, lr=a.lr)
+    cmd = ("python benchmarks/core/mamba3_quality.py --steps {steps} --seeds {seeds} --kinds {kinds} --n-layers "
+           "{n_layers} --d-state {d_state} --batch {batch} --seq-len {seq_len} --lr {lr}").format(
+        steps=a.steps, seeds=" ".join(map(str, a.seeds)), kinds=" ".join(a.kinds), n_layers=a.n_layers,
+        d_state=a.d_state, batch=a.batch, seq_len=a.seq_len, lr=a.lr)
     md = [f"Measured with `{cmd}` (CPU, {a.threads} thread(s), shared machine: times are indicative only).", "",
           "| mixer | params | val bits/char (seeds) | mean | train s (mean) |", "|---|---|---|---|---|"]
     for kind in a.kinds:
