@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from linmix.shared.kernels import mamba3_siso_kernel
 from linmix.shared.mamba2 import BACKENDS, init_ssm_params, resolve_backend
 from linmix.shared.norms import check_input
-from linmix.shared.ssd3 import mamba3_scan_chunked, rotate_pairs, wrap_angle
+from linmix.shared.ssd3 import mamba3_scan_head_major, rotate_pairs, wrap_angle
 
 __all__ = ["Mamba3"]
 
@@ -238,6 +238,12 @@ class Mamba3(nn.Module):
         per_head = Bm.transpose(-3, -2).unsqueeze(-3) + bias.reshape(g, self.n_heads // g, r, self.d_state)
         return per_head.flatten(-4, -3)  # (..., G, H / G, R, N) -> (..., H, R, N)
 
+    def _heads_first(self, Bm: Tensor, bias: Tensor) -> Tensor:
+        """``(B, L, R, G, N)`` -> per head, head-major ``(B, H, L, R, N)`` plus the bias, built in that layout."""
+        g, r = self.ngroups, self.mimo_rank
+        per_head = Bm.permute(0, 3, 1, 2, 4).unsqueeze(2) + bias.reshape(g, self.n_heads // g, 1, r, self.d_state)
+        return per_head.flatten(1, 2)  # (B, G, H / G, L, R, N) -> (B, H, L, R, N)
+
     def _up(self, t: Tensor, proj: Optional[Tensor]) -> Tensor:
         """``(..., H, P)`` -> rank-R copies ``(..., H, R, P)`` (MIMO: times ``proj (H, R, P)``)."""
         return t.unsqueeze(-2) if proj is None else t.unsqueeze(-2) * proj
@@ -268,8 +274,8 @@ class Mamba3(nn.Module):
                 if fn is not None and x.is_cuda:
                     return self._kernel_segment(fn, m, z, xs, Bm[..., 0, :, :], Cm[..., 0, :, :], dt, adt, trap, ang,
                                                 angle, ssm, k, v)
-        qh, kh = self._heads(Cm, self.C_bias), self._heads(Bm, self.B_bias)
-        y, (angle, ssm, kn, _) = mamba3_scan_chunked(
+        qh, kh = self._heads_first(Cm, self.C_bias), self._heads_first(Bm, self.B_bias)
+        y, (angle, ssm, kn, _) = mamba3_scan_head_major(
             qh, kh, self._up(xs, self.mimo_x), adt, dt, torch.sigmoid(trap), w,
             (angle, ssm, k.transpose(1, 2), self._up(v, self.mimo_x)), self.chunk_size, self.pairing)
         out = self._output(y, xs, z)

@@ -41,7 +41,8 @@ from torch import Tensor
 
 from linmix.shared.ssd import segsum
 
-__all__ = ["rotate_pairs", "wrap_angle", "phases", "rotate_by", "mamba3_scan_ref", "mamba3_scan_chunked"]
+__all__ = ["rotate_pairs", "wrap_angle", "phases", "rotate_by", "mamba3_scan_ref", "mamba3_scan_chunked",
+           "mamba3_scan_head_major"]
 
 States = Tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -97,27 +98,26 @@ def mamba3_scan_ref(
     return torch.stack(ys, dim=1), (angle, h, k_prev, v_prev)
 
 
-def _segment(X: Tensor, V: Tensor, nxt: Tensor, A: Tensor, Kt: Tensor, Qt: Tensor, state: Tensor,
-             q: int) -> Tuple[Tensor, Tensor]:
-    """One segment, loop-free, head-major: ``X = v * scale, V = v (B, H, L, R, P)``, ``nxt, A (B, H, L)``,
-    ``Kt, Qt (B, H, L, R, N)`` (rotated), ``state (B, H, N, P)``; L a multiple of the chunk ``q``.
-    Returns ``y (B, H, L, R, P)`` (without the D skip) and the final state ``(B, H, N, P)``."""
+def _segment(X: Tensor, A: Tensor, Kt: Tensor, Qt: Tensor, state: Tensor, q: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """One segment, loop-free, head-major: ``X = v * scale (B, H, L, R, P)``, ``A (B, H, L)``, ``Kt, Qt
+    (B, H, L, R, N)`` (rotated), ``state (B, H, N, P)``; L a multiple of the chunk ``q``. Returns ``y (B, H, L, R, P)``
+    (every sub-token weighted by its ``scale``, without the D skip), the final state ``(B, H, N, P)`` and each token's
+    own block of ``C B^T``, ``(B, H, L, R, R)`` (``[t, r, s] = q~_{t,r} . k~_{t,s}``)."""
     b, h, l, r, p = X.shape
     n = Kt.size(-1)
     c = l // q
-    Xc, Vc = X.reshape(b, h, c, q * r, p), V.reshape(b, h, c, q, r, p)
+    Xc = X.reshape(b, h, c, q * r, p)
     Ac = A.reshape(b, h, c, q)
     A_cum = torch.cumsum(Ac, dim=-1)
     Kc, Qc = Kt.reshape(b, h, c, q * r, n), Qt.reshape(b, h, c, q * r, n)
-    # 1. intra-chunk: (C B^T . decay) X over the q * r sub-tokens; each token's own r x r block weighted lam_t dt_t
+    # 1. intra-chunk: (C B^T . decay) X over the q * r sub-tokens
     CB = Qc @ Kc.transpose(-1, -2)  # (B, H, C, Q R, Q R)
     decay = torch.exp(segsum(Ac))  # (B, H, C, Q, Q)
     if r > 1:
         decay = decay[:, :, :, :, None, :, None].expand(b, h, c, q, r, q, r).reshape(b, h, c, q * r, q * r)
-    y = ((CB * decay) @ Xc).reshape(b, h, c, q, r, p)
+    y = (CB * decay) @ Xc
     own = torch.diagonal(CB.reshape(b, h, c, q, r, q, r), dim1=3, dim2=5)  # (B, H, C, R, R, Q)
-    own = own * nxt.reshape(b, h, c, 1, 1, q)
-    y = y - torch.einsum("bhcrsq,bhcqsp->bhcqrp", own, Vc) if r > 1 else y - own.reshape(b, h, c, q, 1, 1) * Vc
+    own = own.permute(0, 1, 2, 5, 3, 4).reshape(b, h, l, r, r)
     # 2. state contributed by each chunk at its end; 3. inter-chunk recurrence; 4. output of the entering state
     to_end = torch.exp(A_cum[..., -1:] - A_cum)  # (B, H, C, Q)
     Xd = (Xc.reshape(b, h, c, q, r, p) * to_end[..., None, None]).reshape(b, h, c, q * r, p)
@@ -126,8 +126,8 @@ def _segment(X: Tensor, V: Tensor, nxt: Tensor, A: Tensor, Kt: Tensor, Qt: Tenso
     decay_chunk = torch.exp(segsum(F.pad(A_cum[..., -1], (1, 0))))  # (B, H, C + 1, C + 1)
     new_states = (decay_chunk @ states.reshape(b, h, c + 1, n * p)).reshape(b, h, c + 1, n, p)
     y_off = (Qc @ new_states[:, :, :-1]).reshape(b, h, c, q, r, p)
-    y = y + y_off * torch.exp(A_cum)[..., None, None]
-    return y.reshape(b, h, l, r, p), new_states[:, :, -1].contiguous()
+    y = y.reshape(b, h, c, q, r, p) + y_off * torch.exp(A_cum)[..., None, None]
+    return y.reshape(b, h, l, r, p), new_states[:, :, -1].contiguous(), own
 
 
 def mamba3_scan_chunked(
@@ -140,30 +140,42 @@ def mamba3_scan_chunked(
     thousand tokens (the mixer does, carrying the states). L is padded to a multiple of the chunk with dt = 0
     (identity decay, no input), which changes neither the outputs nor the final state.
     """
+    return mamba3_scan_head_major(q.transpose(1, 2), k.transpose(1, 2), v, adt, dt, trap, w, states, chunk_size,
+                                  pairing)
+
+
+def mamba3_scan_head_major(
+    q: Tensor, k: Tensor, v: Tensor, adt: Tensor, dt: Tensor, trap: Tensor, w: Tensor, states: States,
+    chunk_size: int = 64, pairing: str = "adjacent",
+) -> Tuple[Tensor, States]:
+    """:func:`mamba3_scan_chunked` with ``q, k`` head-major, ``(B, H, L, R, N)`` (the layout the chunk products
+    need: a caller that builds them so saves two copies); everything else as there."""
     angle0, h0, k_prev, v_prev = states
     b, l = v.shape[:2]
-    theta = wrap_angle(angle0.unsqueeze(1) + torch.cumsum(dt.unsqueeze(-1) * w, dim=1))  # (B, L, H, S)
-    ph = phases(theta, k.size(-1)).unsqueeze(3)  # (B, L, H, 1, N / 2)
+    dt_h = dt.transpose(1, 2)  # (B, H, L)
+    theta = wrap_angle(angle0.unsqueeze(2) + torch.cumsum(dt_h.unsqueeze(-1) * w.transpose(1, 2), dim=2))
+    ph = phases(theta, k.size(-1)).unsqueeze(3)  # (B, H, L, 1, N / 2)
     kr = rotate_by(k, ph, pairing)
     qr = rotate_by(q, ph, pairing)
-    prev_w = (1 - trap) * dt  # weight of the previous-token term, owed by token t to token t - 1
-    nxt = F.pad(prev_w[:, 1:], (0, 0, 0, 1))  # (B, L, H): what token t + 1 adds for token t; 0 after the last
+    prev_w = (1 - trap) * dt  # (B, L, H): weight of the previous-token term, owed by token t to token t - 1
+    nxt = F.pad(prev_w[:, 1:], (0, 0, 0, 1))  # what token t + 1 adds for token t; 0 after the last
     scale = trap * dt + nxt
     # the term the previous call's last token owes the first token: folded into the incoming state
     h_in = h0 + prev_w[:, 0, :, None, None] * torch.einsum("bhrp,bhrn->bhpn", v_prev, k_prev)  # (B, H, P, N)
 
     chunk = min(chunk_size, max(l, 1))
     pad = (-l) % chunk
-    V = v.transpose(1, 2)  # (B, H, L, R, P)
-    X = V * scale.transpose(1, 2)[..., None, None]
-    A, N = adt.transpose(1, 2), nxt.transpose(1, 2)  # (B, H, L)
-    Kt, Qt = kr.transpose(1, 2), qr.transpose(1, 2)  # (B, H, L, R, N)
+    X = v.transpose(1, 2) * scale.transpose(1, 2)[..., None, None]  # (B, H, L, R, P)
+    A = adt.transpose(1, 2)  # (B, H, L)
+    Kt, Qt = kr, qr
     if pad > 0:
-        X, V = F.pad(X, (0, 0, 0, 0, 0, pad)), F.pad(V, (0, 0, 0, 0, 0, pad))
-        A, N = F.pad(A, (0, pad)), F.pad(N, (0, pad))
+        X, A = F.pad(X, (0, 0, 0, 0, 0, pad)), F.pad(A, (0, pad))
         Kt, Qt = F.pad(Kt, (0, 0, 0, 0, 0, pad)), F.pad(Qt, (0, 0, 0, 0, 0, pad))
-    y, h = _segment(X.contiguous(), V.contiguous(), N.contiguous(), A.contiguous(), Kt.contiguous(), Qt.contiguous(),
-                    h_in.transpose(-1, -2).contiguous(), chunk)
-    y = y[:, :, :l].transpose(1, 2)  # (B, L, H, R, P)
-    return y, (theta[:, -1].contiguous(), h.transpose(-1, -2).contiguous(), kr[:, -1].contiguous(),
+    y, h, own = _segment(X.contiguous(), A.contiguous(), Kt.contiguous(), Qt.contiguous(),
+                         h_in.transpose(-1, -2).contiguous(), chunk)
+    # each token's own block holds lam_t dt_t only, not scale_t: take back the (1 - lam_{t+1}) dt_{t+1} part
+    own = own[:, :, :l].transpose(1, 2) * nxt[..., None, None]  # (B, L, H, R, R)
+    corr = own * v if v.size(3) == 1 else torch.einsum("blhrs,blhsp->blhrp", own, v)
+    y = y[:, :, :l].transpose(1, 2) - corr  # (B, L, H, R, P)
+    return y, (theta[:, :, -1].contiguous(), h.transpose(-1, -2).contiguous(), kr[:, :, -1].contiguous(),
                v[:, -1].contiguous())
