@@ -142,8 +142,9 @@ def test_step_and_forward_state_equal_full_forward(kw):
     a, *state = m.forward_state(x[:, :10], *m.init_state(2))
     c, *_ = m.forward_state(x[:, 10:], *state)
     torch.testing.assert_close(torch.cat([a, c], 1), full, rtol=1e-9, atol=1e-9)
-    scripted = torch.jit.script(m)
-    torch.testing.assert_close(scripted.step(x[:, 0], *m.init_state(2))[0], steps[0])
+    if kw.get("is_mimo"):  # the MIMO step scripts too (export of the SISO stack: tests/core/test_export.py)
+        scripted = torch.jit.script(m)
+        torch.testing.assert_close(scripted.step(x[:, 0], *m.init_state(2))[0], steps[0])
 
 
 def test_left_and_right_padding_are_exact():
