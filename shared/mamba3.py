@@ -297,9 +297,10 @@ class Mamba3(nn.Module):
         ``trap``, ``pi * tanh`` to the angles, the D skip and the ``silu(z)`` gate itself."""
         angles = ang.unsqueeze(-2).expand(ang.shape[:-1] + (self.n_heads, self.n_angles)).float()
         y, angle, ssm, kn, v = fn(
-            Cm, Bm, xs, adt.transpose(1, 2).float(), dt.transpose(1, 2).float(), trap.transpose(1, 2),
-            self.C_bias[:, 0], self.B_bias[:, 0], angles, self.D, None if self.is_outproj_norm else z,
-            chunk_size=self.chunk_size, Input_States=(angle, ssm, k[:, 0], v), return_final_states=True)[:5]
+            Q=Cm, K=Bm, V=xs, ADT=adt.transpose(1, 2).float(), DT=dt.transpose(1, 2).float(),
+            Trap=trap.transpose(1, 2), Q_bias=self.C_bias[:, 0], K_bias=self.B_bias[:, 0], Angles=angles, D=self.D,
+            Z=None if self.is_outproj_norm else z, chunk_size=self.chunk_size, Input_States=(angle, ssm, k[:, 0], v),
+            return_final_states=True)[:5]
         if self.is_outproj_norm:
             y = self.norm(y.reshape(y.shape[:2] + (self.d_inner,)), z.reshape(z.shape[:2] + (self.d_inner,)))
         else:
