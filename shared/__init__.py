@@ -11,14 +11,15 @@ import importlib
 _EXPORTS = {
     "BiMamba2": "bimamba", "GatedMLP": "blocks", "MIXERS": "blocks", "MixerStack": "blocks", "ResidualBlock": "blocks",
     "build_mixer": "blocks", "kernel_available": "kernels", "LinearAttention": "linear_attention", "Mamba2": "mamba2",
+    "Mamba3": "mamba3", "ParallelHybrid": "hybrid", "mamba3_scan_chunked": "ssd3", "mamba3_scan_ref": "ssd3",
     "RMSNorm": "norms", "RMSNormGated": "norms", "ProjectionAttention": "projection_attention",
     "SoftmaxAttention": "softmax_attention", "ssd_chunked": "ssd", "ssd_scan": "ssd", "ssd_scan_ref": "ssd",
 }
 
 __all__ = [
-    "BiMamba2", "GatedMLP", "LinearAttention", "MIXERS", "Mamba2", "MixerStack", "ProjectionAttention", "RMSNorm",
-    "RMSNormGated", "ResidualBlock", "SoftmaxAttention", "build_mixer", "kernel_available", "ssd_chunked", "ssd_scan",
-    "ssd_scan_ref",
+    "BiMamba2", "GatedMLP", "LinearAttention", "MIXERS", "Mamba2", "Mamba3", "MixerStack", "ParallelHybrid",
+    "ProjectionAttention", "RMSNorm", "RMSNormGated", "ResidualBlock", "SoftmaxAttention", "build_mixer",
+    "kernel_available", "mamba3_scan_chunked", "mamba3_scan_ref", "ssd_chunked", "ssd_scan", "ssd_scan_ref",
 ]
 
 

@@ -16,20 +16,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from linmix.shared.bimamba import BiMamba2
+from linmix.shared.hybrid import HYBRID_OPTIONS, build_hybrid
 from linmix.shared.linear_attention import LinearAttention
 from linmix.shared.mamba2 import Mamba2
+from linmix.shared.mamba3 import Mamba3
 from linmix.shared.norms import RMSNorm, check_input
 from linmix.shared.projection_attention import ProjectionAttention
 from linmix.shared.softmax_attention import SoftmaxAttention
 
 __all__ = ["GatedMLP", "ResidualBlock", "MixerStack", "build_mixer", "mixer_options", "MIXERS"]
 
-MIXERS = ("mamba2", "bimamba2", "linear", "linear_causal", "projection", "softmax", "softmax_causal")
+MIXERS = ("mamba2", "mamba3", "hybrid", "bimamba2", "linear", "linear_causal", "projection", "softmax",
+          "softmax_causal")
 
 
 # kind -> (class, arguments fixed by the kind); every other constructor argument but d_model is a ``mixer_cfg`` key
 _KINDS: Dict[str, Tuple[type, Dict[str, Any]]] = {
     "mamba2": (Mamba2, {}),
+    "mamba3": (Mamba3, {}),
     "bimamba2": (BiMamba2, {}),
     "linear": (LinearAttention, {"causal": False, "decay": False}),
     "linear_causal": (LinearAttention, {"causal": True, "decay": True}),
@@ -37,12 +41,15 @@ _KINDS: Dict[str, Tuple[type, Dict[str, Any]]] = {
     "softmax": (SoftmaxAttention, {"causal": False}),
     "softmax_causal": (SoftmaxAttention, {"causal": True}),
 }
-_MAMBA = ("mamba2", "bimamba2")
+_MAMBA = ("mamba2", "mamba3", "bimamba2")
 
 
 def mixer_options(mixer: str) -> Tuple[str, ...]:
     """The ``mixer_cfg`` keys mixer kind ``mixer`` takes: its constructor's arguments except ``d_model`` and those its
-    kind fixes, plus ``n_heads`` for the Mamba2 kinds (turned into ``headdim = expand * d_model // n_heads``)."""
+    kind fixes, plus ``n_heads`` for the Mamba kinds (turned into ``headdim = expand * d_model // n_heads``);
+    ``"hybrid"``: :data:`linmix.shared.hybrid.HYBRID_OPTIONS`."""
+    if mixer == "hybrid":
+        return HYBRID_OPTIONS
     if mixer not in _KINDS:
         raise ValueError(f"build_mixer: unknown mixer {mixer!r}; choose one of {MIXERS}")
     cls, fixed = _KINDS[mixer]
@@ -53,6 +60,7 @@ def mixer_options(mixer: str) -> Tuple[str, ...]:
 def build_mixer(
     mixer: str, d_model: int, *, n_heads: int = 4, d_state: int = 64, dropout: float = 0.0, n_slots: int = 32,
     chunk_size: int = 64, backend: str = "auto", expand: int = 2, mixer_cfg: Optional[Dict[str, Any]] = None,
+    layer: int = 0,
 ) -> nn.Module:
     """Build a mixer by name (one of :data:`MIXERS`).
 
@@ -62,7 +70,9 @@ def build_mixer(
     of the mixer (Mamba2: ``headdim`` or ``n_heads``, ``expand``, ``d_conv``, ``chunk_size``, ``segment_len``,
     ``ngroups``, ``backend``, ...; see :func:`mixer_options`); a key the kind does not take raises ``ValueError``.
     The Mamba2 ``backend`` is overridden by the ``LINMIX_BACKEND`` environment variable when it is set
-    (:func:`linmix.shared.mamba2.resolve_backend`).
+    (:func:`linmix.shared.mamba2.resolve_backend`). ``"mamba3"`` takes Mamba3's arguments (``rope_fraction``,
+    ``A_floor``, ``is_outproj_norm``, ...); ``"hybrid"`` is the mixer of block ``layer`` of a hybrid Mamba +
+    attention stack (:mod:`linmix.shared.hybrid`).
     """
     allowed = mixer_options(mixer)
     cfg = dict(mixer_cfg or {})
@@ -74,6 +84,8 @@ def build_mixer(
               "backend": backend, "expand": expand}
     kw = {k: v for k, v in shared.items() if k in allowed}
     kw.update(cfg)
+    if mixer == "hybrid":
+        return build_hybrid(d_model, layer, build_mixer, **kw)
     cls, fixed = _KINDS[mixer]
     if mixer in _MAMBA:
         heads = kw.pop("n_heads")
@@ -125,16 +137,17 @@ class ResidualBlock(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
     @torch.jit.unused
-    def forward_state(self, x: Tensor, conv: Tensor, ssm: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        h, conv, ssm = self.mixer.forward_state(self.norm1(x), conv, ssm)
+    def forward_state(self, x: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """Continue from the mixer's ``state`` (Mamba2: ``[conv, ssm]``; Mamba3: ``[angle, ssm, k, v]``)."""
+        h, *state = self.mixer.forward_state(self.norm1(x), *state)
         x = x + self.drop(h)
-        return x + self.drop(self.mlp(self.norm2(x))), conv, ssm
+        return x + self.drop(self.mlp(self.norm2(x))), state
 
     @torch.jit.unused
-    def step(self, x: Tensor, conv: Tensor, ssm: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        h, conv, ssm = self.mixer.step(self.norm1(x), conv, ssm)
+    def step(self, x: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        h, *state = self.mixer.step(self.norm1(x), *state)
         x = x + self.drop(h)
-        return x + self.drop(self.mlp(self.norm2(x))), conv, ssm
+        return x + self.drop(self.mlp(self.norm2(x))), state
 
 
 class MixerStack(nn.Module):
@@ -143,14 +156,14 @@ class MixerStack(nn.Module):
     Args:
         d_model: channels D.
         n_layers: blocks.
-        mixer: one of :data:`MIXERS`.
+        mixer: one of :data:`MIXERS` (``"hybrid"``: Mamba + causal softmax attention, :mod:`linmix.shared.hybrid`).
         n_heads: heads of the mixer.
-        d_state: SSM state size N (Mamba2 kinds).
+        d_state: SSM state size N (Mamba kinds).
         d_ff: hidden width of the gated MLP (0 -> 2 * d_model).
         dropout: dropout on residual branches.
         n_slots: slots M (projection attention).
         chunk_size: chunk length of chunked scans.
-        backend: ``"auto" | "torch" | "kernel"`` (Mamba2 kinds; ``LINMIX_BACKEND``, when set, overrides it).
+        backend: ``"auto" | "torch" | "kernel"`` (Mamba kinds; ``LINMIX_BACKEND``, when set, overrides it).
         mixer_cfg: keyword arguments of every block's mixer, over the arguments above (``{"chunk_size": 32,
             "expand": 1, "backend": "torch"}``; keys per kind: :func:`mixer_options`; another key raises
             ``ValueError``). In the apps' YAML: ``model.net.mixer_cfg``.
@@ -162,8 +175,9 @@ class MixerStack(nn.Module):
             EHRMamba D = 128 x 4, batch 256 x 184 tokens, 2 CPU threads: peak RSS 6.9 -> 2.9 GB, 12.0 -> 21.4 s
             per step.
 
-    Causal Mamba2 stacks also run recurrently: :meth:`init_state`, :meth:`forward_state` (continue from a saved state;
-    equals the full forward) and :meth:`step` (one token).
+    Causal Mamba2 and Mamba3 stacks also run recurrently: :meth:`init_state`, :meth:`forward_state` (continue from a
+    saved state; equals the full forward) and :meth:`step` (one token). ``mixer="hybrid"`` (Mamba + causal softmax
+    attention, :mod:`linmix.shared.hybrid`) does not: attention would need a key/value cache.
     """
 
     def __init__(
@@ -188,8 +202,8 @@ class MixerStack(nn.Module):
         self.blocks = nn.ModuleList(
             ResidualBlock(d_model, build_mixer(mixer, d_model, n_heads=n_heads, d_state=d_state, dropout=dropout,
                                                n_slots=n_slots, chunk_size=chunk_size, backend=backend,
-                                               mixer_cfg=mixer_cfg), d_ff, dropout)
-            for _ in range(n_layers)
+                                               mixer_cfg=mixer_cfg, layer=i), d_ff, dropout)
+            for i in range(n_layers)
         )
         self.norm = RMSNorm(d_model) if final_norm else nn.Identity()
 
@@ -218,14 +232,23 @@ class MixerStack(nn.Module):
         # non-reentrant checkpointing restores the RNG state, so dropout draws the same masks when recomputing
         return checkpoint(self.blocks[i], x, mask, use_reentrant=False)
 
-    def _require_recurrent(self) -> None:
-        if self.mixer_kind != "mamba2":
-            raise ValueError(f"MixerStack: recurrent inference needs mixer='mamba2', this stack uses {self.mixer_kind!r}")
+    def _state_sizes(self) -> List[int]:
+        """Tensors of recurrent state per block; raise unless every block's mixer is a causal Mamba."""
+        sizes: List[int] = []
+        for blk in self.blocks:
+            if isinstance(blk.mixer, Mamba3):
+                sizes.append(4)
+            elif isinstance(blk.mixer, Mamba2):
+                sizes.append(2)
+            else:
+                raise ValueError(f"MixerStack: recurrent inference needs mixer='mamba2' or 'mamba3', this stack uses "
+                                 f"{self.mixer_kind!r}")
+        return sizes
 
     @torch.jit.unused
     def init_state(self, batch: int) -> List[Tensor]:
-        """Zero state, ``[conv_0, ssm_0, conv_1, ssm_1, ...]``."""
-        self._require_recurrent()
+        """Zero state, the blocks' states in order (Mamba2: ``conv, ssm``; Mamba3: ``angle, ssm, k, v``)."""
+        self._state_sizes()
         state: List[Tensor] = []
         for blk in self.blocks:
             state.extend(blk.mixer.init_state(batch))
@@ -234,20 +257,24 @@ class MixerStack(nn.Module):
     @torch.jit.unused
     def forward_state(self, x: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Continue from ``state``: ``x (B, L, D) -> (y (B, L, D), new_state)``."""
-        self._require_recurrent()
+        sizes = self._state_sizes()
         check_input(x, self.d_model, "MixerStack")
         new: List[Tensor] = []
-        for i, blk in enumerate(self.blocks):
-            x, conv, ssm = blk.forward_state(x, state[2 * i], state[2 * i + 1])
-            new += [conv, ssm]
+        at = 0
+        for blk, n in zip(self.blocks, sizes):
+            x, s = blk.forward_state(x, state[at:at + n])
+            new += s
+            at += n
         return self.norm(x), new
 
     @torch.jit.unused
     def step(self, x: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """One token: ``x (B, D) -> (y (B, D), new_state)``."""
-        self._require_recurrent()
+        sizes = self._state_sizes()
         new: List[Tensor] = []
-        for i, blk in enumerate(self.blocks):
-            x, conv, ssm = blk.step(x, state[2 * i], state[2 * i + 1])
-            new += [conv, ssm]
+        at = 0
+        for blk, n in zip(self.blocks, sizes):
+            x, s = blk.step(x, state[at:at + n])
+            new += s
+            at += n
         return self.norm(x), new

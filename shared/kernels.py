@@ -45,3 +45,28 @@ def mamba_chunk_scan(required: bool = False) -> Optional[Callable]:
 def kernel_available() -> bool:
     """True when the mamba-ssm SSD kernel imports and CUDA is available."""
     return _probe_mamba_chunk_scan() is not None
+
+
+@functools.cache
+def _probe_mamba3_siso() -> Optional[Callable]:
+    if os.environ.get("LINMIX_BACKEND", "") == "torch":
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        from mamba_ssm.ops.triton.mamba3.mamba3_siso_combined import mamba3_siso_combined
+
+        return mamba3_siso_combined
+    except Exception:  # noqa: BLE001 - any failure means "no kernel"
+        return None
+
+
+def mamba3_siso_kernel(required: bool = False) -> Optional[Callable]:
+    """Return mamba-ssm's Mamba-3 SISO ``mamba3_siso_combined`` (mamba-ssm >= 2.3.2, Triton, CUDA) or None; raise a
+    clear error when ``required``."""
+    fn = _probe_mamba3_siso()
+    if fn is None and required:
+        raise RuntimeError("backend='kernel': " + INSTALL_HINT.replace("kernels are", "Mamba-3 kernels (mamba-ssm >= 2.3.2) are"))
+    return fn

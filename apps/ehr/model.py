@@ -29,9 +29,11 @@ TYPE_TASK = 9  # == sequences.TYPE_TASK
 
 @dataclass
 class EHRMambaConfig:
-    """EHRMamba sizes. ``vocab_size`` and ``n_token_types`` come from the data (linked in the CLI). ``mixer_cfg``:
-    keyword arguments of every Mamba2 mixer over ``n_heads`` / ``d_state`` (``headdim``, ``expand``, ``d_conv``,
-    ``chunk_size``, ``segment_len``, ``ngroups``, ``backend``; ``linmix.shared.blocks.build_mixer``)."""
+    """EHRMamba sizes. ``vocab_size`` and ``n_token_types`` come from the data (linked in the CLI). ``mixer``: a causal
+    kind of ``linmix.shared.MixerStack`` (``mamba2``, ``mamba3``, or ``hybrid``: Mamba + causal softmax attention).
+    ``mixer_cfg``: keyword arguments of every mixer over ``n_heads`` / ``d_state`` (Mamba2: ``headdim``, ``expand``,
+    ``d_conv``, ``chunk_size``, ``segment_len``, ``ngroups``, ``backend``; ``linmix.shared.blocks.mixer_options``
+    lists them per kind)."""
 
     vocab_size: int = 2048
     d_model: int = 128
@@ -46,7 +48,11 @@ class EHRMambaConfig:
     tie_embeddings: bool = True
     n_tasks: int = 0  # 0: one task logit shared by all prompts (Odyssey MPF); k: one linear readout per task
     activation_checkpointing: bool = False  # recompute blocks in backward: less training memory, more time
+    mixer: str = "mamba2"
     mixer_cfg: Optional[Dict[str, Any]] = None
+
+
+CAUSAL_MIXERS = ("mamba2", "mamba3", "hybrid")
 
 
 class Sinusoid(nn.Module):
@@ -107,7 +113,9 @@ class EHRMamba(nn.Module):
         self.cfg = cfg
         self.pad_id = PAD_ID
         self.embed = EHRMambaEmbedding(cfg)
-        self.backbone = MixerStack(d_model=cfg.d_model, n_layers=cfg.n_layers, mixer="mamba2", n_heads=cfg.n_heads,
+        if cfg.mixer not in CAUSAL_MIXERS:
+            raise ValueError(f"EHRMamba: mixer must be one of {CAUSAL_MIXERS} (causal), got {cfg.mixer!r}")
+        self.backbone = MixerStack(d_model=cfg.d_model, n_layers=cfg.n_layers, mixer=cfg.mixer, n_heads=cfg.n_heads,
                                    d_state=cfg.d_state, dropout=cfg.dropout,
                                    activation_checkpointing=cfg.activation_checkpointing, mixer_cfg=cfg.mixer_cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)

@@ -33,6 +33,8 @@ class ConvTasNetConfig:
         causal: cumulative layer norm + causal convs (TCN) or a causal Mamba2 stack.
         mask: mask nonlinearity (sigmoid: final paper; softmax: preprint; relu: torchaudio/asteroid recipes).
         separator: "tcn" (paper) or "mamba" (shared ``MixerStack``: "bimamba2" non-causal, "mamba2" causal).
+        mixer: the Mamba separator's ``MixerStack`` kind; "" picks "mamba2" (causal) or "bimamba2" (non-causal).
+            A causal separator takes a causal kind ("mamba2", "mamba3", "hybrid", "linear_causal", "softmax_causal").
         d_model, n_layers, n_heads, d_state, dropout: the Mamba separator's width, depth, heads, SSM state size
             and dropout.
         mixer_cfg: keyword arguments of the Mamba separator's mixers over ``n_heads`` / ``d_state`` (``headdim``,
@@ -57,6 +59,7 @@ class ConvTasNetConfig:
     n_heads: int = 4
     d_state: int = 64
     dropout: float = 0.0
+    mixer: str = ""
     mixer_cfg: Optional[Dict[str, Any]] = None
 
     def __post_init__(self) -> None:
@@ -64,6 +67,9 @@ class ConvTasNetConfig:
             raise ValueError(f"kernel_size L must be even and >= 2 (stride L/2), got {self.kernel_size}")
         if self.n_src < 1:
             raise ValueError(f"n_src must be >= 1, got {self.n_src}")
+
+
+CAUSAL_MIXERS = ("mamba2", "mamba3", "hybrid", "linear_causal", "softmax_causal")
 
 
 class MambaSeparator(nn.Module):
@@ -83,6 +89,7 @@ class MambaSeparator(nn.Module):
         dropout: float = 0.0,
         n_src: int = 2,
         causal: bool = False,
+        mixer: str = "",
         mixer_cfg: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
@@ -91,7 +98,9 @@ class MambaSeparator(nn.Module):
         self.causal = causal
         self.in_norm = make_norm(n_filters, causal)
         self.proj_in = nn.Conv1d(n_filters, d_model, 1)
-        mixer = "mamba2" if causal else "bimamba2"
+        mixer = mixer or ("mamba2" if causal else "bimamba2")
+        if causal and mixer not in CAUSAL_MIXERS:
+            raise ValueError(f"MambaSeparator: a causal separator needs a causal mixer {CAUSAL_MIXERS}, got {mixer!r}")
         self.stack = MixerStack(
             d_model, n_layers, mixer=mixer, n_heads=n_heads, d_state=d_state, dropout=dropout, mixer_cfg=mixer_cfg
         )
@@ -152,7 +161,7 @@ class ConvTasNet(nn.Module):
         elif c.separator == "mamba":
             self.separator = MambaSeparator(
                 n_filters=c.n_filters, d_model=c.d_model, n_layers=c.n_layers, n_heads=c.n_heads, d_state=c.d_state,
-                dropout=c.dropout, n_src=c.n_src, causal=c.causal, mixer_cfg=c.mixer_cfg,
+                dropout=c.dropout, n_src=c.n_src, causal=c.causal, mixer=c.mixer, mixer_cfg=c.mixer_cfg,
             )
         else:
             raise ValueError(f"unknown separator {c.separator!r}; expected 'tcn' or 'mamba'")

@@ -17,6 +17,12 @@ its default chunk 256). Batch 1. Each (mixer, threads) runs in two fresh process
     python benchmarks/core/mixers.py --quick --out runs/demo/bench  # L = 256 ... 4096, all threads (the demo)
 
 Writes ``mixers.json``, ``mixers.md`` (tables + the target bars with measured ratios) and ``mixers.png``.
+
+``--paired A,B`` instead times two mixers alternately in one process (A, B, A, B, ... ``--reps`` times per length,
+best of each), so that both see the same machine load: on a shared machine this is the fair way to a ratio. Writes
+``paired_A_B.{json,md}``.
+
+    python benchmarks/core/mixers.py --paired mamba2,mamba3 --lengths 1024,4096,16384,65536 --threads 1
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import time
 from pathlib import Path
 
 D_MODEL, D_STATE, HEADDIM = 256, 64, 64
-MIXERS = ("mamba2", "hf_mamba2", "bimamba2", "linear", "linear_causal", "projection", "softmax", "softmax_causal")
+MIXERS = ("mamba2", "hf_mamba2", "mamba3", "mamba3_mimo", "hybrid", "bimamba2", "linear", "linear_causal", "projection", "softmax",
+          "softmax_causal")
 LABELS = {
     "mamba2": "linmix Mamba2 (SSD, chunk 64)", "hf_mamba2": "transformers Mamba2Mixer (torch path, chunk 256)",
-    "bimamba2": "linmix BiMamba2", "linear": "linear attention", "linear_causal": "causal linear attention + decay",
+    "mamba3": "linmix Mamba3 SISO (chunk 64)", "mamba3_mimo": "linmix Mamba3 MIMO rank 4 (chunk 16)",
+    "hybrid": "linmix hybrid: Mamba3 + causal softmax in parallel", "bimamba2": "linmix BiMamba2", "linear": "linear attention", "linear_causal": "causal linear attention + decay",
     "projection": "projection attention (M=32)", "softmax": "softmax SDPA", "softmax_causal": "causal softmax SDPA",
 }
 
@@ -58,7 +66,14 @@ def _build(kind: str):
         return Mamba2Mixer(cfg, layer_idx=0)
     from linmix.shared import build_mixer
 
-    heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "bimamba2") else 4
+    heads = 2 * D_MODEL // HEADDIM if kind in ("mamba2", "mamba3", "mamba3_mimo", "bimamba2") else 4
+    if kind == "mamba3_mimo":  # chunk 64 / R, as mamba-ssm recommends
+        return build_mixer("mamba3", D_MODEL, n_heads=heads, d_state=D_STATE, chunk_size=16, backend="torch",
+                           mixer_cfg={"is_mimo": True, "mimo_rank": 4})
+    if kind == "hybrid":  # Mamba3 with the Mamba kinds' heads, attention with 4 heads (as the softmax rows)
+        return build_mixer(kind, D_MODEL, n_heads=4, d_state=D_STATE, chunk_size=64, backend="torch",
+                           mixer_cfg={"ssm": "mamba3", "layout": "parallel",
+                                      "ssm_cfg": {"n_heads": 2 * D_MODEL // HEADDIM}})
     return build_mixer(kind, D_MODEL, n_heads=heads, d_state=D_STATE, chunk_size=64, backend="torch")
 
 
@@ -185,6 +200,13 @@ def bars(rows: list[dict], threads: int) -> list[tuple[str, str, str]]:
     r = _ratio(_get(rows, "mamba2", 65536, threads, "fwd_ms"), _get(rows, "mamba2", 16384, threads, "fwd_ms"))
     out.append(("Mamba2 time(64k) / time(16k) <= 5 (linear scaling)", "n/a" if r is None else f"{r:.2f}",
                 verdict(None if r is None else r <= 5)))
+    for L in sorted({r["L"] for r in rows if r["L"] >= 1024}):
+        r = _ratio(_get(rows, "mamba3", L, threads, "fwd_ms"), _get(rows, "mamba2", L, threads, "fwd_ms"))
+        out.append((f"Mamba3 SISO forward <= 1.3x linmix Mamba2's at L={L} (same d_model, state)",
+                    "n/a" if r is None else f"{r:.2f}x", verdict(None if r is None else r <= 1.3)))
+    r = _ratio(_get(rows, "mamba3", 65536, threads, "fwd_ms"), _get(rows, "mamba3", 16384, threads, "fwd_ms"))
+    out.append(("Mamba3 time(64k) / time(16k) <= 5 (linear scaling)", "n/a" if r is None else f"{r:.2f}",
+                verdict(None if r is None else r <= 5)))
     r = _ratio(_get(rows, "mamba2", 16384, threads, "peak_mb"), _get(rows, "softmax", 16384, threads, "peak_mb"))
     out.append(("Mamba2 fwd+bwd peak memory at 16k <= 2x softmax SDPA's", "n/a" if r is None else f"{r:.2f}x",
                 verdict(None if r is None else r <= 2)))
@@ -248,6 +270,59 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def paired(kinds: list[str], lengths: list[int], threads: int, reps: int, bwd_max: int, out: Path, cmd: str) -> None:
+    """Time ``kinds`` alternately at each length (forward; forward+backward up to ``bwd_max``); best of ``reps``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    mods = {k: _build(k) for k in kinds}
+    rows = []
+    for L in lengths:
+        x = torch.randn(1, L, D_MODEL)
+        row: dict = {"L": L, "threads": threads}
+        for what in ("fwd", "fwdbwd"):
+            if what == "fwdbwd" and L > bwd_max:
+                continue
+            best = {k: float("inf") for k in kinds}
+            for _ in range(reps):
+                for k, m in mods.items():
+                    xg = x.clone().requires_grad_(what == "fwdbwd")
+                    t = time.perf_counter()
+                    if what == "fwd":
+                        with torch.no_grad():
+                            m(xg)
+                    else:
+                        m(xg).sum().backward()
+                        m.zero_grad(set_to_none=True)
+                    best[k] = min(best[k], time.perf_counter() - t)
+            for k in kinds:
+                row[f"{k}_{what}_ms"] = best[k] * 1e3
+            row[f"ratio_{what}"] = best[kinds[1]] / best[kinds[0]]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    a, b = kinds
+    md = [f"Measured with `{cmd}` (batch 1, d_model {D_MODEL}, state {D_STATE}, fp32, CPU, {threads} thread(s); "
+          f"the two mixers timed alternately in one process, best of {reps} each, so both see the same machine "
+          f"load; only the ratios are meaningful on a shared machine).", "",
+          f"| L | {LABELS[a]} fwd ms | {LABELS[b]} fwd ms | ratio | fwd+bwd ms ({a}) | fwd+bwd ms ({b}) | ratio |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fb = [r.get(f"{a}_fwdbwd_ms"), r.get(f"{b}_fwdbwd_ms"), r.get("ratio_fwdbwd")]
+        md.append(f"| {r['L']} | {r[f'{a}_fwd_ms']:.0f} | {r[f'{b}_fwd_ms']:.0f} | {r['ratio_fwd']:.2f} | "
+                  + " | ".join("–" if v is None else (f"{v:.2f}" if i == 2 else f"{v:.0f}") for i, v in enumerate(fb))
+                  + " |")
+    by_l = {r["L"]: r for r in rows}
+    if 16384 in by_l and 65536 in by_l:
+        md += ["", f"Linear scaling, forward time(64k) / time(16k): {a} "
+               f"{by_l[65536][f'{a}_fwd_ms'] / by_l[16384][f'{a}_fwd_ms']:.2f}, {b} "
+               f"{by_l[65536][f'{b}_fwd_ms'] / by_l[16384][f'{b}_fwd_ms']:.2f}."]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"paired_{a}_{b}.json").write_text(json.dumps(rows, indent=1))
+    (out / f"paired_{a}_{b}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bench")
@@ -256,11 +331,19 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="one thread count (default: 1 and all)")
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per measurement before larger L are skipped")
     ap.add_argument("--mixers", default=",".join(MIXERS))
+    ap.add_argument("--paired", default=None, help="two mixers, A,B: time them alternately in one process")
+    ap.add_argument("--reps", type=int, default=3, help="--paired: runs per mixer and length")
+    ap.add_argument("--bwd-max", type=int, default=16384, help="--paired: longest length timed with backward")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--what", default="time", choices=("time", "memory"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     default = "256,1024,4096" if a.quick else "256,1024,4096,16384,65536"
     lengths = [int(v) for v in (a.lengths or default).split(",")]
+    if a.paired:
+        os.environ.setdefault("LINMIX_BACKEND", "torch")
+        paired(a.paired.split(","), lengths, a.threads or 1, a.reps, a.bwd_max, Path(a.out),
+               "python " + " ".join(sys.argv))
+        return 0
     if a.worker:
         worker(a.worker, lengths, a.threads or 1, a.budget, a.what)
         return 0

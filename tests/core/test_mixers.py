@@ -16,7 +16,7 @@ from linmix.shared import (
 from linmix.shared.linear_attention import feature_map, linear_attention_ref
 
 D = 32
-CAUSAL = ("mamba2", "linear_causal", "softmax_causal")
+CAUSAL = ("mamba2", "mamba3", "hybrid", "linear_causal", "softmax_causal")
 
 
 def _mixer(kind):
@@ -175,7 +175,7 @@ def test_unknown_mixer_and_backend_are_clear_errors(monkeypatch):
     from linmix.shared.kernels import _probe_mamba_chunk_scan, kernel_available
 
     with pytest.raises(ValueError, match="unknown mixer"):
-        build_mixer("mamba3", D)
+        build_mixer("mamba4", D)
     with pytest.raises(ValueError, match="backend"):
         Mamba2(D, backend="cuda")
     monkeypatch.delenv("LINMIX_BACKEND")  # the tests' LINMIX_BACKEND=torch would override backend="kernel"
