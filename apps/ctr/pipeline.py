@@ -17,6 +17,7 @@ A second call with the same sources and schema returns the cached report at once
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -104,15 +105,21 @@ def _encode_part(part: Path, vocab: Path, out: Path, row_group_rows: int) -> Pat
     return out
 
 
-def _run(fn, tasks: list[tuple], workers: int) -> list:
-    """``[fn(*t) for t in tasks]``, in ``workers`` spawned processes when more than one (results in task order)."""
-    if workers <= 1 or len(tasks) <= 1:
+def _run(fn, tasks: list[tuple], pool) -> list:
+    """``[fn(*t) for t in tasks]``, in the process ``pool`` when there is one (results in task order)."""
+    if pool is None or len(tasks) <= 1:
         return [fn(*t) for t in tasks]
+    return list(pool.map(fn, *zip(*tasks)))
+
+
+def _pool(workers: int, n_tasks: int):
+    """A pool of ``workers`` spawned processes (polars is not fork-safe), or None for one."""
+    if workers <= 1 or n_tasks <= 1:
+        return contextlib.nullcontext()
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as ex:
-        return list(ex.map(fn, *zip(*tasks)))
+    return ProcessPoolExecutor(max_workers=min(workers, n_tasks), mp_context=mp.get_context("spawn"))
 
 
 def encode_dataset(sources: dict[str, str | Path | list], schema: DataSchema, out_dir: str | Path,
@@ -145,78 +152,85 @@ def encode_dataset(sources: dict[str, str | Path | list], schema: DataSchema, ou
     staged: dict[str, list[Path]] = {}
     stage = out / ".staging"
     shutil.rmtree(stage, ignore_errors=True)
-    try:
-        tasks, keys = [], []
-        for split, ps in srcs.items():
-            (stage / split).mkdir(parents=True)
-            for j, p in enumerate(ps):
-                tasks.append((p, schema.to_dict(), stage / split, f"f{j:05d}", chunk_rows,
-                              split == "train" and encoder is None))
-                keys.append(split)
-        with con.status(f"[ctr] parsing {sum(map(len, srcs.values()))} file(s) in {max(1, workers)} process(es)"):
-            parsed = _run(_parse_file, tasks, workers)
-        for split, ps in srcs.items():
-            staged[split] = [q for k, r in zip(keys, parsed) if k == split for q in r[0]]
-            n = pl.scan_parquet(staged[split]).select(pl.len()).collect().item() if staged[split] else 0
-            if n == 0:
-                names = ", ".join(str(p) for p in ps)
-                raise EmptyFileError(f"input file {names} has no data rows (header only or empty)")
-        enc = encoder
-        if enc is None:
-            with con.status("[ctr] fitting vocabularies on train"):
-                good_train = pl.scan_parquet(staged["train"]).filter(pl.col("_reason").is_null())
-                counts = merge_counts([r[1] for k, r in zip(keys, parsed) if k == "train"])
-                enc = FeatureEncoder(schema)
-                enc.fit_counts(counts, enc.normalize_stats(good_train), set(good_train.collect_schema().names()))
-        vocab_tmp = stage / "vocab.json"
-        enc.save(vocab_tmp)
-        with con.status("[ctr] encoding"):
-            enc_tasks = [(part, vocab_tmp, part.with_name(f"enc-{part.name}"), row_group_rows)
-                         for split in srcs for part in staged[split]]
-            encoded_parts = dict(zip([t[0] for t in enc_tasks], _run(_encode_part, enc_tasks, workers)))
-        report = {"fingerprint": fp, "schema": schema.to_dict(), "field_sizes": enc.field_sizes,
-                  **({"libfm_convention": LIBFM_CONVENTION} if schema.format == "libfm" else {}),
-                  "seq_sizes": enc.seq_sizes, "seq_len": enc.seq_len, "splits": {}}
-        for split, ps in srcs.items():
-            p = ps[0] if len(ps) == 1 else ps
-            v = pl.scan_parquet(staged[split])
-            rej = v.filter(pl.col("_reason").is_not_null()).select(
-                pl.col("_line").alias("line"), pl.col("_reason").alias("reason"), pl.col("_raw").alias("raw"))
-            if len(ps) > 1:  # several files: name the file of each rejected line
-                rej = pl.concat([pl.scan_parquet(q).filter(pl.col("_reason").is_not_null()).select(
-                    pl.lit(str(ps[int(q.name[1:6])])).alias("file"), pl.col("_line").alias("line"),
-                    pl.col("_reason").alias("reason"), pl.col("_raw").alias("raw")) for q in staged[split]])
-            rtmp = out / f".rejects_{split}.csv.tmp"
-            rej.sink_csv(rtmp, engine="streaming")
-            os.replace(rtmp, out / f"rejects_{split}.csv")
-            man = publish_split([encoded_parts[q] for q in staged[split]], out, split)
-            read = v.select(pl.len()).collect().item()
-            reasons = v.filter(pl.col("_reason").is_not_null()).select("_reason").collect()["_reason"]
-            encoded = pl.scan_parquet(split_folder(out, split))
-            written = man.rows
-            names = [f.name for f in schema.scalar_fields]
-            cnt = encoded.select([(pl.col(f"idx_{c}") == OOV).sum().alias(f"oov_{c}") for c in names]
-                                 + [(pl.col(f"idx_{c}") == MISSING).sum().alias(f"mis_{c}") for c in names]
-                                 ).collect().row(0, named=True) if names and written else {}
-            rs = {"source": str(p) if not isinstance(p, list) else [str(q) for q in p], "read": read,
-                  "written": written, "rejected": reasons.len(),
-                  "rejects_file": str(out / f"rejects_{split}.csv"), "rejects_by_reason": _reason_kinds(reasons),
-                  "oov": {c: int(cnt.get(f"oov_{c}", 0)) for c in names},
-                  "missing": {c: int(cnt.get(f"mis_{c}", 0)) for c in names},
-                  "shards": len(man.shards), "row_group_rows": row_group_rows}
-            rs["oov_total"] = sum(rs["oov"].values())
-            if rs["read"] != rs["written"] + rs["rejected"]:
-                raise RuntimeError(f"{split}: counts do not reconcile: read {read} != written {written} + "
-                                   f"rejected {rs['rejected']}")
-            report["splits"][split] = rs
-            if written == 0:
-                top = "; ".join(f"{n:,} x {r}" for r, n in list(rs["rejects_by_reason"].items())[:3])
-                raise EmptyFileError(f"{split}: all {read:,} rows of {p} were rejected ({top}); each row and its "
-                                     f"reason is in {out / f'rejects_{split}.csv'}")
-            con.log(f"[ctr] {split}: read {read:,} written {written:,} rejected {rs['rejected']:,} "
-                    f"oov {rs['oov_total']:,} shards {len(man.shards)}")
-        enc.save(out / "vocab.json")
-        _atomic_json(rep_path, report)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    n_files = sum(map(len, srcs.values()))
+    with _pool(workers, max(n_files, workers)) as pool:
+        try:
+            return _encode(srcs, schema, out, fp, con, encoder, chunk_rows, row_group_rows, pool, stage, staged)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _encode(srcs, schema, out, fp, con, encoder, chunk_rows, row_group_rows, pool, stage, staged) -> dict:
+    """Parse (in ``pool``), fit, encode (in ``pool``), publish the shards and write the report."""
+    tasks, keys = [], []
+    for split, ps in srcs.items():
+        (stage / split).mkdir(parents=True)
+        for j, p in enumerate(ps):
+            tasks.append((p, schema.to_dict(), stage / split, f"f{j:05d}", chunk_rows,
+                          split == "train" and encoder is None))
+            keys.append(split)
+    with con.status(f"[ctr] parsing {len(tasks)} file(s)"):
+        parsed = _run(_parse_file, tasks, pool)
+    for split, ps in srcs.items():
+        staged[split] = [q for k, r in zip(keys, parsed) if k == split for q in r[0]]
+        n = pl.scan_parquet(staged[split]).select(pl.len()).collect().item() if staged[split] else 0
+        if n == 0:
+            names = ", ".join(str(p) for p in ps)
+            raise EmptyFileError(f"input file {names} has no data rows (header only or empty)")
+    enc = encoder
+    if enc is None:
+        with con.status("[ctr] fitting vocabularies on train"):
+            good_train = pl.scan_parquet(staged["train"]).filter(pl.col("_reason").is_null())
+            counts = merge_counts([r[1] for k, r in zip(keys, parsed) if k == "train"])
+            enc = FeatureEncoder(schema)
+            enc.fit_counts(counts, enc.normalize_stats(good_train), set(good_train.collect_schema().names()))
+    vocab_tmp = stage / "vocab.json"
+    enc.save(vocab_tmp)
+    with con.status("[ctr] encoding"):
+        enc_tasks = [(part, vocab_tmp, part.with_name(f"enc-{part.name}"), row_group_rows)
+                     for split in srcs for part in staged[split]]
+        encoded_parts = dict(zip([t[0] for t in enc_tasks], _run(_encode_part, enc_tasks, pool)))
+    report = {"fingerprint": fp, "schema": schema.to_dict(), "field_sizes": enc.field_sizes,
+              **({"libfm_convention": LIBFM_CONVENTION} if schema.format == "libfm" else {}),
+              "seq_sizes": enc.seq_sizes, "seq_len": enc.seq_len, "splits": {}}
+    for split, ps in srcs.items():
+        p = ps[0] if len(ps) == 1 else ps
+        v = pl.scan_parquet(staged[split])
+        rej = v.filter(pl.col("_reason").is_not_null()).select(
+            pl.col("_line").alias("line"), pl.col("_reason").alias("reason"), pl.col("_raw").alias("raw"))
+        if len(ps) > 1:  # several files: name the file of each rejected line
+            rej = pl.concat([pl.scan_parquet(q).filter(pl.col("_reason").is_not_null()).select(
+                pl.lit(str(ps[int(q.name[1:6])])).alias("file"), pl.col("_line").alias("line"),
+                pl.col("_reason").alias("reason"), pl.col("_raw").alias("raw")) for q in staged[split]])
+        rtmp = out / f".rejects_{split}.csv.tmp"
+        rej.sink_csv(rtmp, engine="streaming")
+        os.replace(rtmp, out / f"rejects_{split}.csv")
+        man = publish_split([encoded_parts[q] for q in staged[split]], out, split)
+        read = v.select(pl.len()).collect().item()
+        reasons = v.filter(pl.col("_reason").is_not_null()).select("_reason").collect()["_reason"]
+        encoded = pl.scan_parquet(split_folder(out, split))
+        written = man.rows
+        names = [f.name for f in schema.scalar_fields]
+        cnt = encoded.select([(pl.col(f"idx_{c}") == OOV).sum().alias(f"oov_{c}") for c in names]
+                             + [(pl.col(f"idx_{c}") == MISSING).sum().alias(f"mis_{c}") for c in names]
+                             ).collect().row(0, named=True) if names and written else {}
+        rs = {"source": str(p) if not isinstance(p, list) else [str(q) for q in p], "read": read,
+              "written": written, "rejected": reasons.len(),
+              "rejects_file": str(out / f"rejects_{split}.csv"), "rejects_by_reason": _reason_kinds(reasons),
+              "oov": {c: int(cnt.get(f"oov_{c}", 0)) for c in names},
+              "missing": {c: int(cnt.get(f"mis_{c}", 0)) for c in names},
+              "shards": len(man.shards), "row_group_rows": row_group_rows}
+        rs["oov_total"] = sum(rs["oov"].values())
+        if rs["read"] != rs["written"] + rs["rejected"]:
+            raise RuntimeError(f"{split}: counts do not reconcile: read {read} != written {written} + "
+                               f"rejected {rs['rejected']}")
+        report["splits"][split] = rs
+        if written == 0:
+            top = "; ".join(f"{n:,} x {r}" for r, n in list(rs["rejects_by_reason"].items())[:3])
+            raise EmptyFileError(f"{split}: all {read:,} rows of {p} were rejected ({top}); each row and its "
+                                 f"reason is in {out / f'rejects_{split}.csv'}")
+        con.log(f"[ctr] {split}: read {read:,} written {written:,} rejected {rs['rejected']:,} "
+                f"oov {rs['oov_total']:,} shards {len(man.shards)}")
+    enc.save(out / "vocab.json")
+    _atomic_json(out / "report.json", report)
     return report
