@@ -108,6 +108,8 @@ class CTRDataModule(pl_.LightningDataModule):
         self.report: dict = {}
         self._train_loader: Optional[StreamLoader] = None
         self._order: dict = {}
+        self._run_dir: Optional[Path] = None
+        self._resume_state: Optional[dict] = None
 
     # ------------------------------------------------------------------ sources
     def schema(self) -> DataSchema:
@@ -244,9 +246,22 @@ class CTRDataModule(pl_.LightningDataModule):
             buf = 262_144 if self.streaming else self.manifests["train"].rows
         ds = RowStream(self._source("train"), batch_size=self.batch_size, shuffle=True, seed=train_seed(),
                        buffer_rows=buf, rank=rank, world=world)
+        t = self.trainer
+        self._run_dir = Path(t.log_dir or t.default_root_dir) if t is not None else None  # (a collective in DDP)
         self._train_loader = StreamLoader(ds, num_workers=self.hparams.num_workers,
                                           epoch_fn=lambda: self.trainer.current_epoch if self.trainer else 0)
+        if self._resume_state:
+            self._train_loader.load_state_dict(self._resume_state)
         return self._train_loader
+
+    def state_dict(self) -> dict:
+        """The training stream's position (epoch, batches trained per worker, plan), saved in every checkpoint."""
+        return {"stream": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_state = state_dict.get("stream")
+        if self._resume_state and self._train_loader is not None:
+            self._train_loader.load_state_dict(self._resume_state)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -294,7 +309,7 @@ def record_order(dm: CTRDataModule, batch: dict) -> None:
     epoch's last batch is trained (rank 0's rows)."""
     import hashlib
 
-    loader, t = dm._train_loader, dm.trainer
+    loader = dm._train_loader
     ds = loader.dataset
     o = dm._order
     if o.get("epoch") != ds.epoch:
@@ -308,7 +323,7 @@ def record_order(dm: CTRDataModule, batch: dict) -> None:
     rec = {"epoch": ds.epoch, "seed": ds.seed, "order_seed": [ds.seed, ds.epoch], "batches": o["batches"],
            "resumed_after_batches": o["resumed_after"], "first_rows": o["first"],
            "rows_sha256": o["sha"].hexdigest(), "streaming": dm.streaming, **loader.signature()}
-    folder = Path(t.log_dir or t.default_root_dir)
+    folder = dm._run_dir or Path(".")
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "data_order.jsonl", "a") as fh:
         fh.write(json.dumps(rec) + "\n")

@@ -50,6 +50,8 @@ class CTRLitModule(LinmixModule):
     """
 
     app = "ctr"
+    #: settings a ``test`` / ``predict`` with ``--ckpt_path`` takes from the command line, not the checkpoint
+    runtime_hparams = ("out_dir",)
 
     def __init__(self, *, net: CTRNetConfig = CTRNetConfig(),  # noqa: B008 (dataclass default read by the CLI)
                  loss: TriBCEMode = "official", embedding_l2: float = 0.0,

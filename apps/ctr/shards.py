@@ -166,9 +166,32 @@ def load_manifest(cache: str | Path, split: str, expect_columns: list[str] | Non
     return man
 
 
-def read_rows(man: Manifest, shard: int, row_group: int, start: int, stop: int, columns: list[str]):
-    """Rows ``start:stop`` of one row group as a polars DataFrame; a read failure names the shard."""
-    import polars as pl
+class ArrowFrame:
+    """The part of a polars DataFrame's interface that ``FeatureEncoder.arrays`` uses, over a pyarrow Table:
+    DataLoader workers read shards with pyarrow only (polars' thread pool is not safe to use after ``fork``)."""
+
+    def __init__(self, table) -> None:
+        self.t, self.height, self.columns = table, table.num_rows, table.column_names
+
+    def __getitem__(self, name: str) -> ArrowColumn:
+        return ArrowColumn(self.t.column(name))
+
+
+class ArrowColumn:
+    def __init__(self, col) -> None:
+        self.col = col
+
+    def to_numpy(self) -> np.ndarray:
+        import pyarrow as pa
+
+        c = self.col.combine_chunks()
+        if pa.types.is_fixed_size_list(c.type):  # seq_<f>: Array[Int32, L] -> (N, L)
+            return c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), c.type.list_size)
+        return c.to_numpy(zero_copy_only=False)
+
+
+def read_rows(man: Manifest, shard: int, row_group: int, start: int, stop: int, columns: list[str]) -> ArrowFrame:
+    """Rows ``start:stop`` of one row group (pyarrow only); a read failure names the shard."""
     import pyarrow.parquet as pq
 
     p = man.path(shard)
@@ -179,4 +202,4 @@ def read_rows(man: Manifest, shard: int, row_group: int, start: int, stop: int, 
                          f"{REENCODE}") from None
     if start or stop < t.num_rows:
         t = t.slice(start, stop - start)
-    return pl.from_arrow(t)
+    return ArrowFrame(t)

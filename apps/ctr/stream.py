@@ -167,7 +167,7 @@ class ShardSource:
             yield arr
 
     def finish(self, b: dict) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+        return {k: torch.from_numpy(np.require(v, requirements=["C", "W"])) for k, v in b.items()}
 
 
 class RowStream(IterableDataset):
@@ -207,7 +207,7 @@ class RowStream(IterableDataset):
 class StreamLoader(DataLoader):
     """The training loader: sets the stream's epoch (``epoch_fn()``) before each pass and keeps how many batches of
     each worker were trained (:meth:`consumed`), so that a checkpoint taken mid-epoch resumes after the last trained
-    batch (Lightning saves ``state_dict`` with the loops and calls ``load_state_dict`` before the first pass)."""
+    batch (``state_dict`` / ``load_state_dict``, carried by the data module's own state in the checkpoint)."""
 
     def __init__(self, dataset: RowStream, *, num_workers: int = 0, epoch_fn: Callable[[], int] = lambda: 0) -> None:
         super().__init__(dataset, batch_size=None, num_workers=num_workers)
@@ -221,11 +221,16 @@ class StreamLoader(DataLoader):
                 "buffer_rows": ds.buffer_rows, "seed": ds.seed, "shuffle": ds.shuffle}
 
     def __iter__(self):
+        return self._epoch()
+
+    def _epoch(self):
+        """The pass starts at the first ``next()``: Lightning calls ``iter()`` before it restores a checkpoint's
+        loops (to count the steps of the schedule), so the epoch and the resume point are read only then."""
         ds = self.dataset
         ds.epoch = int(self.epoch_fn())
         ds.skip, self._resume = (self._take_resume(ds.epoch), None)
         self.trained = dict(ds.skip)
-        return super().__iter__()
+        yield from DataLoader.__iter__(self)
 
     def _take_resume(self, epoch: int) -> dict[int, int]:
         r = self._resume

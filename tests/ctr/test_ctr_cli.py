@@ -81,6 +81,16 @@ def test_fit_test_predict_through_cli(fitted):
         assert s["read"] == s["written"] + s["rejected"]
 
 
+def test_ckpt_path_keeps_the_output_folder_and_names_replaced_settings(fitted, capsys):
+    d, common, ckpt = fitted
+    capsys.readouterr()
+    assert main(["test", *common, "--ckpt_path", str(ckpt), "--model.out_dir", str(d / "elsewhere"),
+                 "--model.net.d_model", "6"]) == 0
+    assert (d / "elsewhere" / "test_metrics.json").is_file()  # an output folder does not change the network
+    err = capsys.readouterr().err
+    assert "the checkpoint's values replace: model.net.d_model: 6 -> 8" in err and "out_dir" not in err
+
+
 def test_export_roundtrip_and_serving_raw_rows(fitted, capsys):
     d, _, ckpt = fitted
     assert main(["export", "--ckpt", str(ckpt), "--out", str(d / "export")]) == 0
