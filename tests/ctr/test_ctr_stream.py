@@ -177,7 +177,7 @@ def test_resume_skips_exactly_the_trained_batches(cache):
     other = StreamLoader(RowStream(again.dataset.source, batch_size=32, shuffle=True), epoch_fn=lambda: 1)
     other.load_state_dict(state)
     with pytest.raises(UserError, match="same settings"):
-        iter(other)
+        next(iter(other))
 
 
 def _copy(cache, tmp_path):
