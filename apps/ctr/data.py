@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -158,6 +159,8 @@ class CTRDataModule(pl_.LightningDataModule):
 
     # ------------------------------------------------------------------ loading
     def setup(self, stage: Optional[str] = None) -> None:
+        # RowStream gives each DataLoader worker its own block of batches: the length Lightning warns about is exact
+        warnings.filterwarnings("ignore", message=".*IterableDataset.* has .__len__. defined")
         if self.encoder is not None:
             return
         self.prepare_data()  # idempotent: returns the cached report at once

@@ -67,6 +67,8 @@ def fitted(tmp_path_factory):
 
 def test_fit_test_predict_through_cli(fitted):
     d, common, ckpt = fitted
+    rec = json.loads((ckpt.parents[1] / "data_order.jsonl").read_text().splitlines()[0])
+    assert (rec["epoch"], rec["seed"], rec["batches"], rec["streaming"]) == (0, 0, 5, False)  # 2,400 rows / 512
     assert main(["test", *common, "--ckpt_path", str(ckpt)]) == 0
     m = json.loads((d / "out" / "test_metrics.json").read_text())
     for k in ("auc", "logloss", "gauc", "ece", "bayes_auc", "bayes_logloss"):
