@@ -81,7 +81,7 @@ class CTRDataModule(pl_.LightningDataModule):
         synth_rows: rows of the synthetic log (80/10/10 split); synth_seed: its seed.
         streaming: ``true`` streams every split from its shards, ``false`` loads them into memory, ``auto`` streams
             when the training split would take more than ``stream_above_mb`` MB as tensors.
-        shuffle_buffer: rows in the training shuffle buffer (default: all rows of a rank in memory, 262,144 when
+        shuffle_buffer: rows in the training shuffle buffer (default: all rows of a rank in memory, 131,072 when
             streaming); num_workers: DataLoader worker processes per rank.
         encode_workers: processes for encoding (parsing, counting and encoding in parallel; same result for any
             number); row_group_rows: rows per Parquet row group of the encoded shards.
@@ -246,7 +246,7 @@ class CTRDataModule(pl_.LightningDataModule):
         rank, world = self._rank()
         buf = self.hparams.shuffle_buffer
         if buf is None:
-            buf = 262_144 if self.streaming else self.manifests["train"].rows
+            buf = 131_072 if self.streaming else self.manifests["train"].rows
         ds = RowStream(self._source("train"), batch_size=self.batch_size, shuffle=True, seed=train_seed(),
                        buffer_rows=buf, rank=rank, world=world)
         t = self.trainer
