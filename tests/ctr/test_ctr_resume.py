@@ -40,7 +40,6 @@ data:
 """
 
 
-@pytest.mark.slow  # two fits of the tiny config
 @pytest.mark.skipif(not shutil.which(str(EXE)), reason="console script not installed (pip install -e .)")
 def test_killed_mid_epoch_resumes_without_repeating_or_skipping_rows(tmp_path):
     d = tmp_path
