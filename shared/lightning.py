@@ -56,6 +56,9 @@ class LinmixModule(pl.LightningModule):
     app: str = "linmix"  #: the console script's app name (``linmix-<app>``); stamped into every checkpoint
     #: classes weights-only loading may rebuild besides primitives (empty in every app: ``net`` is saved as a dict)
     checkpoint_globals: tuple = ()
+    #: hyperparameters that do not change the network (e.g. an output folder): ``test`` / ``predict`` with
+    #: ``--ckpt_path`` keep the command line's value instead of the checkpoint's (``linmix.shared.lightning_cli``)
+    runtime_hparams: tuple = ()
 
     def __init__(
         self, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 100, min_lr_ratio: float = 0.1,

@@ -53,8 +53,38 @@ class LinmixCLI(LightningCLI):
             if not Path(ckpt_path).is_file():
                 raise UserError(f"--ckpt_path {ckpt_path}: no such file")
             read_checkpoint(ckpt_path, app=self.app, safe_globals=self._checkpoint_globals())
+        before = self._model_settings(sub)
         with torch.serialization.safe_globals(self._checkpoint_globals()):
             super()._parse_ckpt_path()
+        if ckpt_path and before:
+            self._reconcile_ckpt_settings(sub, str(ckpt_path), before)
+
+    def _model_settings(self, sub) -> Dict[str, Any]:
+        model = self.config[sub].get("model") if sub else None
+        return {k: model.get(k) for k in model.keys()} if model is not None and hasattr(model, "keys") else {}
+
+    def _reconcile_ckpt_settings(self, sub: str, ckpt_path: str, before: Dict[str, Any]) -> None:
+        """Lightning replaces ``--model.*`` with the checkpoint's hyperparameters. The model's ``runtime_hparams``
+        (settings that do not change the network, e.g. an output folder) keep the value given; any other value the
+        user set and the checkpoint replaced is named on stderr (once, by the first process)."""
+        import os
+        import sys
+
+        after = self._model_settings(sub)
+        defaults = self.parser._subcommands_action._name_parser_map[sub].get_defaults().get("model")
+        runtime = tuple(getattr(self.model_class, "runtime_hparams", ()))
+        replaced = []
+        for k, v in before.items():
+            default = defaults.get(k) if defaults is not None else None
+            if k not in after or after[k] == v or v == default:
+                continue
+            if k in runtime or k.split(".")[0] in runtime:
+                self.config[sub]["model"][k] = v
+            else:
+                replaced.append(f"model.{k}: {v!r} -> {after[k]!r}")
+        if replaced and os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"linmix-{self.app} {sub}: --ckpt_path {ckpt_path} sets the network as trained; the checkpoint's "
+                  f"values replace: {'; '.join(replaced)}", file=sys.stderr)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> Dict[str, Any]:
         """Every checkpoint the Trainer reads (``--ckpt_path``) is unpickled weights-only, whatever the flags say."""

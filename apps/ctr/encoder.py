@@ -45,6 +45,12 @@ class FieldVocab:
         return FIRST + len(self.tokens)
 
 
+def merge_counts(parts: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    """Token counts of several parts of a split summed per field (exact: integer sums, then thresholded once)."""
+    names = {k for p in parts for k in p}
+    return {k: pl.concat([p[k] for p in parts if k in p]).group_by("token").agg(pl.col("len").sum()) for k in names}
+
+
 def bucket_expr(x: pl.Expr) -> pl.Expr:
     """floor(ln(x)^2) for x > 2, else int(x) (FuxiCTR ``convert_to_bucket``), as a string token."""
     return (pl.when(x > 2).then((x.log() ** 2).floor()).otherwise(x).cast(pl.Int64).cast(pl.String))
@@ -69,25 +75,39 @@ class FeatureEncoder:
 
     def fit(self, train: pl.LazyFrame) -> FeatureEncoder:
         """Fit vocabularies / scalers on the (good rows of the) training split only."""
+        return self.fit_counts(self.count_tokens(train), self.normalize_stats(train),
+                               set(train.collect_schema().names()))
+
+    def count_tokens(self, train: pl.LazyFrame) -> dict[str, pl.DataFrame]:
+        """Per token field: ``token``, ``len`` (Int64) over ``train``; counts of several parts of one split add up
+        (:func:`merge_counts`) to the counts of the whole."""
         sc = self.schema
-        tok_fields = [f for f in sc.scalar_fields if not (f.type == "numeric" and f.numeric == "normalize")]
-        self.vocabs = {}
         counts: dict[str, pl.DataFrame] = {}
-        for f in tok_fields:  # one streaming group-by per field: memory ~ vocabulary, not rows
+        for f in sc.scalar_fields:  # one streaming group-by per field: memory ~ vocabulary, not rows
+            if f.type == "numeric" and f.numeric == "normalize":
+                continue
             counts[f.name] = (train.select(self._token(f).alias("token")).drop_nulls("token")
                               .group_by("token").len().collect(engine="streaming"))
         for f in sc.sequence_fields:
             counts[f.name] = (train.select(pl.col(f.name).str.split(f.splitter).explode().alias("token"))
                               .filter(pl.col("token").str.len_bytes() > 0).group_by("token").len()
                               .collect(engine="streaming"))
-        norm = [f for f in sc.scalar_fields if f.type == "numeric" and f.numeric == "normalize"]
-        stats = {}
-        if norm:
-            row = train.select([e for f in norm for e in (pl.col(f.name).mean().alias(f"{f.name}__m"),
-                                                          pl.col(f.name).std().alias(f"{f.name}__s"))]
-                              ).collect(engine="streaming")
-            stats = row.row(0, named=True)
-        val_cols = set(train.collect_schema().names())
+        return {k: v.with_columns(pl.col("len").cast(pl.Int64)) for k, v in counts.items()}
+
+    def normalize_stats(self, train: pl.LazyFrame) -> dict:
+        norm = [f for f in self.schema.scalar_fields if f.type == "numeric" and f.numeric == "normalize"]
+        if not norm:
+            return {}
+        row = train.select([e for f in norm for e in (pl.col(f.name).mean().alias(f"{f.name}__m"),
+                                                      pl.col(f.name).std().alias(f"{f.name}__s"))]
+                           ).collect(engine="streaming")
+        return row.row(0, named=True)
+
+    def fit_counts(self, counts: dict[str, pl.DataFrame], stats: dict, val_cols: set[str]) -> FeatureEncoder:
+        """Vocabularies from token counts (kept when ``count >= min_count``, sorted by (-count, token)) and the
+        normalised fields' mean / std."""
+        sc = self.schema
+        self.vocabs = {}
         for f in sc.fields:
             if f.type == "numeric" and f.numeric == "normalize":
                 m, s = stats[f"{f.name}__m"], stats[f"{f.name}__s"]

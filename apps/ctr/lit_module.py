@@ -50,6 +50,8 @@ class CTRLitModule(LinmixModule):
     """
 
     app = "ctr"
+    #: settings a ``test`` / ``predict`` with ``--ckpt_path`` takes from the command line, not the checkpoint
+    runtime_hparams = ("out_dir",)
 
     def __init__(self, *, net: CTRNetConfig = CTRNetConfig(),  # noqa: B008 (dataclass default read by the CLI)
                  loss: TriBCEMode = "official", embedding_l2: float = 0.0,
@@ -127,7 +129,7 @@ class CTRLitModule(LinmixModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         p = self._eval(batch, self.test_auc, self.test_ll, self.test_ctr)
         keep = {"p": p.detach().double().cpu(), "y": batch["label"].cpu()}
-        for k in ("group", "p_true"):
+        for k in ("group", "p_true", "row"):
             if k in batch:
                 keep[k] = batch[k].cpu()
         self._test.append(keep)
@@ -143,7 +145,8 @@ class CTRLitModule(LinmixModule):
             rank_zero_warn(f"{why}; test/auc is NaN")
             m["auc_undefined"] = why
         self.test_ll.reset()
-        cat = {k: torch.cat([b[k] for b in self._test]).numpy() for k in self._test[0]} if self._test else {}
+        parts = gather_parts(self._test)  # every rank's rows (DDP), each row once
+        cat = {k: torch.cat([b[k] for b in parts]).numpy() for k in parts[0]} if parts else {}
         self._test = []
         if cat:
             p, y = cat["p"], cat["y"]
@@ -167,18 +170,38 @@ class CTRLitModule(LinmixModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         p = torch.sigmoid(self._logits(batch)[0])
-        self._pred.append(p.detach().cpu())
+        rows = batch["row"] if "row" in batch else torch.arange(len(p)) + sum(len(q["p"]) for q in self._pred)
+        self._pred.append({"row": rows.detach().cpu(), "p": p.detach().cpu()})
         return p
 
     def on_predict_epoch_end(self) -> None:
-        """Write ``predictions.parquet`` (row, p) atomically under ``out_dir``."""
-        p = torch.cat(self._pred).numpy() if self._pred else np.zeros(0, np.float32)
+        """Write ``predictions.parquet`` (row, p), rows of every rank once in row order, atomically (rank 0)."""
+        parts = gather_parts(self._pred)
         self._pred = []
+        row = torch.cat([q["row"] for q in parts]).numpy() if parts else np.zeros(0, np.int64)
+        p = torch.cat([q["p"] for q in parts]).numpy() if parts else np.zeros(0, np.float32)
+        order = np.argsort(row, kind="stable")
+        row, p = row[order], p[order]
+        if len(row) and (np.diff(row) == 0).any():
+            raise RuntimeError("predictions hold a row more than once")
+        if not self.trainer.is_global_zero:
+            return
         out = self._out_dir()
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / ".predictions.parquet.tmp"
-        pl.DataFrame({"row": np.arange(len(p)), "p": p}).write_parquet(tmp)
+        pl.DataFrame({"row": row, "p": p}).write_parquet(tmp)
         os.replace(tmp, out / "predictions.parquet")
+
+
+def gather_parts(parts: list[dict]) -> list[dict]:
+    """Per-batch dicts of CPU tensors from every DDP rank (all ranks get all), or ``parts`` in one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return parts
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, parts)
+    return [q for rank_parts in everyone for q in rank_parts]
 
 
 def auc_or_nan(auc: BinaryAUROC, label_mean: MeanMetric, split: str) -> tuple[torch.Tensor, Optional[str]]:

@@ -31,9 +31,12 @@ def encode_main(argv: list[str] | None = None) -> int:
     """Encode click-log files (Criteo/Avazu/libfm/schema) into a cached dataset with rejects and a report."""
     ap = argparse.ArgumentParser(prog="linmix-ctr encode", description=encode_main.__doc__)
     ap.add_argument("--format", choices=("criteo", "avazu", "libfm", "schema"), required=True)
-    ap.add_argument("--train", required=True, help="training file (vocabularies are fitted on it only)")
-    ap.add_argument("--val")
-    ap.add_argument("--test")
+    ap.add_argument("--train", required=True, nargs="+",
+                    help="training file(s) or quoted glob(s) such as 'day_*.tsv' (vocabularies are fitted on train only)")
+    ap.add_argument("--val", nargs="+")
+    ap.add_argument("--test", nargs="+")
+    ap.add_argument("--workers", type=at_least(1), default=1,
+                    help="processes that parse, count and encode files in parallel (same output for any number)")
     ap.add_argument("--schema", help="YAML schema (format=schema)")
     ap.add_argument("--libfm-fields", type=at_least(1), default=10)
     ap.add_argument("--min-count", type=at_least(1), help="vocabulary threshold (>= 1)")
@@ -46,10 +49,10 @@ def encode_main(argv: list[str] | None = None) -> int:
 
     src = {k: v for k, v in (("train", a.train), ("val", a.val), ("test", a.test)) if v}
     rep = encode_dataset(src, _schema(a.format, a.schema, a.libfm_fields, a.min_count), a.out, force=a.force,
-                         console=Console(stderr=True))
+                         console=Console(stderr=True), workers=a.workers)
     for s, r in rep["splits"].items():
         print(f"{s:5s} read {r['read']:>10,} written {r['written']:>10,} rejected {r['rejected']:>8,} "
-              f"OOV {r['oov_total']:>9,}  rejects: {r['rejects_file']}")
+              f"OOV {r['oov_total']:>9,} shards {r['shards']:>5,}  rejects: {r['rejects_file']}")
         for reason, n in list(r["rejects_by_reason"].items())[:8]:
             print(f"        {n:>8,} x {reason}")
     if "libfm_convention" in rep:

@@ -72,6 +72,8 @@ def fitted(tmp_path_factory):
 
 def test_fit_test_predict_through_cli(fitted):
     d, common, ckpt = fitted
+    rec = json.loads((ckpt.parents[1] / "data_order.jsonl").read_text().splitlines()[0])
+    assert (rec["epoch"], rec["seed"], rec["batches"], rec["streaming"]) == (0, 0, 5, False)  # 2,400 rows / 512
     assert main(["test", *common, "--ckpt_path", str(ckpt)]) == 0
     m = json.loads((d / "out" / "test_metrics.json").read_text())
     for k in ("auc", "logloss", "gauc", "ece", "bayes_auc", "bayes_logloss"):
@@ -84,6 +86,16 @@ def test_fit_test_predict_through_cli(fitted):
     rep = json.loads((d / "data" / "encoded" / "report.json").read_text())
     for s in rep["splits"].values():
         assert s["read"] == s["written"] + s["rejected"]
+
+
+def test_ckpt_path_keeps_the_output_folder_and_names_replaced_settings(fitted, capsys):
+    d, common, ckpt = fitted
+    capsys.readouterr()
+    assert main(["test", *common, "--ckpt_path", str(ckpt), "--model.out_dir", str(d / "elsewhere"),
+                 "--model.net.d_model", "6"]) == 0
+    assert (d / "elsewhere" / "test_metrics.json").is_file()  # an output folder does not change the network
+    err = capsys.readouterr().err
+    assert "the checkpoint's values replace: model.net.d_model: 6 -> 8" in err and "out_dir" not in err
 
 
 def test_export_roundtrip_and_serving_raw_rows(fitted, capsys):
