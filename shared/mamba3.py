@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from linmix.shared.kernels import mamba3_siso_kernel
 from linmix.shared.mamba2 import BACKENDS, init_ssm_params, resolve_backend
 from linmix.shared.norms import check_input
+from linmix.shared.ssd import is_exporting
 from linmix.shared.ssd3 import mamba3_scan_head_major, rotate_pairs, wrap_angle
 
 __all__ = ["Mamba3"]
@@ -201,6 +202,9 @@ class Mamba3(nn.Module):
         m: Optional[Tensor] = None
         if mask is not None:
             m = mask.unsqueeze(-1).to(x.dtype)
+        if not torch.jit.is_scripting():
+            if is_exporting():  # one segment: a symbolic length cannot drive the loop below (same result)
+                return self._segment(x, m, angle, ssm, k, v)
         seg = self.segment_len
         recompute = torch.is_grad_enabled() and (x.requires_grad or self.in_proj.weight.requires_grad) and x.size(1) > seg
         outs: List[Tensor] = []

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from linmix.shared.ssd import segsum
+from linmix.shared.ssd import is_exporting, segsum
 
 __all__ = ["rotate_pairs", "wrap_angle", "phases", "rotate_by", "mamba3_scan_ref", "mamba3_scan_chunked",
            "mamba3_scan_head_major"]
@@ -67,6 +67,17 @@ def rotate_by(x: Tensor, ph: Tensor, pairing: str = "adjacent") -> Tensor:
         return torch.view_as_real(xc * ph).reshape(x.shape)
     xc = torch.complex(x[..., : n // 2], x[..., n // 2:]) * ph
     return torch.cat([xc.real, xc.imag], dim=-1)
+
+
+def rotate_real(x: Tensor, cos: Tensor, sin: Tensor, pairing: str = "adjacent") -> Tensor:
+    """:func:`rotate_by` with the phases as ``cos, sin (..., N // 2)`` of their angles, in real arithmetic only."""
+    n = x.size(-1)
+    if pairing == "adjacent":
+        xp = x.reshape(x.shape[:-1] + (n // 2, 2))
+        a, b = xp[..., 0], xp[..., 1]
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(x.shape)
+    a, b = x[..., : n // 2], x[..., n // 2:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
 
 def rotate_pairs(x: Tensor, theta: Tensor, pairing: str = "adjacent") -> Tensor:
@@ -130,6 +141,12 @@ def _segment(X: Tensor, A: Tensor, Kt: Tensor, Qt: Tensor, state: Tensor, q: int
     return y.reshape(b, h, l, r, p), new_states[:, :, -1].contiguous(), own
 
 
+def _pad_rows(t: Tensor, src: Tensor) -> Tensor:
+    """``t (B, H, L, ...)`` -> ``(B, H, len(src), ...)``: row ``src[i]`` of ``t`` with a zero row appended at L."""
+    zero = torch.zeros_like(t.narrow(2, 0, 1))
+    return torch.cat([t, zero], dim=2).index_select(2, src)
+
+
 def mamba3_scan_chunked(
     q: Tensor, k: Tensor, v: Tensor, adt: Tensor, dt: Tensor, trap: Tensor, w: Tensor, states: States,
     chunk_size: int = 64, pairing: str = "adjacent",
@@ -154,28 +171,48 @@ def mamba3_scan_head_major(
     b, l = v.shape[:2]
     dt_h = dt.transpose(1, 2)  # (B, H, L)
     theta = wrap_angle(angle0.unsqueeze(2) + torch.cumsum(dt_h.unsqueeze(-1) * w.transpose(1, 2), dim=2))
-    ph = phases(theta, k.size(-1)).unsqueeze(3)  # (B, H, L, 1, N / 2)
-    kr = rotate_by(k, ph, pairing)
-    qr = rotate_by(q, ph, pairing)
+    exporting = False
+    if not torch.jit.is_scripting():
+        exporting = is_exporting()
+    if exporting:  # the ONNX exporter takes no complex tensors: the same rotation in cos / sin
+        th = F.pad(theta, (0, k.size(-1) // 2 - theta.size(-1))).unsqueeze(3)  # (B, H, L, 1, N / 2)
+        cos, sin = torch.cos(th), torch.sin(th)
+        kr, qr = rotate_real(k, cos, sin, pairing), rotate_real(q, cos, sin, pairing)
+    else:
+        ph = phases(theta, k.size(-1)).unsqueeze(3)  # (B, H, L, 1, N / 2)
+        kr = rotate_by(k, ph, pairing)
+        qr = rotate_by(q, ph, pairing)
     prev_w = (1 - trap) * dt  # (B, L, H): weight of the previous-token term, owed by token t to token t - 1
     nxt = F.pad(prev_w[:, 1:], (0, 0, 0, 1))  # what token t + 1 adds for token t; 0 after the last
     scale = trap * dt + nxt
     # the term the previous call's last token owes the first token: folded into the incoming state
     h_in = h0 + prev_w[:, 0, :, None, None] * torch.einsum("bhrp,bhrn->bhpn", v_prev, k_prev)  # (B, H, P, N)
 
-    chunk = min(chunk_size, max(l, 1))
-    pad = (-l) % chunk
     X = v.transpose(1, 2) * scale.transpose(1, 2)[..., None, None]  # (B, H, L, R, P)
     A = adt.transpose(1, 2)  # (B, H, L)
     Kt, Qt = kr, qr
-    if pad > 0:
-        X, A = F.pad(X, (0, 0, 0, 0, 0, pad)), F.pad(A, (0, pad))
-        Kt, Qt = F.pad(Kt, (0, 0, 0, 0, 0, pad)), F.pad(Qt, (0, 0, 0, 0, 0, pad))
+    if exporting:  # no branch on L: ceil(L / chunk) + 1 whole chunks, padded and cropped by gathers (as ssd_padded)
+        chunk = chunk_size
+        total = ((l + chunk - 1) // chunk + 1) * chunk
+        pos = torch.arange(total, device=v.device)
+        src = torch.where(pos < l, pos, torch.full_like(pos, l))  # step l: an appended zero row (dt = 0, no input)
+        X, A, Kt, Qt = _pad_rows(X, src), _pad_rows(A, src), _pad_rows(Kt, src), _pad_rows(Qt, src)
+    else:
+        chunk = min(chunk_size, max(l, 1))
+        pad = (-l) % chunk
+        if pad > 0:
+            X, A = F.pad(X, (0, 0, 0, 0, 0, pad)), F.pad(A, (0, pad))
+            Kt, Qt = F.pad(Kt, (0, 0, 0, 0, 0, pad)), F.pad(Qt, (0, 0, 0, 0, 0, pad))
     y, h, own = _segment(X.contiguous(), A.contiguous(), Kt.contiguous(), Qt.contiguous(),
                          h_in.transpose(-1, -2).contiguous(), chunk)
+    if exporting:
+        keep = torch.arange(l, device=v.device)
+        own, y = own.index_select(2, keep), y.index_select(2, keep)
+    else:
+        own, y = own[:, :, :l], y[:, :, :l]
     # each token's own block holds lam_t dt_t only, not scale_t: take back the (1 - lam_{t+1}) dt_{t+1} part
-    own = own[:, :, :l].transpose(1, 2) * nxt[..., None, None]  # (B, L, H, R, R)
+    own = own.transpose(1, 2) * nxt[..., None, None]  # (B, L, H, R, R)
     corr = own * v if v.size(3) == 1 else torch.einsum("blhrs,blhsp->blhrp", own, v)
-    y = y[:, :, :l].transpose(1, 2) - corr  # (B, L, H, R, P)
+    y = y.transpose(1, 2) - corr  # (B, L, H, R, P)
     return y, (theta[:, :, -1].contiguous(), h.transpose(-1, -2).contiguous(), kr[:, :, -1].contiguous(),
                v[:, -1].contiguous())

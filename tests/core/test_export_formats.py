@@ -81,14 +81,8 @@ def test_mamba2_stack_program_and_onnx_keep_config_and_lengths(tmp_path):
     assert net_out.shape == (1, 1, 16)
 
 
-#: the Mamba-3 scan pads L to a chunk multiple and segments it in Python: torch.export specialises L ("Guard failed:
-#: x.size()[1] == 40"); these kinds export as TorchScript (tests/core/test_export.py), not yet as .pt2 / ONNX
-NOT_TRACEABLE = {"mamba3": "Mamba-3 scan branches on L", "hybrid": "its Mamba-3 half branches on L"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=NOT_TRACEABLE[k]))
-                                  if k in NOT_TRACEABLE else k for k in MIXERS if k != "mamba2"])
+@pytest.mark.parametrize("kind", [k for k in MIXERS if k != "mamba2"])
 def test_every_mixer_exports_with_dynamic_length(kind, tmp_path):
     _mixer_check(kind, tmp_path, ("export", "onnx"))
 

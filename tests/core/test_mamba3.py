@@ -228,3 +228,19 @@ def test_hybrid_layouts():
     for bad in ({"layout": "stacked"}, {"ssm": "linear"}, {"attn_every": 0}, {"ssm_cfg": {"d_conv": 3}}):
         with pytest.raises(ValueError, match="mixer_cfg"):
             build_mixer("hybrid", D, mixer_cfg=bad)
+
+
+@pytest.mark.parametrize("pairing", ["adjacent", "half"])
+@pytest.mark.parametrize("l", [1, 7, 16, 23])
+def test_export_path_of_the_scan_equals_the_eager_path(monkeypatch, pairing, l):
+    """While exporting, the scan pads by gathers to ceil(L / chunk) + 1 chunks and rotates in cos / sin (no complex
+    tensors for ONNX); run that path eagerly and compare (the traced files themselves: test_export_formats, slow)."""
+    import linmix.shared.ssd3 as ssd3
+
+    args, states = _scan_inputs(l=l, rank=2)
+    y_ref, s_ref = mamba3_scan_chunked(*args, tuple(states), chunk_size=8, pairing=pairing)
+    monkeypatch.setattr(ssd3, "is_exporting", lambda: True)
+    y, s = ssd3.mamba3_scan_chunked(*args, tuple(states), chunk_size=8, pairing=pairing)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(s, s_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
