@@ -131,6 +131,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--d-state", type=int, default=32)
     p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--mixer", choices=("mamba2", "mamba3", "hybrid"), default="mamba2",
+                   help="MixerStack kind of the backbone (hybrid: Mamba3 + causal softmax attention in parallel)")
+    p.add_argument("--train-seed", type=int, default=0, help="seed of initialisation and data order")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--pre-frac", type=float, default=0.4, help="share of the training time spent pretraining")
@@ -181,11 +184,11 @@ def main(argv=None) -> int:
     log(f"data: {len(pre_dm.datasets['train'])} pretraining sequences, {res['cohort']['datapoints']} finetuning "
         f"datapoints, tasks {ft_dm.task_names}")
     cfg = EHRMambaConfig(vocab_size=args.vocab_size, d_model=args.d_model, n_layers=args.n_layers,
-                         d_state=args.d_state, d_time=16, max_visits=64, dropout=args.dropout)
-    res["net"] = cfg.__dict__
+                         d_state=args.d_state, d_time=16, max_visits=64, dropout=args.dropout, mixer=args.mixer)
+    res["net"] = dict(cfg.__dict__)
     eval_limit = 2 if args.smoke else 1.0
     Monitor = monitor_class()
-    pl.seed_everything(0, workers=True)
+    pl.seed_everything(args.train_seed, workers=True)
 
     def trainer(phase: str, max_steps: int, callbacks: list, val_every: int | None = None) -> pl.Trainer:
         val = (dict(val_check_interval=val_every, check_val_every_n_epoch=None, limit_val_batches=eval_limit)
@@ -268,6 +271,7 @@ def main(argv=None) -> int:
     os.replace(tmp, out / "predictions_held_out.npz")
     per_task = all_task_metrics(torch.as_tensor(pred["probability"]), torch.as_tensor(pred["label"]),
                                 torch.as_tensor(pred["task"]), best.task_names)
+    res["parameters"] = sum(p.numel() for p in best.net.parameters())
     res["held_out_device"] = {k: {m: v[m] for m in ("auroc", "auprc", "f1", "n")} for k, v in per_task.items()}
     res["phases"]["predict"] = {"wall_s": round(time.time() - t, 1), "datapoints": len(pred["label"])}
     res["total_wall_s"] = round(time.time() - T0, 1)
