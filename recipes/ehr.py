@@ -151,11 +151,11 @@ def main(argv=None) -> int:
     import torch
     from pytorch_lightning.loggers import CSVLogger
 
-    from linmix.apps.ehr import sequences as S
     from linmix.apps.ehr.data import EHRDataModule
     from linmix.apps.ehr.lit_module import EHRLitModule
     from linmix.apps.ehr.metrics import all_task_metrics
     from linmix.apps.ehr.model import EHRMambaConfig
+    from linmix.apps.ehr.sequence_cache import input_hash
 
     out = args.out
     log = Log(out / "log.txt", T0)
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     for dm in (ft_dm, pre_dm):
         dm.prepare_data()
         dm.setup("fit")
-    res["cohort"]["input_hash"] = S.input_hash(meds, ft_dm.settings)
+    res["cohort"]["input_hash"] = input_hash(meds, ft_dm.settings)
     res["cohort"]["datapoints"] = {s: len(ft_dm.datasets[s]) for s in ("train", "tuning", "held_out")}
     log(f"data: {len(pre_dm.datasets['train'])} pretraining sequences, {res['cohort']['datapoints']} finetuning "
         f"datapoints, tasks {ft_dm.task_names}")

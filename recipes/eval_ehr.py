@@ -146,13 +146,13 @@ def main(argv=None) -> int:
     p.add_argument("--publish", metavar="NAME", help="also copy the weights to models/ehr/NAME.ckpt with a card")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from linmix.apps.ehr import sequences as S
     from linmix.apps.ehr.baseline import run_baseline
     from linmix.apps.ehr.data import EHRDataModule
     from linmix.apps.ehr.demo import PipelineSettings, evaluate_checkpoint, oracle_metrics, quality_table
     from linmix.apps.ehr.lit_module import EHRLitModule
     from linmix.apps.ehr.metrics import all_task_metrics
     from linmix.apps.ehr.model import EHRMambaConfig
+    from linmix.apps.ehr.sequence_cache import input_hash
 
     t0 = time.perf_counter()
     src, job = args.src, read_json(args.src / "run.json")
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                        vocab_size=s.net.vocab_size, max_len=s.max_len, batch_size=s.batch_size)
     dm.prepare_data()
     dm.setup("fit")
-    same_hash = S.input_hash(data / "meds", dm.settings) == cohort.get("input_hash")
+    same_hash = input_hash(data / "meds", dm.settings) == cohort.get("input_hash")
     dev = None
     if (src / "predictions_held_out.npz").is_file():
         with np.load(src / "predictions_held_out.npz") as z:

@@ -39,6 +39,7 @@ from linmix.apps.ehr.batching import collate, rank_sampler
 from linmix.apps.ehr.dialect import PRESETS, resolve_dialect
 from linmix.apps.ehr.dialect_apply import annotate
 from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.sequence_cache import cached_sequences
 from linmix.apps.ehr.sequences import MedsError
 from linmix.shared.sharding import shard_of
 
@@ -165,7 +166,7 @@ class EHRDataModule(pl_.LightningDataModule):
             fhir = synthesize(self.hparams.synth_patients, root.parent / "fhir", fmt="ndjson",
                               seed=self.hparams.synth_seed)
             ingest([fhir], root, overwrite=True)
-        _, _, folder = S.cached_sequences(root, self.cache_dir, self.settings, progress=True)
+        _, _, folder = cached_sequences(root, self.cache_dir, self.settings, progress=True)
         if not (folder / "tasks.json").exists():
             frame = annotate(S.load_meds(root), self.dialect)[0]
             groups = L.top_condition_groups(frame, self.n_conditions)
@@ -183,7 +184,7 @@ class EHRDataModule(pl_.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.datasets:
             return
-        seqs, self.vocab, folder = S.cached_sequences(self.meds_root(), self.cache_dir, self.settings)
+        seqs, self.vocab, folder = cached_sequences(self.meds_root(), self.cache_dir, self.settings)
         meta = json.loads((folder / "tasks.json").read_text())
         self.condition_groups = meta["condition_groups"]
         all_tasks = (meta["tasks"] if self.builtin_tasks else []) + list(self.user_tasks)

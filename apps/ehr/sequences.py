@@ -1,4 +1,5 @@
-"""MEDS events -> Odyssey/EHRMamba token sequences with side arrays and a vocabulary, cached on disk.
+"""MEDS events -> Odyssey/EHRMamba token sequences with side arrays and a vocabulary (cached on disk by
+:mod:`linmix.apps.ehr.sequence_cache`).
 
 Layout per patient (EHRMamba, arXiv 2405.14567; Odyssey ``seq/generator.py`` logic, with its bugs fixed)::
 
@@ -34,10 +35,8 @@ tokens ``[MOR_1M] [LOS_1W] [REA_1M] [C0..C{k-1}]``, then concept tokens by train
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -46,7 +45,7 @@ import polars as pl
 
 from linmix.apps.ehr.dialect import PRESETS, CodeDialect, dialect_key, resolve_dialect
 from linmix.apps.ehr.dialect_apply import TYPE_ID, annotate, ensure_annotated
-from linmix.apps.ehr.meds import SPLITS, atomic_write, subject_table
+from linmix.apps.ehr.meds import SPLITS, subject_table
 from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
     BASE_TASK_TOKENS,
     SPECIALS,
@@ -72,7 +71,6 @@ N_LAB_BINS = 5
 US_PER_DAY = 86_400_000_000
 DAYS_PER_YEAR = 365.25
 ARRAYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment", "abs_time")
-CACHE_VERSION = 2
 
 
 class MedsError(UserError, ValueError):
@@ -321,24 +319,6 @@ def truncate(seq: dict[str, np.ndarray], max_len: int) -> dict[str, np.ndarray]:
     return out
 
 
-def input_hash(root: str | Path, settings: SequenceSettings) -> str:
-    """sha256 over the MEDS shard and split files (relative path + bytes) and the settings."""
-    root = Path(root)
-    key = {"v": CACHE_VERSION, **asdict(settings)}
-    key.pop("dialect")
-    dk = dialect_key(settings.code_dialect)
-    if dk is not None:  # the own preset leaves the settings' key as it is
-        key["dialect"] = dk
-    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
-    files = sorted((root / "data").rglob("*.parquet")) + sorted((root / "metadata").glob("subject_splits.parquet"))
-    for f in files:
-        h.update(str(f.relative_to(root)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def build_sequences(frame: pl.DataFrame, settings: SequenceSettings, progress: bool = False,
                     vocab: Vocabulary | None = None) -> tuple[pl.DataFrame, Vocabulary, SequenceStats]:
     """MEDS frame (from ``load_meds``) -> one row per patient with visits: subject_id, split and the ``ARRAYS`` lists.
@@ -416,24 +396,6 @@ def _report_left_out(frame: pl.DataFrame, stats: SequenceStats, dialect: CodeDia
                f"{dialect.visits.id_column})")
         raise MedsError(f"0 of {stats.subjects} subjects have a visit: {why}; see --data.dialect (now "
                         f"{dialect.name!r}; presets: {sorted(PRESETS)})")
-
-
-def cached_sequences(meds_root: str | Path, cache_dir: str | Path, settings: SequenceSettings,
-                     progress: bool = False) -> tuple[pl.DataFrame, Vocabulary, Path]:
-    """``build_sequences`` once per (input hash, settings); later calls read ``<cache_dir>/<hash>/`` back.
-
-    Returns (sequences, vocabulary, the cache folder). Files are written atomically; ``stats.json`` holds the counts.
-    """
-    folder = Path(cache_dir) / input_hash(meds_root, settings)
-    seq_file, vocab_file = folder / "sequences.parquet", folder / "vocab.json"
-    if seq_file.exists() and vocab_file.exists():
-        return pl.read_parquet(seq_file), Vocabulary.from_json(vocab_file.read_text()), folder
-    folder.mkdir(parents=True, exist_ok=True)
-    seqs, vocab, stats = build_sequences(load_meds(meds_root), settings, progress=progress)
-    atomic_write(folder / "stats.json", lambda p: p.write_text(json.dumps(asdict(stats), indent=1)))
-    atomic_write(seq_file, lambda p: seqs.write_parquet(p))
-    atomic_write(vocab_file, lambda p: p.write_text(vocab.to_json()))
-    return seqs, vocab, folder
 
 
 def row_arrays(row: dict) -> dict[str, np.ndarray]:

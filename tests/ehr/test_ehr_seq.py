@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from linmix.apps.ehr import sequences as S
+from linmix.apps.ehr.sequence_cache import cached_sequences
 from linmix.apps.ehr.sequences import MedsError
 
 FX = None
@@ -138,15 +139,15 @@ def test_truncate_keeps_most_recent_and_restores_cls_vs():
 def test_cache_is_reused_and_keyed_by_input(tmp_path):
     root = fx().write_meds(tmp_path / "meds", 20)
     settings = S.SequenceSettings(vocab_size=128)
-    seqs1, _, folder1 = S.cached_sequences(root, tmp_path / "cache", settings)
+    seqs1, _, folder1 = cached_sequences(root, tmp_path / "cache", settings)
     mtime = (folder1 / "sequences.parquet").stat().st_mtime_ns
-    seqs2, _, folder2 = S.cached_sequences(root, tmp_path / "cache", settings)
+    seqs2, _, folder2 = cached_sequences(root, tmp_path / "cache", settings)
     assert folder1 == folder2 and (folder1 / "sequences.parquet").stat().st_mtime_ns == mtime
     assert seqs1.equals(seqs2)
-    _, _, folder3 = S.cached_sequences(root, tmp_path / "cache", S.SequenceSettings(vocab_size=100))
+    _, _, folder3 = cached_sequences(root, tmp_path / "cache", S.SequenceSettings(vocab_size=100))
     assert folder3 != folder1
     fx().write_meds(root, 21)  # different input -> different key
-    _, _, folder4 = S.cached_sequences(root, tmp_path / "cache", settings)
+    _, _, folder4 = cached_sequences(root, tmp_path / "cache", settings)
     assert folder4 != folder1
 
 

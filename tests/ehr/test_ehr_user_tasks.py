@@ -22,6 +22,7 @@ import pytest
 from linmix.apps.ehr import sequences as S
 from linmix.apps.ehr import task_labels as TL
 from linmix.apps.ehr.data import EHRDataModule, FinetuneDataset
+from linmix.apps.ehr.sequence_cache import cached_sequences
 from linmix.shared.errors import UserError
 
 
@@ -82,7 +83,7 @@ def test_builtin_labels_round_trip_through_labels_dir(tmp_path):
 def test_bad_label_rows_are_counted_and_never_used(tmp_path, caplog):
     meds = FX.write_meds(tmp_path / "meds", 40)
     base = datamodule(tmp_path, meds)
-    seqs, _, _ = S.cached_sequences(meds, tmp_path / "cache", base.settings)
+    seqs, _, _ = cached_sequences(meds, tmp_path / "cache", base.settings)
     first = seqs.select("subject_id", pl.col("abs_time").list.first().cast(pl.Datetime("us")).alias("t0"),
                         pl.col("abs_time").list.last().cast(pl.Datetime("us")).alias("t1")).sort("subject_id")
     (a, a0, a1), (b, b0, _), (c, c0, c1) = first.rows()[:3]
