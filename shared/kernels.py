@@ -18,25 +18,30 @@ INSTALL_HINT = (
 )
 
 
+SSD_KERNEL = ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+MAMBA3_SISO_KERNEL = ("mamba_ssm.ops.triton.mamba3.mamba3_siso_combined", "mamba3_siso_combined")
+
+
 @functools.cache
-def _probe_mamba_chunk_scan() -> Optional[Callable]:
+def _probe(module: str, name: str) -> Optional[Callable]:
+    """``module.name`` when CUDA is available and the import succeeds, else None (cached per kernel)."""
     if os.environ.get("LINMIX_BACKEND", "") == "torch":
         return None
     try:
+        import importlib
+
         import torch
 
         if not torch.cuda.is_available():
             return None
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-
-        return mamba_chunk_scan_combined
+        return getattr(importlib.import_module(module), name)
     except Exception:  # noqa: BLE001 - any failure means "no kernel"
         return None
 
 
 def mamba_chunk_scan(required: bool = False) -> Optional[Callable]:
     """Return mamba-ssm's ``mamba_chunk_scan_combined`` or None; raise a clear error when ``required``."""
-    fn = _probe_mamba_chunk_scan()
+    fn = _probe(*SSD_KERNEL)
     if fn is None and required:
         raise RuntimeError("backend='kernel': " + INSTALL_HINT)
     return fn
@@ -44,29 +49,13 @@ def mamba_chunk_scan(required: bool = False) -> Optional[Callable]:
 
 def kernel_available() -> bool:
     """True when the mamba-ssm SSD kernel imports and CUDA is available."""
-    return _probe_mamba_chunk_scan() is not None
-
-
-@functools.cache
-def _probe_mamba3_siso() -> Optional[Callable]:
-    if os.environ.get("LINMIX_BACKEND", "") == "torch":
-        return None
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        from mamba_ssm.ops.triton.mamba3.mamba3_siso_combined import mamba3_siso_combined
-
-        return mamba3_siso_combined
-    except Exception:  # noqa: BLE001 - any failure means "no kernel"
-        return None
+    return _probe(*SSD_KERNEL) is not None
 
 
 def mamba3_siso_kernel(required: bool = False) -> Optional[Callable]:
     """Return mamba-ssm's Mamba-3 SISO ``mamba3_siso_combined`` (mamba-ssm >= 2.3.2, Triton, CUDA) or None; raise a
     clear error when ``required``."""
-    fn = _probe_mamba3_siso()
+    fn = _probe(*MAMBA3_SISO_KERNEL)
     if fn is None and required:
         raise RuntimeError("backend='kernel': " + INSTALL_HINT.replace("kernels are", "Mamba-3 kernels (mamba-ssm >= 2.3.2) are"))
     return fn

@@ -11,9 +11,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(autouse=True)
 def _kernel(monkeypatch):
     monkeypatch.delenv("LINMIX_BACKEND", raising=False)
-    from linmix.shared.kernels import _probe_mamba_chunk_scan
+    from linmix.shared.kernels import _probe
 
-    _probe_mamba_chunk_scan.cache_clear()
+    _probe.cache_clear()
     if not kernel_available():
         pytest.skip("mamba-ssm kernel not installed (pip install -e .[cuda] --no-build-isolation)")
 

@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(autouse=True)
 def _kernel(monkeypatch):
     monkeypatch.delenv("LINMIX_BACKEND", raising=False)
-    from linmix.shared.kernels import _probe_mamba3_siso, mamba3_siso_kernel
+    from linmix.shared.kernels import _probe, mamba3_siso_kernel
 
-    _probe_mamba3_siso.cache_clear()
+    _probe.cache_clear()
     if mamba3_siso_kernel() is None:
         pytest.skip("mamba-ssm's Mamba-3 kernels not installed (mamba-ssm >= 2.3.2)")
 

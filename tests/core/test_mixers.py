@@ -172,20 +172,20 @@ def test_bad_input_raises_value_error_with_expected_shape(kind):
 
 
 def test_unknown_mixer_and_backend_are_clear_errors(monkeypatch):
-    from linmix.shared.kernels import _probe_mamba_chunk_scan, kernel_available
+    from linmix.shared.kernels import _probe, kernel_available
 
     with pytest.raises(ValueError, match="unknown mixer"):
         build_mixer("mamba4", D)
     with pytest.raises(ValueError, match="backend"):
         Mamba2(D, backend="cuda")
     monkeypatch.delenv("LINMIX_BACKEND")  # the tests' LINMIX_BACKEND=torch would override backend="kernel"
-    _probe_mamba_chunk_scan.cache_clear()
+    _probe.cache_clear()
     try:
         if not kernel_available():
             with pytest.raises(RuntimeError, match="pip install"):
                 BiMamba2(D, backend="kernel")
     finally:
-        _probe_mamba_chunk_scan.cache_clear()
+        _probe.cache_clear()
 
 
 @pytest.mark.parametrize("kind", ["mamba2", "linear_causal", "projection"])
