@@ -8,12 +8,14 @@ its named subclass (``EHRCLI``, ``PhysicsCLI``, ...).
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelSummary, RichModelSummary
+from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, OnExceptionCheckpoint, RichModelSummary
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
@@ -21,7 +23,8 @@ from linmix.shared.checkpoint import read_checkpoint
 from linmix.shared.errors import UserError
 from linmix.shared.loading import load
 
-__all__ = ["LinmixCLI", "cli_class", "trainer_defaults", "SummaryWithoutFlops", "RichSummaryWithoutFlops"]
+__all__ = ["LinmixCLI", "cli_class", "last_checkpoint", "trainer_defaults", "SummaryWithoutFlops",
+           "RichSummaryWithoutFlops"]
 
 
 class LinmixCLI(LightningCLI):
@@ -67,9 +70,6 @@ class LinmixCLI(LightningCLI):
         """Lightning replaces ``--model.*`` with the checkpoint's hyperparameters. The model's ``runtime_hparams``
         (settings that do not change the network, e.g. an output folder) keep the value given; any other value the
         user set and the checkpoint replaced is named on stderr (once, by the first process)."""
-        import os
-        import sys
-
         after = self._model_settings(sub)
         defaults = self.parser._subcommands_action._name_parser_map[sub].get_defaults().get("model")
         runtime = tuple(getattr(self.model_class, "runtime_hparams", ()))
@@ -87,10 +87,16 @@ class LinmixCLI(LightningCLI):
                   f"values replace: {'; '.join(replaced)}", file=sys.stderr)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> Dict[str, Any]:
-        """Every checkpoint the Trainer reads (``--ckpt_path``) is unpickled weights-only, whatever the flags say."""
+        """Every checkpoint the Trainer reads (``--ckpt_path``) is unpickled weights-only, whatever the flags say;
+        ``--ckpt_path last`` is resolved here (:func:`last_checkpoint`) and vetted like a named file."""
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("weights_only") is False:
             raise UserError("--weights_only false is not supported: linmix loads checkpoints weights-only")
+        if kwargs.get("ckpt_path") == "last":
+            kwargs["ckpt_path"] = last_checkpoint(self.trainer, model=self.model)
+            read_checkpoint(kwargs["ckpt_path"], app=self.app, safe_globals=self._checkpoint_globals())
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                print(f"linmix-{self.app} {subcommand}: --ckpt_path last -> {kwargs['ckpt_path']}", file=sys.stderr)
         if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
             kwargs["weights_only"] = True
         return kwargs
@@ -125,6 +131,42 @@ class LinmixCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks = [_without_flops(cb) for cb in trainer.callbacks]
         return trainer
+
+
+def last_checkpoint(trainer: Trainer, *, model: Any = None) -> str:
+    """The newest ``last*.ckpt`` of the trainer's checkpoint callbacks (and of those ``model.configure_callbacks``
+    returns, which replace them once fitting starts), as ``--ckpt_path last`` means it.
+
+    Lightning looks only in the folder the *new* run writes to, which for a versioned logger (the default CSV logs,
+    ``<save_dir>/<name>/version_N/checkpoints``) is a fresh ``version_N`` holding nothing: a resumed fit would start
+    over. Here a callback without ``dirpath`` is looked up in every version of the logger's folder, as well as where
+    Lightning looks (a ``dirpath``, ``OnExceptionCheckpoint``); the newest file by modification time wins, so after
+    a ``kill -9`` it is the last checkpoint the killed run wrote (mid-epoch when validation or a step interval saved it).
+
+    Raises:
+        UserError: no such checkpoint.
+    """
+    found = {Path(cb.ckpt_path) for cb in trainer.callbacks if isinstance(cb, OnExceptionCheckpoint)}
+    where = []
+    own = model.configure_callbacks() if model is not None and hasattr(model, "configure_callbacks") else []
+    own = list(own) if isinstance(own, (list, tuple)) else [own]
+    for cb in [*trainer.checkpoint_callbacks, *own]:
+        if not isinstance(cb, ModelCheckpoint):
+            continue
+        found |= {Path(p) for p in cb._find_last_checkpoints(trainer)}
+        if cb.dirpath is None and trainer.loggers:
+            logger = trainer.loggers[0]
+            root = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "")
+            found |= {p for p in root.glob(f"*/checkpoints/{cb.CHECKPOINT_NAME_LAST}*{cb.FILE_EXTENSION}")}
+            where.append(str(root / "*" / "checkpoints"))
+        else:
+            where.append(str(cb.dirpath or Path(trainer.default_root_dir) / "checkpoints"))
+    found = {p for p in found if p.is_file()}
+    if not found:
+        folders = ", ".join(dict.fromkeys(where)) or "any checkpoint folder"
+        raise UserError(f"--ckpt_path last: no last checkpoint in {folders} (fit saves last.ckpt there); "
+                        "name a checkpoint file instead")
+    return str(max(found, key=lambda p: p.stat().st_mtime_ns))
 
 
 def trainer_defaults(app: str) -> Dict[str, Any]:

@@ -1,4 +1,5 @@
-"""A fit killed mid-epoch (``os._exit``, as ``kill -9``) resumes its stream after the last trained batch."""
+"""A fit killed mid-epoch (``os._exit``, as ``kill -9``) and started again with ``--ckpt_path last`` resumes its stream
+after the last trained batch; ``last`` with nothing to resume is one line, rc 2."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ data:
 
 
 @pytest.mark.skipif(not shutil.which(str(EXE)), reason="console script not installed (pip install -e .)")
-def test_killed_mid_epoch_resumes_without_repeating_or_skipping_rows(tmp_path):
+def test_killed_mid_epoch_resumes_without_repeating_or_skipping_rows(tmp_path, capsys):
     d = tmp_path
     (d / "fit.yaml").write_text(YAML.format(d=d))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT / 'tests' / 'core'}{os.pathsep}{ROOT.parent}")
@@ -54,7 +55,9 @@ def test_killed_mid_epoch_resumes_without_repeating_or_skipping_rows(tmp_path):
     last = run0 / "checkpoints" / "last.ckpt"
     ck = torch.load(last, map_location="cpu", weights_only=True)
     assert ck["global_step"] == 24 and ck["epoch"] == 1  # saved after batch 5 of epoch 1
-    assert main(["fit", "-c", str(d / "fit.yaml"), "--ckpt_path", str(last)]) == 0
+    capsys.readouterr()
+    assert main(["fit", "-c", str(d / "fit.yaml"), "--ckpt_path", "last"]) == 0  # as a user restarts the command
+    assert f"--ckpt_path last -> {last}" in capsys.readouterr().err  # the killed run's, not the new version's
     rec = [json.loads(x) for x in (d / "logs" / "lightning_logs" / "version_1" / "data_order.jsonl")
            .read_text().splitlines()]
     assert [(r["epoch"], r["resumed_after_batches"], r["batches"]) for r in rec] == [(1, 5, 14)]
@@ -78,3 +81,12 @@ def test_killed_mid_epoch_resumes_without_repeating_or_skipping_rows(tmp_path):
             if i < len(rest[w]):
                 sha.update(rest[w][i].numpy().tobytes())
     assert rec[0]["rows_sha256"] == sha.hexdigest()
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "fit.yaml").write_text(YAML.format(d=tmp_path))
+    assert main(["fit", "-c", str(tmp_path / "fit.yaml"), "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err
+    assert f"--ckpt_path last: no last checkpoint in {tmp_path / 'logs' / 'lightning_logs' / '*' / 'checkpoints'}" \
+        in err and "Traceback" not in err
+    assert not (tmp_path / "data").exists()  # stopped before encoding or training anything
