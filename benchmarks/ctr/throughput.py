@@ -157,21 +157,27 @@ def _measure(task: dict) -> dict:
             "data_rss_mb": base}
 
 
-def write_criteo(path: Path, n: int, seed: int = 0) -> Path:
-    """A Criteo-format TSV (label, I1-I13 counts, C1-C26 hashed ids, empty = missing) with n rows."""
+def write_criteo(path: Path, n: int, seed: int = 0, *, part: int | None = None) -> Path:
+    """A Criteo-format TSV (label, I1-I13 counts, C1-C26 hashed ids, empty = missing) with n rows.
+
+    With ``part``, one file of a log written as several: every part has the same categories (each field's
+    cardinality and hashed ids come from ``seed`` alone) and its own rows (drawn from ``seed`` and ``part``), so the
+    parts together are one log of distinct rows. Without, the file of earlier runs (one stream for both).
+    """
     import polars as pl
 
     rng = np.random.default_rng(seed)
-    cols = {"label": rng.integers(0, 2, n)}
+    rows = rng if part is None else np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(part,)))
+    cols = {"label": rows.integers(0, 2, n)}
     for i in range(1, 14):
-        x = np.floor(np.exp(rng.normal(1.5, 1.5, n))).astype(np.int64)
-        cols[f"I{i}"] = pl.Series(x).set(pl.Series(rng.random(n) < 0.2), None)
+        x = np.floor(np.exp(rows.normal(1.5, 1.5, n))).astype(np.int64)
+        cols[f"I{i}"] = pl.Series(x).set(pl.Series(rows.random(n) < 0.2), None)
     for i in range(1, 27):
         k = int(10 ** rng.uniform(1, 5))
         ids = rng.choice(2**31, size=k, replace=False)
-        z = np.minimum(rng.zipf(1.2, n) - 1, k - 1)
+        z = np.minimum(rows.zipf(1.2, n) - 1, k - 1)
         s = pl.Series([f"{v:08x}" for v in ids]).gather(z)
-        cols[f"C{i}"] = s.set(pl.Series(rng.random(n) < 0.05), None)
+        cols[f"C{i}"] = s.set(pl.Series(rows.random(n) < 0.05), None)
     tmp = path.with_name(f".{path.name}.tmp")
     pl.DataFrame(cols).write_csv(tmp, separator="\t", include_header=False, null_value="")
     os.replace(tmp, path)
