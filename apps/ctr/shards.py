@@ -177,6 +177,23 @@ class ArrowFrame:
         return ArrowColumn(self.t.column(name))
 
 
+#: Arrow primitive types (``str(type)``) read as a numpy view of their data buffer
+_NUMPY_TYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64, "uint8": np.uint8,
+                "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64, "halffloat": np.float16,
+                "float": np.float32, "double": np.float64}
+
+
+def arrow_to_numpy(arr) -> np.ndarray:
+    """A pyarrow Array as numpy, without pandas: a null-free primitive array is a read-only view of its data buffer
+    (what ``Array.to_numpy`` gives too, but that goes through pyarrow's pandas conversion, which imports pandas when
+    it is installed: ~40 MB in each process that reads shards); anything else falls back to ``to_numpy``."""
+    dt = _NUMPY_TYPES.get(str(arr.type))
+    if dt is None or arr.null_count:
+        return arr.to_numpy(zero_copy_only=False)
+    item = np.dtype(dt).itemsize
+    return np.frombuffer(arr.buffers()[1], dtype=dt, count=len(arr), offset=arr.offset * item)
+
+
 class ArrowColumn:
     def __init__(self, col) -> None:
         self.col = col
@@ -186,8 +203,8 @@ class ArrowColumn:
 
         c = self.col.combine_chunks()
         if pa.types.is_fixed_size_list(c.type):  # seq_<f>: Array[Int32, L] -> (N, L)
-            return c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), c.type.list_size)
-        return c.to_numpy(zero_copy_only=False)
+            return arrow_to_numpy(c.flatten()).reshape(len(c), c.type.list_size)
+        return arrow_to_numpy(c)
 
 
 def read_rows(man: Manifest, shard: int, row_group: int, start: int, stop: int, columns: list[str]) -> ArrowFrame:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,14 @@ import torch
 from linmix.apps.ctr.data import CTRDataModule
 from linmix.apps.ctr.pipeline import encode_dataset
 from linmix.apps.ctr.schema import criteo_schema
-from linmix.apps.ctr.shards import ShardError, load_manifest, manifest_path, split_folder
+from linmix.apps.ctr.shards import (
+    ArrowColumn,
+    ShardError,
+    arrow_to_numpy,
+    load_manifest,
+    manifest_path,
+    split_folder,
+)
 from linmix.apps.ctr.stream import RowStream, ShardSource, StreamLoader, rank_plan, worker_plan
 from linmix.shared.errors import UserError
 
@@ -250,3 +259,42 @@ def test_parallel_encode_of_many_files_equals_one_process(tmp_path):
     encode_dataset({"train": tmp_path / "all.tsv"}, sc, tmp_path / "whole")
     assert json.loads((tmp_path / "whole" / "vocab.json").read_text())["vocabs"] == \
         json.loads((tmp_path / "one" / "vocab.json").read_text())["vocabs"]  # = counting the files as one
+
+
+def test_arrow_columns_as_numpy_equal_pyarrows():
+    import pyarrow as pa
+
+    cases = [pa.array(np.arange(10, dtype=t)) for t in (np.int32, np.int64, np.float32, np.float64, np.uint8)]
+    cases += [c.slice(3, 4) for c in cases] + [pa.array([1, None, 3], pa.int32()), pa.array([True, False])]
+    for a in cases:
+        got, want = arrow_to_numpy(a), a.to_numpy(zero_copy_only=False)
+        assert got.dtype == want.dtype, a.type
+        np.testing.assert_array_equal(got, want)
+    seq = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(12, dtype=np.int32)), 3).slice(1, 2)
+    np.testing.assert_array_equal(ArrowColumn(pa.chunked_array([seq])).to_numpy(), [[3, 4, 5], [6, 7, 8]])
+
+
+READ_SHARDS = """
+import json, sys
+from pathlib import Path
+from linmix.apps.ctr.encoder import FeatureEncoder
+from linmix.apps.ctr.shards import load_manifest, read_rows
+cache = Path(sys.argv[1])
+man, enc = load_manifest(cache, "train"), FeatureEncoder.load(cache / "vocab.json")
+rows, total = 0, 0
+for s, shard in enumerate(man.shards):
+    for g, n in enumerate(shard.row_groups):
+        a = enc.arrays(read_rows(man, s, g, 0, n, list(man.columns)))  # as ShardSource.chunks in a worker
+        rows, total = rows + n, total + int(a["idx"].sum()) + int(a["label"].sum())
+print(json.dumps({"rows": rows, "total": total, "pandas": "pandas" in sys.modules}))
+"""
+
+
+def test_reading_shards_imports_no_pandas(cache):
+    """pyarrow's ``to_numpy`` imports pandas (~40 MB per process); the shard reader does not go through it."""
+    r = subprocess.run([sys.executable, "-c", READ_SHARDS, str(cache)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    df = pl.read_parquet(split_folder(cache, "train"))
+    want = int(df.select(pl.col("^idx_.*$").cast(pl.Int64)).sum().sum_horizontal()[0]) + int(df["label"].sum())
+    assert got == {"rows": 1000, "total": want, "pandas": False}
