@@ -102,8 +102,18 @@ class LinmixCLI(LightningCLI):
         return kwargs
 
     def _run_subcommand(self, subcommand: str) -> None:
+        """A checkpoint whose weights do not fit the network the command built (``--ckpt_path last`` keeps the
+        command's ``--model.*``; a named file brings its own) is one line, not a state-dict traceback."""
         with torch.serialization.safe_globals(self._checkpoint_globals()):
-            super()._run_subcommand(subcommand)
+            try:
+                super()._run_subcommand(subcommand)
+            except RuntimeError as e:
+                lines = str(e).strip().splitlines()
+                if not lines or not lines[0].startswith("Error(s) in loading state_dict"):
+                    raise
+                detail = lines[1].strip()[:200] if len(lines) > 1 else lines[0]
+                raise UserError(f"--ckpt_path {getattr(self.trainer, 'ckpt_path', None)} does not fit the network "
+                                f"of this command ({detail}); give the --model settings it was trained with") from None
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults(trainer_defaults(self.app))

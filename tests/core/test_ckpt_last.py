@@ -32,6 +32,10 @@ def test_fit_ckpt_path_last_resumes_the_newest_run(tmp_path: Path, capsys) -> No
     assert f"--ckpt_path last -> {first}" in capsys.readouterr().err
     second = next(tmp_path.rglob("version_1/checkpoints/last.ckpt"))
     assert torch.load(second, weights_only=True, map_location="cpu")["global_step"] == 5  # 3 resumed + 2, not 5 anew
+    assert main([*_argv(tmp_path, 6), "--ckpt_path", "last", "--model.net.d_model", "8"]) == 2
+    err = capsys.readouterr().err
+    assert f"--ckpt_path {second} does not fit the network of this command (size mismatch" in err, err[-2000:]
+    assert "Traceback" not in err
     trainer = Trainer(logger=CSVLogger(str(tmp_path)), callbacks=[ModelCheckpoint(save_last=True)])
     assert last_checkpoint(trainer) == str(second)  # the newest run's, not version_0's nor the new version_2's
 
