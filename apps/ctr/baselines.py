@@ -1,13 +1,25 @@
 """Baselines on the same field embeddings: DCNv2 (parallel cross + deep), DNN and logistic regression.
 
 Every body maps field embeddings e (B, F, d) to ``(fused, a, b)`` logits (B,) like ``FCNBody``; baselines
-return the same logit three times, so one LightningModule and loss serve all nets.
+return the same logit three times, so one LightningModule and loss serve all nets. Linear layers start as in
+FuxiCTR (Xavier-normal weights, zero biases); dropout is :class:`linmix.shared.dropout.FastDropout`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from linmix.shared.dropout import FastDropout
+
+
+def xavier_linears(module: nn.Module) -> None:
+    """Xavier-normal weights and zero biases for every ``nn.Linear`` in ``module`` (FuxiCTR's default)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def mlp(d_in: int, hidden: list[int], dropout: float, batch_norm: bool) -> tuple[nn.Sequential, int]:
@@ -16,7 +28,7 @@ def mlp(d_in: int, hidden: list[int], dropout: float, batch_norm: bool) -> tuple
         layers.append(nn.Linear(d_in, h))
         if batch_norm:
             layers.append(nn.BatchNorm1d(h))
-        layers += [nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.ReLU(), FastDropout(dropout)]
         d_in = h
     return nn.Sequential(*layers), d_in
 
@@ -29,6 +41,7 @@ class DNNBody(nn.Module):
         super().__init__()
         self.net, d = mlp(n_fields * d_model, hidden, dropout, batch_norm)
         self.out = nn.Linear(d, 1)
+        xavier_linears(self)
 
     def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         z = self.out(self.net(e.flatten(1))).squeeze(-1)
@@ -45,7 +58,7 @@ class CrossNetV2(nn.Module):
     def forward(self, x0: Tensor) -> Tensor:
         x = x0
         for lin in self.layers:
-            x = x0 * lin(x) + x
+            x = torch.addcmul(x, x0, lin(x))
         return x
 
 
@@ -59,6 +72,7 @@ class DCNv2Body(nn.Module):
         self.cross = CrossNetV2(dim, n_layers)
         self.deep, d = mlp(dim, hidden, dropout, batch_norm)
         self.out = nn.Linear(dim + d, 1)
+        xavier_linears(self)
 
     def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x0 = e.flatten(1)

@@ -20,6 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from linmix.apps.ctr.cross_layer import CrossLayerFn, cross_layer_infer
+from linmix.shared.dropout import FastDropout, keep_mask
+from linmix.shared.ssd import is_exporting
+
 
 class SelfMaskCrossNetwork(nn.Module):
     """A stack of halved cross layers with Self-Mask; ``exponential`` chooses ECN (x * h') or LCN (x0 * h').
@@ -32,6 +36,11 @@ class SelfMaskCrossNetwork(nn.Module):
         layer_norm: LayerNorm(D/2) inside the mask (else ReLU(h)).
         batch_norm: BatchNorm1d(H) on h before the mask.
         exponential: ECN if True, LCN if False.
+
+    Without BatchNorm, training runs each layer as one :class:`~linmix.apps.ctr.cross_layer.CrossLayerFn` (hand-written
+    backward, fewer passes over memory) and eval mode as ``cross_layer_infer``; TorchScript, ``torch.export``,
+    BatchNorm and quantised copies use :meth:`forward_ref`, the layer in plain module ops. Dropout masks come from
+    :func:`linmix.shared.dropout.keep_mask` on every path.
     """
 
     def __init__(self, dim: int, n_layers: int = 4, n_heads: int = 1, dropout: float = 0.0,
@@ -46,7 +55,8 @@ class SelfMaskCrossNetwork(nn.Module):
         self.bias = nn.Parameter(torch.empty(n_layers, dim))  # per-layer b_i, one row each
         self.ln = nn.ModuleList([nn.LayerNorm(dim // 2) if layer_norm else nn.Identity() for _ in range(n_layers)])
         self.bn = nn.ModuleList([nn.BatchNorm1d(n_heads) if batch_norm else nn.Identity() for _ in range(n_layers)])
-        self.drop = nn.ModuleList([nn.Dropout(dropout) for _ in range(n_layers)])
+        self.drop = nn.ModuleList([FastDropout(dropout) for _ in range(n_layers)])
+        self.p = float(dropout)
         self.out = nn.Linear(dim, 1)
         self.reset_parameters()
 
@@ -59,6 +69,31 @@ class SelfMaskCrossNetwork(nn.Module):
 
     def forward(self, x0: Tensor) -> Tensor:
         """x0 (B, H, D) -> branch logit (B,), averaged over heads."""
+        if not torch.jit.is_scripting():
+            if not (self.use_bn or is_exporting()) and type(self.w[0]) is nn.Linear:  # not a quantised copy
+                return self._forward_fast(x0)
+        return self.forward_ref(x0)
+
+    @torch.jit.unused
+    def _forward_fast(self, x0: Tensor) -> Tensor:
+        B, H, D = x0.shape
+        flat0 = x0.reshape(B * H, D)
+        x = flat0
+        for i, w in enumerate(self.w):
+            ln = self.ln[i]
+            ln_w, ln_b, eps = (ln.weight, ln.bias, ln.eps) if self.use_ln else (None, None, 1e-5)
+            lcn = None if self.exponential else flat0
+            if torch.is_grad_enabled():
+                keep = keep_mask([B * H, D], self.p, x.device, x.dtype) if self.training and self.p > 0.0 else None
+                x = CrossLayerFn.apply(x, lcn, w.weight, self.bias[i], ln_w, ln_b, keep, eps)
+            else:
+                x = cross_layer_infer(x, lcn, w.weight, self.bias[i], ln_w, ln_b, eps)
+                if self.training:
+                    x = self.drop[i](x)
+        return self.out(x.view(B, H, D)).squeeze(-1).mean(-1)
+
+    def forward_ref(self, x0: Tensor) -> Tensor:
+        """:meth:`forward` in plain module ops (the reference; also the scripted / exported graph)."""
         x = x0
         for i, (w, ln, bn, drop) in enumerate(zip(self.w, self.ln, self.bn, self.drop)):
             h = bn(w(x))

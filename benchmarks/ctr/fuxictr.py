@@ -100,6 +100,8 @@ def summarise(runs: list[dict], gemm: dict) -> list[dict]:
                                  ("auc", "logloss", "train_rows_per_s", "infer_rows_per_s", "forward_rows_per_s",
                                   "epochs", "params")} | {"n": len(rs), "auc_runs": [r["auc"] for r in rs]}
                     side[lib]["flops_per_row"] = rs[0].get("flops_per_row")
+                    onnx = [r["onnx_rows_per_s"] for r in rs if r.get("onnx_rows_per_s")]
+                    side[lib]["onnx_rows_per_s"] = statistics.median(onnx) if onnx else None
             if len(side) < 2:
                 continue
             lm, fx = side["linmix"], side["fuxictr"]
@@ -110,10 +112,15 @@ def summarise(runs: list[dict], gemm: dict) -> list[dict]:
                    "infer_ratio": lm["infer_rows_per_s"] / fx["infer_rows_per_s"],
                    "forward_ratio": lm["infer_rows_per_s"] / fx["forward_rows_per_s"],
                    "gemm_gflops": g, "gemm_pct": gemm_pct(lm["infer_rows_per_s"], lm["flops_per_row"], g) if g else None}
+            ox = lm.get("onnx_rows_per_s")
+            row["onnx_ratio"] = ox / fx["infer_rows_per_s"] if ox else None
+            row["onnx_gemm_pct"] = gemm_pct(ox, lm["flops_per_row"], g) if ox and g else None
             row["pass"] = {"auc": abs(row["auc_gap"]) <= BARS["auc_gap"], "params": row["param_gap"] <= BARS["param_gap"],
                            "train": row["train_ratio"] >= BARS["train_ratio"],
                            "infer": row["infer_ratio"] >= BARS["infer_ratio"],
-                           "gemm": row["gemm_pct"] is not None and row["gemm_pct"] >= BARS["gemm_pct"]}
+                           "gemm": row["gemm_pct"] is not None and row["gemm_pct"] >= BARS["gemm_pct"],
+                           "onnx_infer": row["onnx_ratio"] is not None and row["onnx_ratio"] >= BARS["infer_ratio"],
+                           "onnx_gemm": row["onnx_gemm_pct"] is not None and row["onnx_gemm_pct"] >= BARS["gemm_pct"]}
             rows.append(row)
     return rows
 
@@ -136,25 +143,28 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
              *([meta["note"], ""] if meta.get("note") else []),
              "| net | threads | params linmix / FuxiCTR (gap) | test AUC linmix / FuxiCTR (gap) | test logloss | "
              "train rows/s linmix / FuxiCTR (ratio) | infer rows/s linmix / FuxiCTR predict (ratio) | "
-             "FuxiCTR forward only | GEMM GFLOP/s | linmix infer % of GEMM |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "FuxiCTR forward only | GEMM GFLOP/s | linmix infer % of GEMM | linmix ONNX Runtime rows/s (ratio, % of GEMM) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lm, fx = r["linmix"], r["fuxictr"]
         g = f"{r['gemm_gflops']:.1f}" if r["gemm_gflops"] else "-"
         pct = f"{r['gemm_pct']:.0f}%" if r["gemm_pct"] is not None else "-"
+        ox = (f"{lm['onnx_rows_per_s']:,.0f} ({r['onnx_ratio']:.2f}x, {r['onnx_gemm_pct']:.0f}%)"
+              if r.get("onnx_ratio") and r.get("onnx_gemm_pct") is not None else "-")
         lines.append(
             f"| {r['model'].upper()} | {r['threads']} | {lm['params']:,} / {fx['params']:,} ({100 * r['param_gap']:.2f}%) "
             f"| {lm['auc']:.4f} / {fx['auc']:.4f} ({r['auc_gap']:+.4f}) | {lm['logloss']:.4f} / {fx['logloss']:.4f} "
             f"| {lm['train_rows_per_s']:,.0f} / {fx['train_rows_per_s']:,.0f} ({r['train_ratio']:.2f}x) "
             f"| {lm['infer_rows_per_s']:,.0f} / {fx['infer_rows_per_s']:,.0f} ({r['infer_ratio']:.2f}x) "
-            f"| {fx['forward_rows_per_s']:,.0f} ({r['forward_ratio']:.2f}x) | {g} | {pct} |")
+            f"| {fx['forward_rows_per_s']:,.0f} ({r['forward_ratio']:.2f}x) | {g} | {pct} | {ox} |")
     lines += ["", "Bars (per net and thread count):", "",
-              "| net | threads | params within 1% | AUC within 0.002 | training >= 2x | inference >= 1x | "
-              "inference >= 60% GEMM |", "|---|---|---|---|---|---|---|"]
+              "| net | threads | params within 1% | AUC within 0.002 | training >= 2x | inference >= 1x "
+              "(eager / ONNX Runtime) | inference >= 60% GEMM (eager / ONNX Runtime) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["pass"]
         lines.append(f"| {r['model'].upper()} | {r['threads']} | {_ok(p['params'])} | {_ok(p['auc'])} | "
-                     f"{_ok(p['train'])} | {_ok(p['infer'])} | {_ok(p['gemm'])} |")
+                     f"{_ok(p['train'])} | {_ok(p['infer'])} / {_ok(p.get('onnx_infer', False))} | "
+                     f"{_ok(p['gemm'])} / {_ok(p.get('onnx_gemm', False))} |")
     lines += ["", "What runs on each side:", "",
               "- FuxiCTR 2.3.10 from PyPI in its own venv (`benchmarks/ctr/fuxictr_env.sh`): its `FeatureProcessor` + "
               "`build_dataset` encode the CSV (polars + Ray), `RankDataLoader` (Ray Data over Parquet) feeds batches, "
@@ -167,7 +177,9 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
               "the same cross-layer math, not two independent FCN implementations.",
               "- linmix: `CTRDataModule` (`format: schema` on the same CSV files), `CTRLitModule` under a Lightning "
               "`Trainer`, inference with the best checkpoint's `CTRNet` in eval mode under `torch.inference_mode` on "
-              "batches sliced from the encoded test tensors (`linmix.apps.ctr.serving`, eager).",
+              "batches sliced from the encoded test tensors (`linmix.apps.ctr.serving`, eager); then the same net "
+              "exported to ONNX by the app's exporter and run by ONNX Runtime with the same thread count (the serving "
+              "path of the CTR README; its probabilities must equal eager's within 1e-5).",
               "- Parameters differ only in embedding rows: linmix keeps pad, OOV and missing apart (one more row per "
               "field); FuxiCTR has pad and OOV, a missing value being a token of its own.",
               "- Training rows/s = train rows x epochs / (fit seconds - seconds in per-epoch validation and "

@@ -4,7 +4,8 @@ Uses the app's own path: ``CTRDataModule`` (``format: schema`` on the synthetic 
 cache by ``--prep``), ``CTRLitModule`` under a Lightning ``Trainer`` (Adam(W) with no weight decay, constant lr,
 gradient-norm clip 10, validation AUC every epoch, best checkpoint, early stopping), then the best checkpoint's
 net scored on the test split in eval mode under ``torch.inference_mode`` (``linmix.apps.ctr.serving``, eager), in
-batches sliced from the encoded tensors.
+batches sliced from the encoded tensors, and again through the serving path: the net exported to ONNX by the app's
+exporter and run by ONNX Runtime.
 
     python fuxictr_linmix.py --prep --data DIR --work W
     python fuxictr_linmix.py --data DIR --work W --model fcn --threads 1 --epochs 1 --batch 4096 --out RUN_DIR
@@ -39,6 +40,33 @@ def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def onnx_inference(net, out: Path, idx, vals, b: int, threads: int, passes: int, p_eager) -> float:
+    """The serving path: the net exported to ONNX by the app's own exporter, scored by ONNX Runtime on the test
+    split at the training batch with ``threads`` intra-op threads; rows/s of the fastest pass. The probabilities
+    must equal the eager ones (max abs diff <= 1e-5)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from linmix.apps.ctr.export import export_net
+
+    path = out / "export"
+    export_net(net, path, {"net": "benchmark"}, formats=("onnx",))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(str(path / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    n = len(idx)
+
+    def score():
+        return np.concatenate([sess.run(None, {"idx": idx[s:s + b], "val": vals[s:s + b]})[0]
+                               for s in range(0, n, b)])
+
+    q = score()  # warm-up pass
+    diff = float(np.abs(q.astype(np.float64) - p_eager).max())
+    if diff > 1e-5:
+        raise SystemExit(f"ONNX Runtime disagrees with eager: max abs diff {diff:.2e}")
+    return n / min(_timed(score) for _ in range(passes))
 
 
 def run(a) -> dict:
@@ -90,12 +118,14 @@ def run(a) -> dict:
         infer_s = min(_timed(score) for _ in range(a.passes))  # the fastest pass, as fuxictr_runner.py
     p = torch.sigmoid(p).double().numpy()
     np.savez(out / "test_pred.npz", p=p, y=y.double().numpy())
+    onnx_rows_per_s = onnx_inference(best.net, out, idx.numpy(), vals.numpy(), b, a.threads, a.passes, p)
     train_s = fit_s - val["s"]
     res = {"lib": "linmix", "model": a.model, "threads": a.threads, "params": sum(x.numel() for x in
                                                                                  lit.net.parameters()),
            "epochs": epochs, "fit_seconds": fit_s, "eval_seconds": val["s"], "train_seconds": train_s,
            "train_rows": n_train * epochs, "train_rows_per_s": n_train * epochs / train_s,
            "infer_rows": n, "infer_rows_per_s": n / infer_s, "forward_rows_per_s": n / infer_s,
+           "onnx_rows_per_s": onnx_rows_per_s,
            "flops_per_row": flops_per_row(best.net), "width": best.net.embedding.n_fields * a.d_model,
            "vocab": list(best.net.cfg.field_sizes)}
     (out / "result.json").write_text(json.dumps(res, indent=1))

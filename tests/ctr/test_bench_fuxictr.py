@@ -66,7 +66,13 @@ def test_summary_takes_medians_and_applies_every_bar():
     assert row["linmix"]["auc"] == pytest.approx(0.801) and row["linmix"]["train_rows_per_s"] == 200
     assert row["auc_gap"] == pytest.approx(0.0015) and row["train_ratio"] == pytest.approx(2.0)
     assert row["infer_ratio"] == pytest.approx(1.2) and row["gemm_pct"] == pytest.approx(60.0)
-    assert row["pass"] == {"auc": True, "params": True, "train": True, "infer": True, "gemm": True}
+    assert row["pass"] == {"auc": True, "params": True, "train": True, "infer": True, "gemm": True,
+                           "onnx_infer": False, "onnx_gemm": False}  # no ONNX Runtime timing in these runs
+    for r, ox in zip(runs[:3], (75, 25, 50)):
+        r["onnx_rows_per_s"] = ox  # median 50: 1.0x FuxiCTR's predict, 50% of the GEMM rate
+    (row,) = bench.summarise(runs, {"1": {"fcn": 0.1}})
+    assert row["onnx_ratio"] == pytest.approx(1.0) and row["onnx_gemm_pct"] == pytest.approx(50.0)
+    assert row["pass"]["onnx_infer"] and not row["pass"]["onnx_gemm"]
     runs[0]["train_rows_per_s"] = runs[2]["train_rows_per_s"] = 150  # median 150 -> 1.5x
     runs[3]["auc"] = runs[4]["auc"] = 0.79  # gap 0.011
     (row,) = bench.summarise(runs, {})

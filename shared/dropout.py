@@ -1,0 +1,68 @@
+"""Dropout with a cheap mask: 16-bit uniforms cut from 64-bit random words.
+
+``torch.nn.Dropout`` draws one Bernoulli sample per element; on a CPU that costs 50-60x an elementwise multiply
+(8.5 ms against 0.13 ms for a 4096 x 208 float tensor on one core), and it dominated the FCN training step.
+:func:`keep_mask` draws a quarter as many 64-bit random words, views them as 16-bit integers and compares each
+with a threshold in float arithmetic (bool tensors are slow on CPU): the same distribution up to the resolution
+of the drop probability, which becomes ``p_q = round(p * 65536) / 65536`` (|p - p_q| <= 7.7e-6; ``effective_p``
+gives it). The mask holds 0 for a dropped element and ``1 / (1 - p_q)`` for a kept one, so the output's
+expectation equals the input, as with ``nn.Dropout``. Masks follow torch's generator (``torch.manual_seed`` /
+Lightning's ``seed_everything`` make them repeat).
+"""
+
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FastDropout", "keep_mask", "effective_p"]
+
+_LEVELS = 65536
+
+
+def _threshold(p: float) -> int:
+    return int(round(p * _LEVELS))
+
+
+def effective_p(p: float) -> float:
+    """The drop probability the 16-bit mask realises for ``p``."""
+    return _threshold(p) / _LEVELS
+
+
+def keep_mask(shape: list[int], p: float, device: Optional[torch.device] = None,
+              dtype: torch.dtype = torch.float32) -> Tensor:
+    """Dropout multipliers of ``shape``: 0 with probability ``effective_p(p)``, else ``1 / (1 - effective_p(p))``,
+    independently per element."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    t = _threshold(p)
+    if t >= _LEVELS:
+        return torch.zeros(shape, device=device, dtype=dtype)
+    words = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    u = words.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
+    # u >= t - 32768 keeps: (u - (t - 32769)) is >= 1 there and <= 0 elsewhere, so the clamp gives exactly 1 / 0
+    return u.to(dtype).sub_(t - _LEVELS // 2 - 1).clamp_(0.0, 1.0).mul_(_LEVELS / (_LEVELS - t))
+
+
+class FastDropout(nn.Module):
+    """``nn.Dropout`` with the mask of :func:`keep_mask` (identity in eval mode or at p = 0); any shape."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return self._drop(x)
+
+    @torch.jit.unused
+    def _drop(self, x: Tensor) -> Tensor:
+        return x * keep_mask(list(x.shape), self.p, x.device, x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
