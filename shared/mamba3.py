@@ -92,8 +92,7 @@ class Mamba3(nn.Module):
         chunk_size: chunk length of the chunked scan (64 on CPU, as mamba-ssm's default; MIMO works on R sub-tokens
             per token, mamba-ssm recommends 64 / R).
         backend: ``"auto"`` (mamba-ssm's Triton SISO / TileLang MIMO kernel on CUDA when it imports, else PyTorch),
-            ``"torch"``,
-            ``"kernel"``; ``LINMIX_BACKEND``, when set, overrides it.
+            ``"torch"``, ``"kernel"``; ``LINMIX_BACKEND``, when set, overrides it.
         segment_len: tokens per loop-free segment of the PyTorch scan (recomputed in backward in training).
 
     Recurrent state (mamba-ssm's layout): ``angle (B, H, S)``, ``ssm (B, H, P, N)``, ``k (B, R, H, N)`` (the previous
