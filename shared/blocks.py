@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from linmix.shared.bimamba import BiMamba2
-from linmix.shared.hybrid import HYBRID_OPTIONS, build_hybrid
+from linmix.shared.hybrid import HYBRID_OPTIONS, build_hybrid, state_size
 from linmix.shared.linear_attention import LinearAttention
 from linmix.shared.mamba2 import Mamba2
 from linmix.shared.mamba3 import Mamba3
@@ -138,7 +138,8 @@ class ResidualBlock(nn.Module):
 
     @torch.jit.unused
     def forward_state(self, x: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
-        """Continue from the mixer's ``state`` (Mamba2: ``[conv, ssm]``; Mamba3: ``[angle, ssm, k, v]``)."""
+        """Continue from the mixer's ``state`` (Mamba2: ``[conv, ssm]``; Mamba3: ``[angle, ssm, k, v]``; causal
+        attention: its key/value cache ``[k, v]``; ParallelHybrid: the Mamba state then ``[k, v]``)."""
         h, *state = self.mixer.forward_state(self.norm1(x), *state)
         x = x + self.drop(h)
         return x + self.drop(self.mlp(self.norm2(x))), state
@@ -175,9 +176,10 @@ class MixerStack(nn.Module):
             EHRMamba D = 128 x 4, batch 256 x 184 tokens, 2 CPU threads: peak RSS 6.9 -> 2.9 GB, 12.0 -> 21.4 s
             per step.
 
-    Causal Mamba2 and Mamba3 stacks also run recurrently: :meth:`init_state`, :meth:`forward_state` (continue from a
-    saved state; equals the full forward) and :meth:`step` (one token). ``mixer="hybrid"`` (Mamba + causal softmax
-    attention, :mod:`linmix.shared.hybrid`) does not: attention would need a key/value cache.
+    Causal Mamba2, Mamba3, hybrid and causal softmax stacks also run recurrently: :meth:`init_state`,
+    :meth:`forward_state` (continue from a saved state; equals the full forward) and :meth:`step` (one token). The
+    Mamba mixers' state is O(1) in the sequence length; attention's is a key/value cache that grows with every token
+    (:class:`linmix.shared.softmax_attention.SoftmaxAttention`), so a step after T tokens costs O(T).
     """
 
     def __init__(
@@ -233,21 +235,21 @@ class MixerStack(nn.Module):
         return checkpoint(self.blocks[i], x, mask, use_reentrant=False)
 
     def _state_sizes(self) -> List[int]:
-        """Tensors of recurrent state per block; raise unless every block's mixer is a causal Mamba."""
+        """Tensors of recurrent state per block; raise unless every block's mixer has one (causal Mamba, hybrid,
+        causal softmax attention)."""
         sizes: List[int] = []
         for blk in self.blocks:
-            if isinstance(blk.mixer, Mamba3):
-                sizes.append(4)
-            elif isinstance(blk.mixer, Mamba2):
-                sizes.append(2)
-            else:
-                raise ValueError(f"MixerStack: recurrent inference needs mixer='mamba2' or 'mamba3', this stack uses "
-                                 f"{self.mixer_kind!r}")
+            n = state_size(blk.mixer)
+            if n == 0:
+                raise ValueError(f"MixerStack: recurrent inference needs mixer='mamba2', 'mamba3', 'hybrid' or "
+                                 f"'softmax_causal', this stack uses {self.mixer_kind!r}")
+            sizes.append(n)
         return sizes
 
     @torch.jit.unused
     def init_state(self, batch: int) -> List[Tensor]:
-        """Zero state, the blocks' states in order (Mamba2: ``conv, ssm``; Mamba3: ``angle, ssm, k, v``)."""
+        """Zero state, the blocks' states in order (Mamba2: ``conv, ssm``; Mamba3: ``angle, ssm, k, v``; causal
+        attention: an empty key/value cache ``k, v``; ParallelHybrid: the Mamba state, then ``k, v``)."""
         self._state_sizes()
         state: List[Tensor] = []
         for blk in self.blocks:

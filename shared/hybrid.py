@@ -11,18 +11,25 @@
 Options (``mixer_cfg`` keys): ``ssm`` (``"mamba3"`` or ``"mamba2"``), ``layout``, ``attn_every``, ``ssm_cfg`` (keyword
 arguments of the Mamba mixer, as its own ``mixer_cfg``), plus the stack-wide ``n_heads`` (heads of both mixers),
 ``d_state``, ``chunk_size``, ``backend``, ``expand``, ``dropout``.
+
+Both layouts run recurrently (``MixerStack.init_state`` / ``forward_state`` / ``step``): the Mamba mixer carries its
+O(1) state, attention a key/value cache that grows by one token per step (O(T) per token after T tokens,
+:class:`linmix.shared.softmax_attention.SoftmaxAttention`); :class:`ParallelHybrid`'s state is the Mamba mixer's state
+followed by the cache ``(k, v)``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from torch import Tensor, nn
 
+from linmix.shared.mamba2 import Mamba2
+from linmix.shared.mamba3 import Mamba3
 from linmix.shared.norms import check_input
 from linmix.shared.softmax_attention import SoftmaxAttention
 
-__all__ = ["ParallelHybrid", "HYBRID_OPTIONS", "build_hybrid"]
+__all__ = ["ParallelHybrid", "HYBRID_OPTIONS", "build_hybrid", "state_size"]
 
 HYBRID_OPTIONS = ("attn_every", "backend", "chunk_size", "d_state", "dropout", "expand", "layout", "n_heads", "ssm",
                   "ssm_cfg")
@@ -30,15 +37,33 @@ SSM_KINDS = ("mamba3", "mamba2")
 LAYOUTS = ("parallel", "interleave")
 
 
+def state_size(mixer: nn.Module) -> int:
+    """Tensors in ``mixer``'s recurrent state: Mamba2 2 (conv, ssm), Mamba3 4 (angle, ssm, k, v), causal softmax
+    attention 2 (its key/value cache), :class:`ParallelHybrid` the sum of its two; 0 for a mixer without one."""
+    if isinstance(mixer, Mamba3):
+        return 4
+    if isinstance(mixer, Mamba2):
+        return 2
+    if isinstance(mixer, SoftmaxAttention):
+        return 2 if mixer.causal else 0
+    if isinstance(mixer, ParallelHybrid):
+        return mixer.n_ssm_state + 2
+    return 0
+
+
 class ParallelHybrid(nn.Module):
     """``0.5 * (ssm(x, mask) + attn(x, mask))``: a Mamba mixer and causal attention side by side.
-    ``(B, L, D)`` + mask ``(B, L)`` -> ``(B, L, D)``; padding exact wherever both mixers' is."""
+    ``(B, L, D)`` + mask ``(B, L)`` -> ``(B, L, D)``; padding exact wherever both mixers' is.
+
+    Recurrent state: the Mamba mixer's (Mamba2 ``conv, ssm``; Mamba3 ``angle, ssm, k, v``), then attention's key/value
+    cache ``k, v (B, H, T, D / H)``."""
 
     def __init__(self, d_model: int, ssm: nn.Module, attn: nn.Module) -> None:
         super().__init__()
         self.d_model = d_model
         self.ssm = ssm
         self.attn = attn
+        self.n_ssm_state = state_size(ssm)
 
     def reset_parameters(self) -> None:
         self.ssm.reset_parameters()
@@ -47,6 +72,25 @@ class ParallelHybrid(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         check_input(x, self.d_model, "ParallelHybrid", mask)
         return 0.5 * (self.ssm(x, mask) + self.attn(x, mask))
+
+    def init_state(self, batch: int) -> Tuple[Tensor, ...]:
+        """Zero Mamba state, then an empty key/value cache."""
+        return tuple(self.ssm.init_state(batch)) + tuple(self.attn.init_state(batch))
+
+    def forward_state(self, x: Tensor, *state: Tensor) -> Tuple[Tensor, ...]:
+        """Continue from ``state``: ``x (B, L, D) -> (y (B, L, D), *new_state)``; equals the full forward."""
+        check_input(x, self.d_model, "ParallelHybrid")
+        n = self.n_ssm_state
+        a, *s = self.ssm.forward_state(x, *state[:n])
+        b, k, v = self.attn.forward_state(x, *state[n:])
+        return (0.5 * (a + b), *s, k, v)
+
+    def step(self, x: Tensor, *state: Tensor) -> Tuple[Tensor, ...]:
+        """One token: ``x (B, D) -> (y (B, D), *new_state)``."""
+        n = self.n_ssm_state
+        a, *s = self.ssm.step(x, *state[:n])
+        b, k, v = self.attn.step(x, *state[n:])
+        return (0.5 * (a + b), *s, k, v)
 
 
 def build_hybrid(

@@ -8,6 +8,7 @@ errors are not ImportErrors) and caches the result. ``LINMIX_BACKEND=torch`` for
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from typing import Callable, Optional
 
@@ -20,6 +21,7 @@ INSTALL_HINT = (
 
 SSD_KERNEL = ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
 MAMBA3_SISO_KERNEL = ("mamba_ssm.ops.triton.mamba3.mamba3_siso_combined", "mamba3_siso_combined")
+MAMBA3_MIMO_KERNEL = ("mamba_ssm.ops.tilelang.mamba3.mamba3_mimo", "mamba3_mimo")
 
 
 @functools.cache
@@ -58,4 +60,25 @@ def mamba3_siso_kernel(required: bool = False) -> Optional[Callable]:
     fn = _probe(*MAMBA3_SISO_KERNEL)
     if fn is None and required:
         raise RuntimeError("backend='kernel': " + INSTALL_HINT.replace("kernels are", "Mamba-3 kernels (mamba-ssm >= 2.3.2) are"))
+    return fn
+
+
+def _mimo_probe() -> Optional[Callable]:
+    """``mamba3_mimo`` when it imports and takes ``cu_seqlens``: that interface takes the raw angle projections and
+    accumulates ``pi * tanh(angle) * dt`` itself. An earlier interface without ``cu_seqlens`` passed ``Angles`` to the
+    kernel as given (the caller accumulated them); it is not used."""
+    fn = _probe(*MAMBA3_MIMO_KERNEL)
+    try:
+        return fn if fn is not None and "cu_seqlens" in inspect.signature(fn).parameters else None
+    except (TypeError, ValueError):
+        return None
+
+
+def mamba3_mimo_kernel(required: bool = False) -> Optional[Callable]:
+    """Return mamba-ssm's Mamba-3 MIMO ``mamba3_mimo`` (TileLang, CUDA; the entry point ``mamba_ssm.modules.mamba3``
+    calls) or None; raise a clear error when ``required``."""
+    fn = _mimo_probe()
+    if fn is None and required:
+        raise RuntimeError("backend='kernel': " + INSTALL_HINT.replace(
+            "kernels are", "Mamba-3 MIMO kernels (mamba-ssm >= 2.3.2 with TileLang) are"))
     return fn

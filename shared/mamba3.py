@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from linmix.shared.kernels import mamba3_siso_kernel
+from linmix.shared.kernels import mamba3_mimo_kernel, mamba3_siso_kernel
 from linmix.shared.mamba2 import BACKENDS, init_ssm_params, resolve_backend
 from linmix.shared.norms import check_input
 from linmix.shared.ssd import is_exporting
@@ -86,11 +86,13 @@ class Mamba3(nn.Module):
         A_floor: ``A = -softplus(dd_A)`` is clamped at ``-A_floor``.
         is_outproj_norm: gated RMSNorm per head before out_proj instead of ``y * silu(z)``.
         is_mimo, mimo_rank: the MIMO form with rank R (its rotary pairs are ``(i, i + N/2)``, the pairing mamba-ssm
-            documents for its MIMO kernels; SISO pairs adjacent entries). PyTorch path only (no CUDA kernel here).
+            documents for its MIMO kernels; SISO pairs adjacent entries). On CUDA, ``forward`` runs mamba-ssm's
+            TileLang MIMO kernel (``backend="kernel"``, or ``"auto"`` within the sizes the kernel is documented for:
+            ``chunk_size >= 8``, ``chunk_size * R <= 64``); ``forward_state`` and ``step`` run the PyTorch path.
         chunk_size: chunk length of the chunked scan (64 on CPU, as mamba-ssm's default; MIMO works on R sub-tokens
             per token, mamba-ssm recommends 64 / R).
-        backend: ``"auto"`` (mamba-ssm's Triton kernel on CUDA when it imports, else PyTorch), ``"torch"``,
-            ``"kernel"``; ``LINMIX_BACKEND``, when set, overrides it.
+        backend: ``"auto"`` (mamba-ssm's Triton SISO / TileLang MIMO kernel on CUDA when it imports, else PyTorch),
+            ``"torch"``, ``"kernel"``; ``LINMIX_BACKEND``, when set, overrides it.
         segment_len: tokens per loop-free segment of the PyTorch scan (recomputed in backward in training).
 
     Recurrent state (mamba-ssm's layout): ``angle (B, H, S)``, ``ssm (B, H, P, N)``, ``k (B, R, H, N)`` (the previous
@@ -123,8 +125,11 @@ class Mamba3(nn.Module):
             raise ValueError(f"Mamba3: backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "kernel":
             if is_mimo:
-                raise ValueError("Mamba3: backend='kernel' is SISO only here; MIMO runs the PyTorch path")
-            mamba3_siso_kernel(required=True)
+                if chunk_size < 8:
+                    raise ValueError(f"Mamba3: the MIMO kernel needs chunk_size >= 8, got {chunk_size}")
+                mamba3_mimo_kernel(required=True)
+            else:
+                mamba3_siso_kernel(required=True)
         if is_mimo and mimo_rank < 1:
             raise ValueError(f"Mamba3: mimo_rank must be >= 1, got {mimo_rank}")
         if rope_fraction not in (0.5, 1.0):
@@ -185,6 +190,12 @@ class Mamba3(nn.Module):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         check_input(x, self.d_model, "Mamba3", mask)
+        if not torch.jit.is_scripting():
+            if self.is_mimo and x.is_cuda and not is_exporting() and (self.backend == "kernel" or (
+                    self.backend == "auto" and 8 <= self.chunk_size and self.chunk_size * self.mimo_rank <= 64)):
+                fn = mamba3_mimo_kernel(required=self.backend == "kernel")
+                if fn is not None:
+                    return self._mimo_kernel_forward(fn, x, mask)
         a, s, k, v = self.init_state(x.size(0))
         return self._run(x, mask, a, s, k, v)[0]
 
@@ -255,7 +266,10 @@ class Mamba3(nn.Module):
     def _output(self, y: Tensor, xs: Tensor, z: Tensor) -> Tensor:
         """``y (..., H, R, P)``, ``x, z (..., H, P)`` -> D skip, gate (per rank), MIMO down-projection, out_proj."""
         v = self._up(xs, self.mimo_x)
-        y = y + v * self.D[:, None, None]
+        return self._gate_out(y + v * self.D[:, None, None], z)
+
+    def _gate_out(self, y: Tensor, z: Tensor) -> Tensor:
+        """``y (..., H, R, P)`` with the D skip, ``z (..., H, P)`` -> gate (per rank), MIMO down-projection, out_proj."""
         lead = y.shape[:-3]
         if self.mimo_o is None:
             g = self.norm(y.reshape(lead + (self.d_inner,)), z.reshape(lead + (self.d_inner,)))
@@ -313,6 +327,26 @@ class Mamba3(nn.Module):
         if m is not None:
             out = out * m
         return out, angle, ssm, kn.unsqueeze(1), v
+
+    @torch.jit.unused
+    def _mimo_kernel_forward(self, fn, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """The full forward from a zero state through mamba-ssm's ``mamba3_mimo`` (TileLang, CUDA), called as
+        ``mamba_ssm.modules.mamba3.Mamba3`` calls it: B, C ``(B, L, R, G, N)`` normed, raw trap (it applies the sigmoid)
+        and raw angles (it accumulates ``pi * tanh(angle) * dt``), D skip, ``silu(z)`` gate and ``mimo_o`` in the kernel
+        unless ``is_outproj_norm`` (then the kernel returns every rank and the gated RMSNorm and ``mimo_o`` run here)."""
+        m = mask.unsqueeze(-1).to(x.dtype) if mask is not None else None
+        z, xs, Bm, Cm, dt, adt, trap, ang, _ = self._project(x, m)
+        angles = ang.unsqueeze(-2).expand(ang.shape[:-1] + (self.n_heads, self.n_angles)).float()
+        y = fn(Q=Cm, K=Bm, V=xs, ADT=adt.transpose(1, 2).float(), DT=dt.transpose(1, 2).float(),
+               Trap=trap.transpose(1, 2), Q_bias=self.C_bias, K_bias=self.B_bias, MIMO_V=self.mimo_x,
+               MIMO_Z=self.mimo_z, MIMO_Out=None if self.is_outproj_norm else self.mimo_o, Angles=angles, D=self.D,
+               Z=None if self.is_outproj_norm else z, chunk_size=self.chunk_size,
+               rotary_dim_divisor=int(round(2 / self.rope_fraction)), dtype=xs.dtype, return_state=False)
+        if self.is_outproj_norm:
+            out = self._gate_out(y.transpose(-3, -2).to(xs.dtype), z)  # (B, L, R, H, P) -> (B, L, H, R, P)
+        else:
+            out = self.out_proj(y.reshape(y.shape[:2] + (self.d_inner,)).to(xs.dtype))
+        return out * m if m is not None else out
 
     @torch.jit.export
     def step(

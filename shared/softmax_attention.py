@@ -1,8 +1,15 @@
-"""Softmax multi-head attention via ``scaled_dot_product_attention``: the quadratic O(L^2) baseline."""
+"""Softmax multi-head attention via ``scaled_dot_product_attention``: the quadratic O(L^2) baseline.
+
+Causal attention also runs incrementally from a key/value cache (``init_state`` / ``forward_state`` / ``step``, the
+contract of the Mamba mixers, so :class:`linmix.shared.blocks.MixerStack` and the hybrid carry it as a state). The cache
+grows by concatenation: no maximum length to choose, and every update returns new tensors (a saved state stays valid
+after a step from it). Per token a step costs O(T) for T cached tokens (the attention itself and the copy of the cache),
+and the cache holds ``2 * T * d_model`` numbers per sequence.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +21,10 @@ __all__ = ["SoftmaxAttention"]
 
 
 class SoftmaxAttention(nn.Module):
-    """``forward(x (B, L, D), mask (B, L) bool, True = token) -> (B, L, D)``; ``causal`` masks future tokens."""
+    """``forward(x (B, L, D), mask (B, L) bool, True = token) -> (B, L, D)``; ``causal`` masks future tokens.
+
+    Causal attention also runs from a key/value cache ``(k, v)``, each ``(B, H, T, D / H)``: ``init_state`` (empty),
+    ``forward_state`` (continue with L tokens), ``step`` (one token)."""
 
     def __init__(self, d_model: int, n_heads: int = 4, causal: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
@@ -47,6 +57,41 @@ class SoftmaxAttention(nn.Module):
         if mask is not None:
             y = y * mask.unsqueeze(-1).to(y.dtype)
         return y
+
+    def init_state(self, batch: int) -> Tuple[Tensor, Tensor]:
+        """Empty key/value cache ``(k, v)``, each ``(B, H, 0, D / H)``; causal attention only."""
+        if not self.causal:
+            raise ValueError("SoftmaxAttention: a key/value cache needs causal=True")
+        w = self.qkv.weight
+        return (w.new_zeros(batch, self.n_heads, 0, self.d_model // self.n_heads),
+                w.new_zeros(batch, self.n_heads, 0, self.d_model // self.n_heads))
+
+    def forward_state(self, x: Tensor, k_cache: Tensor, v_cache: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Continue from a cache of T tokens: ``x (B, L, D) -> (y (B, L, D), k, v (B, H, T + L, D / H))``; equals the
+        full causal forward over the whole sequence. No padding inside ``x`` (as the Mamba mixers' ``forward_state``)."""
+        check_input(x, self.d_model, "SoftmaxAttention")
+        if not self.causal:
+            raise ValueError("SoftmaxAttention: forward_state needs causal=True")
+        b, l, _ = x.shape
+        h = self.n_heads
+        q, k, v = self.qkv(x).reshape(b, l, 3, h, self.d_model // h).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
+        t = k_cache.size(2)
+        if t == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif l == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new token sees the whole cache
+        else:  # query i sits at position t + i: it sees keys 0 .. t + i (is_causal would align it to key i)
+            pos = torch.arange(t + l, device=x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=pos[None, :] <= pos[t:, None])
+        return self.drop(self.out(y.transpose(1, 2).reshape(b, l, self.d_model))), k, v
+
+    def step(self, x: Tensor, k_cache: Tensor, v_cache: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """One token: ``x (B, D) -> (y (B, D), k, v (B, H, T + 1, D / H))``."""
+        if x.dim() != 2 or x.size(-1) != self.d_model:
+            raise ValueError(f"SoftmaxAttention.step: expected (B, D={self.d_model}), got {list(x.shape)}")
+        y, k, v = self.forward_state(x.unsqueeze(1), k_cache, v_cache)
+        return y.squeeze(1), k, v
 
     def _causal_mask(self, l: int, x: Tensor) -> Tensor:
         i = torch.arange(l, device=x.device)

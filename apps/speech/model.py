@@ -121,7 +121,7 @@ class MambaSeparator(nn.Module):
     def forward_state(
         self, w: torch.Tensor, state: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Causal streaming (mamba2 stack state + cLN running sums); equals ``forward`` on the whole sequence."""
+        """Causal streaming (the stack's recurrent state + cLN running sums); equals ``forward`` on the whole sequence."""
         if not self.causal:
             raise RuntimeError("forward_state needs the causal separator (causal=True)")
         x, s = self.in_norm.forward_state(w, state[0])
