@@ -137,8 +137,8 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
              f"batch {a['batch']}, Adam lr {a['lr']} (linmix: AdamW with weight decay 0, the same update), "
              f"max {a['epochs']} epoch(s), early stop patience {a['patience']}; "
              f"median of {reps} run(s) per library and cell; {meta['cpu']}; load average {meta['load_start']} at start, "
-             f"{meta['load_end']} at end. The machine is shared with other jobs: absolute rows/s move with the load, "
-             "only the ratios of runs in the same invocation mean anything (runs of the two libraries alternate).", "",
+             f"{meta['load_end']} at end. Absolute rows/s depend on the machine and its load; only "
+             "the ratios of runs in the same invocation carry over (runs of the two libraries alternate).", "",
              f"Command(s): `{meta['command']}` (VENV = the FuxiCTR venv, WORK = the data and run folder)", "",
              *([meta["note"], ""] if meta.get("note") else []),
              "| net | threads | params linmix / FuxiCTR (gap) | test AUC linmix / FuxiCTR (gap) | test logloss | "
