@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from linmix.shared.kernels import mamba3_mimo_kernel, mamba3_siso_kernel
 from linmix.shared.mamba2 import BACKENDS, init_ssm_params, resolve_backend
-from linmix.shared.norms import check_input
+from linmix.shared.norms import RMSNorm, check_input
 from linmix.shared.ssd import is_exporting
 from linmix.shared.ssd3 import mamba3_scan_head_major, rotate_pairs, wrap_angle
 
@@ -54,17 +54,9 @@ class _OutGate(nn.Module):
         return (h * w * F.silu(z.float())).to(y.dtype)
 
 
-class _StateNorm(nn.Module):
+class _StateNorm(RMSNorm):
     """RMSNorm over the state dim N of B or C (mamba-ssm's ``B_norm`` / ``C_norm``, parameter ``weight``); computed in
     float32, or float64 for float64 inputs. ``(..., N) -> (..., N)``."""
-
-    def __init__(self, n: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(n))
-
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         h = x if x.dtype == torch.float64 else x.float()

@@ -49,14 +49,24 @@ def cross_layer_ref(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w:
     return y
 
 
-def cross_layer_infer(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
-                      ln_b: Optional[Tensor], eps: float = 1e-5) -> Tensor:
-    """The forward without dropout or saved state (eval mode): same arguments as :func:`cross_layer_ref`."""
+def _layer_forward(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
+                   ln_b: Optional[Tensor], eps: float) -> tuple[Tensor, ...]:
+    """The layer without dropout -> (y, h, m, h', mean, rstd); mean / rstd are None without LayerNorm."""
     h = x @ w.t()
-    m = F.layer_norm(h, (h.shape[-1],), ln_w, ln_b, eps) if ln_w is not None else h.clone()
+    if ln_w is not None:
+        m, mean, rstd = torch.native_layer_norm(h, [h.shape[-1]], ln_w, ln_b, eps)
+    else:
+        m, mean, rstd = h.clone(), None, None
     m.clamp_min_(0.0)
     hp = _hprime(h, m, b)
-    return torch.addcmul(x, x if x0 is None else x0, hp)
+    return torch.addcmul(x, x if x0 is None else x0, hp), h, m, hp, mean, rstd
+
+
+def cross_layer_infer(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
+                      ln_b: Optional[Tensor], eps: float = 1e-5) -> Tensor:
+    """The forward without dropout or saved state (eval mode, grad disabled): same arguments as
+    :func:`cross_layer_ref`."""
+    return _layer_forward(x, x0, w, b, ln_w, ln_b, eps)[0]
 
 
 class CrossLayerFn(torch.autograd.Function):
@@ -66,15 +76,7 @@ class CrossLayerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
                 ln_b: Optional[Tensor], keep: Optional[Tensor], eps: float) -> Tensor:
-        h = x @ w.t()
-        d2 = h.shape[-1]
-        if ln_w is not None:
-            m, mean, rstd = torch.native_layer_norm(h, [d2], ln_w, ln_b, eps)
-        else:
-            m, mean, rstd = h.clone(), None, None
-        m.clamp_min_(0.0)
-        hp = _hprime(h, m, b)
-        y = torch.addcmul(x, x if x0 is None else x0, hp)
+        y, h, m, hp, mean, rstd = _layer_forward(x, x0, w, b, ln_w, ln_b, eps)
         if keep is not None:
             y.mul_(keep)
         ctx.save_for_backward(x, x0, w, ln_w, ln_b, keep, h, m, hp, mean, rstd)
