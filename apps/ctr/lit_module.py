@@ -41,6 +41,8 @@ class CTRLitModule(LinmixModule):
         loss: Tri-BCE ``official`` (non-detached weights), ``detach``, or plain ``bce``.
         embedding_l2: lambda of (lambda / 2) * ||E||^2 on the embedding table (FuxiCTR ``embedding_regularizer``).
         lr, weight_decay, warmup_steps, min_lr_ratio: optimiser / schedule (``linmix.shared.lightning``).
+        betas: AdamW betas; (0.9, 0.999) is Adam's default, which FuxiCTR and the FCN / DCNv2 papers' code train
+            with (the shared base's (0.9, 0.95) is a language-model setting).
         early_stopping_patience: epochs without val AUC gain before stopping (0 = off).
         out_dir: where test plots/metrics and predictions go (default: the trainer's log dir).
         vocab_path: encoder vocabulary (filled from the datamodule; exported beside the model).
@@ -56,9 +58,10 @@ class CTRLitModule(LinmixModule):
     def __init__(self, *, net: CTRNetConfig = CTRNetConfig(),  # noqa: B008 (dataclass default read by the CLI)
                  loss: TriBCEMode = "official", embedding_l2: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.1,
-                 early_stopping_patience: int = 2, out_dir: Optional[str] = None,
+                 betas: tuple[float, float] = (0.9, 0.999), early_stopping_patience: int = 2, out_dir: Optional[str] = None,
                  vocab_path: Optional[str] = None, n_fields: int = 0, n_seq_fields: int = 0) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio)
+        super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+                         betas=betas)
         net = as_config(CTRNetConfig, net)
         self.save_net_hyperparameters(net)
         self.loss_mode = loss
