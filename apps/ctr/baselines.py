@@ -2,12 +2,15 @@
 
 Every body maps field embeddings e (B, F, d) to ``(fused, a, b)`` logits (B,) like ``FCNBody``; baselines
 return the same logit three times, so one LightningModule and loss serve all nets. Linear layers start as in
-FuxiCTR (Xavier-normal weights, zero biases); dropout is :class:`linmix.shared.dropout.FastDropout`.
+FuxiCTR (Xavier-normal weights, zero biases); dropout is :class:`linmix.shared.dropout.FastDropout`. Under autocast
+(``--trainer.precision bf16-mixed``) the hidden layers run in the low precision and the logit layer in float32
+(:class:`LogitLinear`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from linmix.shared.dropout import FastDropout
@@ -20,6 +23,33 @@ def xavier_linears(module: nn.Module) -> None:
             nn.init.xavier_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class LogitLinear(nn.Linear):
+    """``nn.Linear(d_in, 1)`` returning the logit without its last axis: h (..., d_in) -> (...).
+
+    Under autocast (mixed precision) it runs in float32: a bfloat16 logit keeps 8 bits of mantissa, so nearby scores
+    would tie and blur AUC and calibration. The state dict is ``nn.Linear``'s."""
+
+    def __init__(self, d_in: int) -> None:
+        super().__init__(d_in, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            if autocast_on(h):
+                return self._float32(h)
+        return F.linear(h, self.weight, self.bias).squeeze(-1)
+
+    @torch.jit.unused
+    def _float32(self, h: Tensor) -> Tensor:
+        with torch.autocast(h.device.type, enabled=False):
+            return F.linear(h.float(), self.weight, self.bias).squeeze(-1)
+
+
+@torch.jit.unused
+def autocast_on(h: Tensor) -> bool:
+    """Whether autocast (mixed precision) is on for h's device."""
+    return torch.is_autocast_enabled(h.device.type)
 
 
 def mlp(d_in: int, hidden: list[int], dropout: float, batch_norm: bool) -> tuple[nn.Sequential, int]:
@@ -40,11 +70,11 @@ class DNNBody(nn.Module):
                  batch_norm: bool = False) -> None:
         super().__init__()
         self.net, d = mlp(n_fields * d_model, hidden, dropout, batch_norm)
-        self.out = nn.Linear(d, 1)
+        self.out = LogitLinear(d)
         xavier_linears(self)
 
     def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        z = self.out(self.net(e.flatten(1))).squeeze(-1)
+        z = self.out(self.net(e.flatten(1)))
         return z, z, z
 
 
@@ -71,12 +101,12 @@ class DCNv2Body(nn.Module):
         dim = n_fields * d_model
         self.cross = CrossNetV2(dim, n_layers)
         self.deep, d = mlp(dim, hidden, dropout, batch_norm)
-        self.out = nn.Linear(dim + d, 1)
+        self.out = LogitLinear(dim + d)
         xavier_linears(self)
 
     def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x0 = e.flatten(1)
-        z = self.out(torch.cat([self.cross(x0), self.deep(x0)], -1)).squeeze(-1)
+        z = self.out(torch.cat([self.cross(x0), self.deep(x0)], -1))
         return z, z, z
 
 

@@ -13,6 +13,11 @@ fewer passes over memory (``addcmul``, writes into place, no concatenation, no B
 hand-written backward that keeps ``h``, ``m``, ``h'``, the LayerNorm statistics and the dropout multipliers (what
 autograd keeps too) but allocates fewer temporaries. The two agree to rounding in outputs and in every gradient
 (tests, float64).
+
+Mixed precision (``mm_dtype=torch.bfloat16``, what autocast asks for): the three matmuls (``x W^T`` forward; ``gh^T x``
+and ``gh W`` backward) take bfloat16 operands and give bfloat16 results (as autocast's matmuls do), read back as
+float32; everything else (LayerNorm, mask, products, gradients, dropout) stays float32. Outputs and gradients agree
+with the float32 layer to bfloat16 precision (tests).
 """
 
 from __future__ import annotations
@@ -49,10 +54,17 @@ def cross_layer_ref(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w:
     return y
 
 
+def _matmul(a: Tensor, b: Tensor, mm_dtype: Optional[torch.dtype]) -> Tensor:
+    """a @ b in float32, or with both operands cast to ``mm_dtype`` and the result read back as float32."""
+    if mm_dtype is None:
+        return a @ b
+    return (a.to(mm_dtype) @ b.to(mm_dtype)).float()
+
+
 def _layer_forward(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
-                   ln_b: Optional[Tensor], eps: float) -> tuple[Tensor, ...]:
+                   ln_b: Optional[Tensor], eps: float, mm_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, ...]:
     """The layer without dropout -> (y, h, m, h', mean, rstd); mean / rstd are None without LayerNorm."""
-    h = x @ w.t()
+    h = _matmul(x, w.t(), mm_dtype)
     if ln_w is not None:
         m, mean, rstd = torch.native_layer_norm(h, [h.shape[-1]], ln_w, ln_b, eps)
     else:
@@ -63,22 +75,27 @@ def _layer_forward(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: 
 
 
 def cross_layer_infer(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
-                      ln_b: Optional[Tensor], eps: float = 1e-5) -> Tensor:
+                      ln_b: Optional[Tensor], eps: float = 1e-5, mm_dtype: Optional[torch.dtype] = None) -> Tensor:
     """The forward without dropout or saved state (eval mode, grad disabled): same arguments as
-    :func:`cross_layer_ref`."""
-    return _layer_forward(x, x0, w, b, ln_w, ln_b, eps)[0]
+    :func:`cross_layer_ref`, plus the matmul operand dtype (None = float32)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _layer_forward(x, x0, w, b, ln_w, ln_b, eps, mm_dtype)[0]
 
 
 class CrossLayerFn(torch.autograd.Function):
-    """``CrossLayerFn.apply(x, x0, w, b, ln_w, ln_b, keep, eps)``: :func:`cross_layer_ref` with a hand-written
-    backward. ``x0`` is None for ECN; ``ln_w``/``ln_b`` None for no LayerNorm; ``keep`` None for no dropout."""
+    """``CrossLayerFn.apply(x, x0, w, b, ln_w, ln_b, keep, eps, mm_dtype)``: :func:`cross_layer_ref` with a
+    hand-written backward. ``x0`` is None for ECN; ``ln_w``/``ln_b`` None for no LayerNorm; ``keep`` None for no
+    dropout; ``mm_dtype`` None for float32 matmuls, else their operand dtype (mixed precision)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
-                ln_b: Optional[Tensor], keep: Optional[Tensor], eps: float) -> Tensor:
-        y, h, m, hp, mean, rstd = _layer_forward(x, x0, w, b, ln_w, ln_b, eps)
-        if keep is not None:
-            y.mul_(keep)
+                ln_b: Optional[Tensor], keep: Optional[Tensor], eps: float,
+                mm_dtype: Optional[torch.dtype] = None) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen here, op by op
+            y, h, m, hp, mean, rstd = _layer_forward(x, x0, w, b, ln_w, ln_b, eps, mm_dtype)
+            if keep is not None:
+                y.mul_(keep)
+        ctx.mm_dtype = mm_dtype
         ctx.save_for_backward(x, x0, w, ln_w, ln_b, keep, h, m, hp, mean, rstd)
         return y
 
@@ -106,6 +123,10 @@ class CrossLayerFn(torch.autograd.Function):
             gh.add_(gh_ln)
         else:
             gh.add_(gn)
-        gw = gh.t() @ x if ctx.needs_input_grad[2] else None
-        gx.addmm_(gh, w)
-        return gx, gx0, gw, gb, gln_w, gln_b, None, None
+        mm = ctx.mm_dtype
+        gw = _matmul(gh.t(), x, mm) if ctx.needs_input_grad[2] else None
+        if mm is None:
+            gx.addmm_(gh, w)
+        else:
+            gx.add_(_matmul(gh, w, mm))
+        return gx, gx0, gw, gb, gln_w, gln_b, None, None, None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from linmix.apps.ctr.baselines import LogitLinear, autocast_on
 from linmix.apps.ctr.cross_layer import CrossLayerFn, cross_layer_infer
 from linmix.shared.dropout import FastDropout, keep_mask
 from linmix.shared.ssd import is_exporting
@@ -39,7 +40,8 @@ class SelfMaskCrossNetwork(nn.Module):
 
     Without BatchNorm, training runs each layer as one :class:`~linmix.apps.ctr.cross_layer.CrossLayerFn` (hand-written
     backward, fewer passes over memory) and eval mode as ``cross_layer_infer``; TorchScript, ``torch.export``,
-    BatchNorm and quantised copies use :meth:`forward_ref`, the layer in plain module ops. Dropout masks come from
+    BatchNorm and quantised copies use :meth:`forward_ref`, the layer in plain module ops. Under autocast the fast
+    path runs the matmuls with autocast's dtype (bfloat16) and the rest in float32; the logit layer is float32. Dropout masks come from
     :func:`linmix.shared.dropout.keep_mask` on every path.
     """
 
@@ -57,7 +59,7 @@ class SelfMaskCrossNetwork(nn.Module):
         self.bn = nn.ModuleList([nn.BatchNorm1d(n_heads) if batch_norm else nn.Identity() for _ in range(n_layers)])
         self.drop = nn.ModuleList([FastDropout(dropout) for _ in range(n_layers)])
         self.p = float(dropout)
-        self.out = nn.Linear(dim, 1)
+        self.out = LogitLinear(dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -77,6 +79,7 @@ class SelfMaskCrossNetwork(nn.Module):
     @torch.jit.unused
     def _forward_fast(self, x0: Tensor) -> Tensor:
         B, H, D = x0.shape
+        mm = torch.get_autocast_dtype(x0.device.type) if autocast_on(x0) else None  # mixed precision: matmuls only
         flat0 = x0.reshape(B * H, D)
         x = flat0
         for i, w in enumerate(self.w):
@@ -85,12 +88,12 @@ class SelfMaskCrossNetwork(nn.Module):
             lcn = None if self.exponential else flat0
             if torch.is_grad_enabled():
                 keep = keep_mask([B * H, D], self.p, x.device, x.dtype) if self.training and self.p > 0.0 else None
-                x = CrossLayerFn.apply(x, lcn, w.weight, self.bias[i], ln_w, ln_b, keep, eps)
+                x = CrossLayerFn.apply(x, lcn, w.weight, self.bias[i], ln_w, ln_b, keep, eps, mm)
             else:
-                x = cross_layer_infer(x, lcn, w.weight, self.bias[i], ln_w, ln_b, eps)
+                x = cross_layer_infer(x, lcn, w.weight, self.bias[i], ln_w, ln_b, eps, mm)
                 if self.training:
                     x = self.drop[i](x)
-        return self.out(x.view(B, H, D)).squeeze(-1).mean(-1)
+        return self.out(x.view(B, H, D)).mean(-1)
 
     def forward_ref(self, x0: Tensor) -> Tensor:
         """:meth:`forward` in plain module ops (the reference; also the scripted / exported graph)."""
@@ -101,7 +104,7 @@ class SelfMaskCrossNetwork(nn.Module):
             hp = torch.cat([h, h * m], -1) + self.bias[i]
             x = (x * hp if self.exponential else x0 * hp) + x
             x = drop(x)
-        return self.out(x).squeeze(-1).mean(-1)
+        return self.out(x).mean(-1)
 
 
 class FCNBody(nn.Module):

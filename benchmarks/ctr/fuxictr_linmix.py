@@ -9,6 +9,7 @@ exporter and run by ONNX Runtime.
 
     python fuxictr_linmix.py --prep --data DIR --work W
     python fuxictr_linmix.py --data DIR --work W --model fcn --threads 1 --epochs 1 --batch 4096 --out RUN_DIR
+    python fuxictr_linmix.py ... --precision bf16-mixed      # bfloat16 autocast training, float32 inference
 
 Writes ``RUN_DIR/result.json`` and ``RUN_DIR/test_pred.npz`` (p, y) like ``fuxictr_runner.py``.
 """
@@ -98,7 +99,7 @@ def run(a) -> dict:
 
     tr = pl_.Trainer(max_epochs=a.epochs, default_root_dir=str(out), enable_progress_bar=False, logger=False,
                      enable_model_summary=False, gradient_clip_val=10.0, num_sanity_val_steps=0,
-                     callbacks=[ValTimer()], accelerator="cpu", devices=1)
+                     callbacks=[ValTimer()], accelerator="cpu", devices=1, precision=a.precision)
     t = time.perf_counter()
     tr.fit(lit, datamodule=dm)
     fit_s = time.perf_counter() - t
@@ -120,7 +121,7 @@ def run(a) -> dict:
     np.savez(out / "test_pred.npz", p=p, y=y.double().numpy())
     onnx_rows_per_s = onnx_inference(best.net, out, idx.numpy(), vals.numpy(), b, a.threads, a.passes, p)
     train_s = fit_s - val["s"]
-    res = {"lib": "linmix", "model": a.model, "threads": a.threads, "params": sum(x.numel() for x in
+    res = {"lib": "linmix", "model": a.model, "threads": a.threads, "precision": a.precision, "params": sum(x.numel() for x in
                                                                                  lit.net.parameters()),
            "epochs": epochs, "fit_seconds": fit_s, "eval_seconds": val["s"], "train_seconds": train_s,
            "train_rows": n_train * epochs, "train_rows_per_s": n_train * epochs / train_s,
@@ -146,6 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--d-model", type=int, default=16)
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
+                    help="Lightning training precision (inference is float32 either way)")
     ap.add_argument("--passes", type=int, default=3, help="timed inference passes (the fastest counts)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)

@@ -276,8 +276,9 @@ def step(a) -> None:
     idx = torch.stack([torch.randint(3, n, (b,)) for n in sizes], 1)
     val, y = torch.ones(idx.shape), batch[fmap.labels[0]]
 
-    def l_train():
-        loss = tri_bce(*net.branch_logits(idx, val), y, loss_mode)
+    def l_train(bf16: bool = False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # Lightning's bf16-mixed
+            loss = tri_bce(*net.branch_logits(idx, val), y, loss_mode)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
@@ -298,8 +299,8 @@ def step(a) -> None:
         with torch.inference_mode():
             xg @ wg
 
-    fns = {"gemm": gemm, "linmix_train": l_train, "fuxictr_train": lambda: fx.train_step(batch), "linmix_forward": l_fwd,
-           "fuxictr_forward": f_fwd}
+    fns = {"gemm": gemm, "linmix_train": l_train, "linmix_train_bf16": lambda: l_train(True),
+           "fuxictr_train": lambda: fx.train_step(batch), "linmix_forward": l_fwd, "fuxictr_forward": f_fwd}
     times = {k: [] for k in fns}
     for rep in range(a.steps + 1):  # the first round is a warm-up
         for k, fn in fns.items():

@@ -66,6 +66,48 @@ def test_network_fast_path_equals_module_path(exponential: bool) -> None:
         torch.testing.assert_close(net(x0), net.forward_ref(x0), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("lcn", [False, True])
+def test_bf16_matmuls_equal_the_float32_layer_on_bf16_representable_operands(lcn: bool) -> None:
+    """With x and W exactly representable in bfloat16 the forward is the float32 layer up to the matmul output's
+    rounding to bfloat16; the backward also rounds the upstream gradient for its two matmuls: outputs and gradients
+    agree to bfloat16 precision (8 bits), in float32."""
+    x, x0, w, b, lw, lb, keep = _inputs(lcn, True, 0.3, n=64, d=32)
+    bf = [t.detach().bfloat16().float().requires_grad_() if t is not None else None for t in (x, x0, w)]
+    x, x0, w = bf
+    b, lw, lb, keep = (t.detach().float().requires_grad_() if t.is_floating_point() and t.requires_grad
+                       else t.float() for t in (b, lw, lb, keep))
+    y_ref = cross_layer_ref(x, x0, w, b, lw, lb, keep)
+    y = CrossLayerFn.apply(x, x0, w, b, lw, lb, keep, 1e-5, torch.bfloat16)
+    assert y.dtype == torch.float32
+    assert 0 < (y - y_ref).norm() <= 1e-2 * y_ref.norm()
+    leaves = [t for t in (x, x0, w, b, lw, lb) if t is not None]
+    gy = torch.randn_like(y)
+    for g, g_ref in zip(torch.autograd.grad(y, leaves, gy), torch.autograd.grad(y_ref, leaves, gy)):
+        assert g.dtype == torch.float32
+        assert (g - g_ref).norm() <= 1e-2 * g_ref.norm()
+    with torch.no_grad():
+        y_inf = cross_layer_infer(x, x0, w, b, lw, lb, 1e-5, torch.bfloat16)
+        y_ref = cross_layer_ref(x, x0, w, b, lw, lb, None)
+    assert (y_inf - y_ref).norm() <= 1e-2 * y_ref.norm()
+
+
+@pytest.mark.parametrize("exponential", [True, False])
+def test_network_under_autocast_matches_the_module_path_under_autocast(exponential: bool) -> None:
+    torch.manual_seed(0)
+    net = SelfMaskCrossNetwork(32, n_layers=3, n_heads=2, dropout=0.2, exponential=exponential)
+    x0 = torch.randn(16, 2, 32, requires_grad=True)
+    outs = []
+    for fn in (net.forward, net.forward_ref):
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = fn(x0)
+        assert z.dtype == torch.float32
+        outs.append((z, torch.autograd.grad(z.sum(), [x0] + list(net.parameters()))))
+    assert (outs[0][0] - outs[1][0]).abs().max() <= 2e-2 * outs[1][0].abs().max()
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert (a - b).norm() <= 3e-2 * b.norm() + 1e-6
+
+
 def _saved_bytes(fn) -> int:
     storages = {}
 
