@@ -40,10 +40,23 @@ class LogitLinear(nn.Linear):
                 return self._float32(h)
         return F.linear(h, self.weight, self.bias).squeeze(-1)
 
+    def forward_pair(self, a: Tensor, b: Tensor) -> Tensor:
+        """``forward(cat([a, b], -1))`` without the concatenation: a (..., Da), b (..., d_in - Da) -> (...)."""
+        if not torch.jit.is_scripting():
+            if autocast_on(a):
+                return self._float32_pair(a, b)
+        da = a.shape[-1]
+        return (F.linear(a, self.weight[:, :da], self.bias) + F.linear(b, self.weight[:, da:])).squeeze(-1)
+
     @torch.jit.unused
     def _float32(self, h: Tensor) -> Tensor:
         with torch.autocast(h.device.type, enabled=False):
             return F.linear(h.float(), self.weight, self.bias).squeeze(-1)
+
+    @torch.jit.unused
+    def _float32_pair(self, a: Tensor, b: Tensor) -> Tensor:
+        with torch.autocast(a.device.type, enabled=False):
+            return self.forward_pair(a.float(), b.float())
 
 
 @torch.jit.unused
@@ -106,7 +119,7 @@ class DCNv2Body(nn.Module):
 
     def forward(self, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x0 = e.flatten(1)
-        z = self.out(torch.cat([self.cross(x0), self.deep(x0)], -1))
+        z = self.out.forward_pair(self.cross(x0), self.deep(x0))  # out([cross || deep]), no concatenation
         return z, z, z
 
 

@@ -124,9 +124,11 @@ class CrossLayerFn(torch.autograd.Function):
         else:
             gh.add_(gn)
         mm = ctx.mm_dtype
-        gw = _matmul(gh.t(), x, mm) if ctx.needs_input_grad[2] else None
         if mm is None:
+            gw = gh.t() @ x if ctx.needs_input_grad[2] else None
             gx.addmm_(gh, w)
-        else:
-            gx.add_(_matmul(gh, w, mm))
+        else:  # one cast of gh serves both matmuls
+            gh_lp = gh.to(mm)
+            gw = (gh_lp.t() @ x.to(mm)).float() if ctx.needs_input_grad[2] else None
+            gx.add_(gh_lp @ w.to(mm))
         return gx, gx0, gw, gb, gln_w, gln_b, None, None, None

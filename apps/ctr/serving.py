@@ -35,7 +35,8 @@ class _Logit(nn.Module):
 
 
 def serving_module(net: CTRNet, mode: str = "eager") -> nn.Module:
-    """A copy of ``net`` prepared for inference in ``mode`` (``eager``, ``script`` or ``int8``)."""
+    """A copy of ``net`` prepared for inference in ``mode`` (``eager``, ``script`` or ``int8``). ``int8`` quantises
+    every hidden ``nn.Linear`` dynamically; the logit layer (``LogitLinear``, one output) stays float32."""
     m = _Logit(copy.deepcopy(net)).eval()
     if mode == "eager":
         return m

@@ -31,8 +31,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# this folder holds fuxictr.py (the orchestrator): keep it off the path so ``import fuxictr`` finds the library
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 NUMERIC_MISSING = -1.0  # a missing count gets its own token (bucket -1), as linmix's "missing" state
 
@@ -355,4 +353,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # this folder holds fuxictr.py (the orchestrator): keep it off the path so ``import fuxictr`` finds the library
+    # (only when run as a script: a test that loads this file must not lose the folder from its own path)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
     raise SystemExit(main())

@@ -200,6 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--lr", type=float, default=1e-2, help="peak lr (100 warm-up steps, cosine to 0.1x)")
+    ap.add_argument("--betas", default="0.9,0.999", help="AdamW betas (the committed table: 0.9,0.95)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--archs", default="fcn,dcnv2,dnn,lr")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows mean (± std over seeds)")
@@ -230,6 +231,7 @@ def main(argv=None) -> int:
     if a.resume and prev.is_file():
         old = json.loads(prev.read_text())
         same = {k: old["args"][k] for k in ("rows", "epochs", "batch", "lr")}
+        same["betas"] = old["args"].get("betas", "0.9,0.95")  # files without it were run with (0.9, 0.95)
         if same != {k: getattr(a, k) for k in same}:
             raise SystemExit(f"--resume: {prev} was run with {same}, not these settings")
         runs, int8 = old["runs"], old["int8"]
@@ -254,7 +256,8 @@ def main(argv=None) -> int:
                 continue
             pl_.seed_everything(seed)
             lit = CTRLitModule(net=CTRNetConfig(arch=arch, **extra), loss=loss, lr=lr, out_dir=str(root),
-                               warmup_steps=100, min_lr_ratio=0.1, early_stopping_patience=3)
+                               warmup_steps=100, min_lr_ratio=0.1, early_stopping_patience=3,
+                               betas=tuple(float(b) for b in a.betas.split(",")))
             hist: list[float] = []
             keep = pl_.callbacks.LambdaCallback(on_validation_end=lambda trn, _: hist.append(  # noqa: B023 (used in this iteration)
                 round(float(trn.callback_metrics["val/auc"]), 5)) if not trn.sanity_checking else None)

@@ -138,8 +138,6 @@ def _encode_cli(sources: str, out: Path, workers: int) -> dict:
 def prepare_distinct(work: Path, rows: int, files: int, workers: int, keep_tsv: bool) -> tuple[Path, Path, dict]:
     """The small split (``part_00000.tsv`` encoded alone) and the large one (all ``files`` parts, glob encode);
     reused when already encoded. Returns both folders and what it took (seconds, bytes per row)."""
-    if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (tests)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
     from throughput import write_criteo
 
     tsv_dir, small, large = work / f"tsv_{rows}", work / f"enc_{rows}_part0", work / f"enc_{rows}_distinct{files}"

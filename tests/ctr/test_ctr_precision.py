@@ -83,3 +83,17 @@ def test_cli_fit_in_bf16_mixed_precision(tmp_path):
     assert {v.dtype for v in state["state_dict"].values() if v.is_floating_point()} == {torch.float32}
     auc = [v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint")][0]["best_model_score"]
     assert 0.5 < float(auc) < 1.0
+
+
+def test_logit_of_a_pair_is_the_logit_of_the_concatenation():
+    torch.manual_seed(0)
+    lin = LogitLinear(48)
+    a, b = torch.randn(300, 20), torch.randn(300, 28)
+    ref = lin(torch.cat([a, b], -1))
+    torch.testing.assert_close(lin.forward_pair(a, b), ref, rtol=1e-6, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = lin.forward_pair(a, b.bfloat16())
+    assert mixed.dtype == torch.float32 and (mixed - ref).abs().max() < 0.05
+    net = CTRNet(CTRNetConfig(arch="dcnv2", field_sizes=SIZES, hidden=(32, 16), embed_init_std=0.1)).eval()
+    idx, val, _ = _batch(64)
+    torch.testing.assert_close(torch.jit.script(net)(idx, val), net(idx, val), rtol=1e-6, atol=1e-6)
