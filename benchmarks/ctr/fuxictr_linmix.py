@@ -87,7 +87,8 @@ def run(a) -> dict:
     pl_.seed_everything(a.seed, verbose=False)
     loss, net = NETS[a.model]
     lit = CTRLitModule(net=CTRNetConfig(d_model=a.d_model, **net), loss=loss, lr=a.lr, warmup_steps=0,
-                       min_lr_ratio=1.0, early_stopping_patience=a.patience, out_dir=str(out))
+                       min_lr_ratio=1.0, early_stopping_patience=a.patience, out_dir=str(out),
+                       betas=tuple(float(b) for b in a.betas.split(",")))
     val = {"s": 0.0, "t": 0.0}
 
     class ValTimer(pl_.Callback):  # seconds in validation (+ the checkpoint it triggers), as FuxiCTR's eval_step
@@ -147,6 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--d-model", type=int, default=16)
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--betas", default="0.9,0.999", help="AdamW betas (Adam's default, as FuxiCTR)")
     ap.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
                     help="Lightning training precision (inference is float32 either way)")
     ap.add_argument("--passes", type=int, default=3, help="timed inference passes (the fastest counts)")

@@ -63,7 +63,9 @@ def label(row: dict) -> str:
 
 def summarise(runs: list[dict], gemm: dict) -> list[dict]:
     """Median over repeats per (model, threads, library, linmix precision) and the bars per row; every linmix
-    precision is compared with the same FuxiCTR runs (FuxiCTR trains in float32)."""
+    precision is compared with the same FuxiCTR runs (FuxiCTR trains in float32). linmix inference is the float32
+    serving path whatever the training precision, so its columns are the median over every linmix run of the
+    (model, threads) cell: the same numbers on each precision's row."""
     rows = []
     cells = [(model, th, prec) for model in dict.fromkeys(r["model"] for r in runs)
              for th in sorted({r["threads"] for r in runs if r["model"] == model})
@@ -74,11 +76,13 @@ def summarise(runs: list[dict], gemm: dict) -> list[dict]:
             rs = [r for r in runs if r["model"] == model and r["threads"] == th and r["lib"] == lib
                   and (lib == "fuxictr" or precision(r) == prec)]
             if rs:
+                serving = [r for r in runs if r["model"] == model and r["threads"] == th and r["lib"] == lib]
                 side[lib] = {k: statistics.median(r[k] for r in rs) for k in
-                             ("auc", "logloss", "train_rows_per_s", "infer_rows_per_s", "forward_rows_per_s",
-                              "epochs", "params")} | {"n": len(rs), "auc_runs": [r["auc"] for r in rs]}
+                             ("auc", "logloss", "train_rows_per_s", "epochs", "params")} | {
+                    k: statistics.median(r[k] for r in serving) for k in ("infer_rows_per_s", "forward_rows_per_s")
+                } | {"n": len(rs), "n_serving": len(serving), "auc_runs": [r["auc"] for r in rs]}
                 side[lib]["flops_per_row"] = rs[0].get("flops_per_row")
-                onnx = [r["onnx_rows_per_s"] for r in rs if r.get("onnx_rows_per_s")]
+                onnx = [r["onnx_rows_per_s"] for r in serving if r.get("onnx_rows_per_s")]
                 side[lib]["onnx_rows_per_s"] = statistics.median(onnx) if onnx else None
         if len(side) < 2:
             continue
@@ -172,8 +176,9 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
               "row / GEMM rate.",
               "- Rows named `bf16-mixed`: linmix trained under Lightning's `--trainer.precision bf16-mixed` (bfloat16 "
               "autocast: the matmuls run in bfloat16; weights, optimiser, LayerNorm, loss and the logit layer in "
-              "float32), against the same float32 FuxiCTR runs. Their inference columns time the float32 serving "
-              "path on the weights that training produced."]
+              "float32), against the same float32 FuxiCTR runs. linmix inference is the float32 serving path "
+              "whatever the training precision: its columns are the median over all linmix runs of the net and "
+              "thread count (both precisions), the same on both rows."]
     if meta.get("step"):
         lines += ["", "Model math alone (`--step-check`: training step and forward on one resident batch, the two "
                   "libraries alternating in one process, median rows/s):", "",

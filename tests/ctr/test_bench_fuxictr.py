@@ -84,13 +84,16 @@ def test_summary_takes_medians_and_applies_every_bar():
 
 def test_each_linmix_precision_gets_its_own_row_against_the_same_fuxictr_runs():
     runs = [_run("linmix", "dcnv2", 2, 0.830, 300, 90) | {"rep": 0}]  # written before runs carried a precision
-    runs += [_run("linmix", "dcnv2", 2, a, t, 90) | {"precision": "bf16-mixed"} for a, t in [(0.829, 500), (0.827, 420)]]
+    runs += [_run("linmix", "dcnv2", 2, a, t, i) | {"precision": "bf16-mixed"}
+             for a, t, i in [(0.829, 500, 80), (0.827, 420, 30)]]
     runs += [_run("fuxictr", "dcnv2", 2, a, 200, 50) for a in (0.831, 0.829, 0.830)]
     full, mixed = bench.summarise(runs, {})
     assert (full["precision"], mixed["precision"]) == ("32-true", "bf16-mixed")
     assert full["linmix"]["n"] == 1 and mixed["linmix"]["n"] == 2 and full["fuxictr"] == mixed["fuxictr"]
     assert full["train_ratio"] == pytest.approx(1.5) and mixed["train_ratio"] == pytest.approx(2.3)
     assert mixed["auc_gap"] == pytest.approx(-0.002) and mixed["pass"]["train"] and not full["pass"]["train"]
+    for row in (full, mixed):  # inference (the float32 serving path): the median of all three linmix runs
+        assert row["linmix"]["infer_rows_per_s"] == 80 and row["linmix"]["n_serving"] == 3
     text = "\n".join(bench.markdown([full, mixed], {"args": {"rows": 10, "d_model": 16, "batch": 4, "lr": 1e-3,
                                                                "epochs": 1, "patience": 2}, "cpu": "cpu",
                                                       "load_start": [0], "load_end": [0], "command": "c"}))
