@@ -41,8 +41,8 @@ class SelfMaskCrossNetwork(nn.Module):
     Without BatchNorm, training runs each layer as one :class:`~linmix.apps.ctr.cross_layer.CrossLayerFn` (hand-written
     backward, fewer passes over memory) and eval mode as ``cross_layer_infer``; TorchScript, ``torch.export``,
     BatchNorm and quantised copies use :meth:`forward_ref`, the layer in plain module ops. Under autocast the fast
-    path runs the matmuls with autocast's dtype (bfloat16) and the rest in float32; the logit layer is float32. Dropout masks come from
-    :func:`linmix.shared.dropout.keep_mask` on every path.
+    path runs the matmuls with autocast's dtype (bfloat16) and the rest in float32; the logit layer is float32.
+    Dropout masks come from :func:`linmix.shared.dropout.keep_mask` on every path.
     """
 
     def __init__(self, dim: int, n_layers: int = 4, n_heads: int = 1, dropout: float = 0.0,

@@ -58,8 +58,9 @@ class CTRLitModule(LinmixModule):
     def __init__(self, *, net: CTRNetConfig = CTRNetConfig(),  # noqa: B008 (dataclass default read by the CLI)
                  loss: TriBCEMode = "official", embedding_l2: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 0, min_lr_ratio: float = 0.1,
-                 betas: tuple[float, float] = (0.9, 0.999), early_stopping_patience: int = 2, out_dir: Optional[str] = None,
-                 vocab_path: Optional[str] = None, n_fields: int = 0, n_seq_fields: int = 0) -> None:
+                 betas: tuple[float, float] = (0.9, 0.999), early_stopping_patience: int = 2,
+                 out_dir: Optional[str] = None, vocab_path: Optional[str] = None, n_fields: int = 0,
+                 n_seq_fields: int = 0) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
                          betas=betas)
         net = as_config(CTRNetConfig, net)

@@ -122,8 +122,8 @@ def run(a) -> dict:
     np.savez(out / "test_pred.npz", p=p, y=y.double().numpy())
     onnx_rows_per_s = onnx_inference(best.net, out, idx.numpy(), vals.numpy(), b, a.threads, a.passes, p)
     train_s = fit_s - val["s"]
-    res = {"lib": "linmix", "model": a.model, "threads": a.threads, "precision": a.precision, "params": sum(x.numel() for x in
-                                                                                 lit.net.parameters()),
+    res = {"lib": "linmix", "model": a.model, "threads": a.threads, "precision": a.precision,
+           "params": sum(x.numel() for x in lit.net.parameters()),
            "epochs": epochs, "fit_seconds": fit_s, "eval_seconds": val["s"], "train_seconds": train_s,
            "train_rows": n_train * epochs, "train_rows_per_s": n_train * epochs / train_s,
            "infer_rows": n, "infer_rows_per_s": n / infer_s, "forward_rows_per_s": n / infer_s,
