@@ -38,9 +38,8 @@ from linmix.apps.ehr import task_labels as TL
 from linmix.apps.ehr.batching import collate, rank_sampler
 from linmix.apps.ehr.dialect import PRESETS, resolve_dialect
 from linmix.apps.ehr.dialect_apply import annotate
-from linmix.apps.ehr.meds import atomic_write
+from linmix.apps.ehr.meds import MedsError, atomic_write
 from linmix.apps.ehr.sequence_cache import cached_sequences
-from linmix.apps.ehr.sequences import MedsError
 from linmix.shared.sharding import shard_of
 
 log = logging.getLogger(__name__)

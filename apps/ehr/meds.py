@@ -1,4 +1,4 @@
-"""MEDS (Medical Event Data Standard, v0.4) dataset: schema, subject ids, splits, writer and a schema checker.
+"""MEDS (Medical Event Data Standard, v0.4) dataset: schema, subject ids, splits, writer, reader and a schema checker.
 
 Layout written under a root folder::
 
@@ -18,6 +18,7 @@ so the files are byte-identical for the same input. ``subject_id`` is a stable 6
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Callable
@@ -28,6 +29,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from linmix.shared.errors import UserError
+
 SPLITS = ("train", "tuning", "held_out")
 DATA_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32,
                "text_value": pl.String, "encounter_id": pl.String, "unit": pl.String}
@@ -36,6 +39,7 @@ SPLITS_SCHEMA = {"subject_id": pl.Int64, "split": pl.String}
 MAP_SCHEMA = {"subject_id": pl.Int64, "patient_id": pl.String}
 SORT_KEYS = ("subject_id", "time", "code", "numeric_value", "text_value", "encounter_id", "unit")
 MEDS_VERSION = "0.4.1"
+log = logging.getLogger(__name__)
 
 
 _SUBJECT, _SPLIT = b"linmix-subject", b"linmix-split"  # BLAKE2b personalisations
@@ -237,3 +241,39 @@ def check_meds(root: Path) -> dict[str, int]:
     if not splits["subject_id"].is_in(smap["subject_id"].implode()).all():
         raise ValueError("subject_splits.parquet has subjects missing from subject_map.parquet")
     return counts
+
+
+class MedsError(UserError, ValueError):
+    """A MEDS folder that cannot be read as the data module needs it (the message says what to fix)."""
+
+
+def load_meds(root: str | Path) -> pl.DataFrame:
+    """Read a MEDS dataset (``data/**/*.parquet``) and attach the split from ``metadata/subject_splits.parquet``."""
+    root = Path(root)
+    files = sorted((root / "data").rglob("*.parquet"))
+    if not files:
+        raise MedsError(f"no MEDS shards under {root / 'data'} (expected data/<split>/*.parquet): point "
+                        "--data.meds_dir at a MEDS folder, e.g. the output of `linmix-ehr ingest`")
+    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    missing = [c for c in ("subject_id", "time", "code") if c not in frame.columns]
+    if missing:
+        raise MedsError(f"{root}: MEDS data lacks required column(s) {missing} (has {frame.columns})")
+    for col, dtype in (("encounter_id", pl.String), ("unit", pl.String), ("numeric_value", pl.Float32)):
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    splits_file = root / "metadata" / "subject_splits.parquet"
+    if splits_file.exists():
+        splits = pl.read_parquet(splits_file).select(pl.col("subject_id").cast(pl.Int64), "split")
+    else:  # fall back to the shard folder names
+        splits = pl.concat(
+            [pl.read_parquet(f, columns=["subject_id"]).unique().with_columns(pl.lit(f.parent.name).alias("split"))
+             for f in files])
+        if not splits["split"].is_in(list(SPLITS)).all():  # flat shards (meds-etl: data/data_0.parquet)
+            ids = splits["subject_id"].cast(pl.Int64).unique().sort()
+            hashed = subject_table([str(i) for i in ids.to_list()])
+            splits = pl.DataFrame({"subject_id": ids, "split": hashed["split"]})
+            log.warning("%s: no metadata/subject_splits.parquet and shards outside data/{train,tuning,held_out}: "
+                        "80/10/10 split by a hash of subject_id", root)
+    frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64)).join(splits, on="subject_id", how="left")
+    return frame.with_columns(pl.col("split").fill_null("train")).sort(
+        "subject_id", "time", nulls_last=False, maintain_order=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from linmix.apps.ehr.dialect import dialect_key
-from linmix.apps.ehr.meds import atomic_write
-from linmix.apps.ehr.sequences import SequenceSettings, build_sequences, load_meds
+from linmix.apps.ehr.meds import atomic_write, load_meds
+from linmix.apps.ehr.sequences import SequenceSettings, build_sequences
 from linmix.apps.ehr.vocab import Vocabulary
 
 __all__ = ["CACHE_VERSION", "input_hash", "cached_sequences"]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -45,7 +44,7 @@ import polars as pl
 
 from linmix.apps.ehr.dialect import PRESETS, CodeDialect, dialect_key, resolve_dialect
 from linmix.apps.ehr.dialect_apply import TYPE_ID, annotate, ensure_annotated
-from linmix.apps.ehr.meds import SPLITS, subject_table
+from linmix.apps.ehr.meds import MedsError, load_meds  # noqa: F401  (re-exported: part of this module's interface)
 from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary is part of this module's interface)
     BASE_TASK_TOKENS,
     SPECIALS,
@@ -55,7 +54,6 @@ from linmix.apps.ehr.vocab import (  # noqa: F401  (re-exported: the vocabulary 
     fixed_tokens,
     task_tokens,
 )
-from linmix.shared.errors import UserError
 
 log = logging.getLogger(__name__)
 PAD, UNK, MASK, VS, VE, CLS, REG = range(7)
@@ -71,10 +69,6 @@ N_LAB_BINS = 5
 US_PER_DAY = 86_400_000_000
 DAYS_PER_YEAR = 365.25
 ARRAYS = ("tokens", "token_type", "age", "time", "visit_order", "visit_segment", "abs_time")
-
-
-class MedsError(UserError, ValueError):
-    """A MEDS folder that cannot be read as the data module needs it (the message says what to fix)."""
 
 
 def interval_token(days: int) -> str:
@@ -121,38 +115,6 @@ class SequenceStats:
     #: what the dialect made of every row (``dialect_apply.annotate``) and subjects left out, by reason
     dialect_rows: dict = field(default_factory=dict)
     subjects_left_out: dict = field(default_factory=dict)
-
-
-def load_meds(root: str | Path) -> pl.DataFrame:
-    """Read a MEDS dataset (``data/**/*.parquet``) and attach the split from ``metadata/subject_splits.parquet``."""
-    root = Path(root)
-    files = sorted((root / "data").rglob("*.parquet"))
-    if not files:
-        raise MedsError(f"no MEDS shards under {root / 'data'} (expected data/<split>/*.parquet): point "
-                        "--data.meds_dir at a MEDS folder, e.g. the output of `linmix-ehr ingest`")
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-    missing = [c for c in ("subject_id", "time", "code") if c not in frame.columns]
-    if missing:
-        raise MedsError(f"{root}: MEDS data lacks required column(s) {missing} (has {frame.columns})")
-    for col, dtype in (("encounter_id", pl.String), ("unit", pl.String), ("numeric_value", pl.Float32)):
-        if col not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(col))
-    splits_file = root / "metadata" / "subject_splits.parquet"
-    if splits_file.exists():
-        splits = pl.read_parquet(splits_file).select(pl.col("subject_id").cast(pl.Int64), "split")
-    else:  # fall back to the shard folder names
-        splits = pl.concat(
-            [pl.read_parquet(f, columns=["subject_id"]).unique().with_columns(pl.lit(f.parent.name).alias("split"))
-             for f in files])
-        if not splits["split"].is_in(list(SPLITS)).all():  # flat shards (meds-etl: data/data_0.parquet)
-            ids = splits["subject_id"].cast(pl.Int64).unique().sort()
-            hashed = subject_table([str(i) for i in ids.to_list()])
-            splits = pl.DataFrame({"subject_id": ids, "split": hashed["split"]})
-            log.warning("%s: no metadata/subject_splits.parquet and shards outside data/{train,tuning,held_out}: "
-                        "80/10/10 split by a hash of subject_id", root)
-    frame = frame.with_columns(pl.col("subject_id").cast(pl.Int64)).join(splits, on="subject_id", how="left")
-    return frame.with_columns(pl.col("split").fill_null("train")).sort(
-        "subject_id", "time", nulls_last=False, maintain_order=True)
 
 
 def fit_lab_edges(frame: pl.DataFrame, n_bins: int = N_LAB_BINS,
