@@ -1,8 +1,9 @@
 """The LightningCLI behind ``linmix-<app> fit|validate|test|predict``; imported only when one of those runs.
 
 :class:`LinmixCLI` adds linmix's trainer defaults, the argument links and extra class groups an app declares
-(:class:`linmix.shared.cli.App`), weights-only vetting of every checkpoint the Trainer reads (``--ckpt_path``), and a
-model summary without Lightning's FLOPs column when there is nothing to count. :func:`cli_class` turns an ``App`` into
+(:class:`linmix.shared.cli.App`), weights-only vetting of every checkpoint the Trainer reads (``--ckpt_path``), glibc
+malloc thresholds that keep freed activation buffers for reuse (:mod:`linmix.shared.allocator`), and a model summary
+without Lightning's FLOPs column when there is nothing to count. :func:`cli_class` turns an ``App`` into
 its named subclass (``EHRCLI``, ``PhysicsCLI``, ...).
 """
 
@@ -19,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, OnExcepti
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
+from linmix.shared.allocator import tune_malloc
 from linmix.shared.checkpoint import read_checkpoint
 from linmix.shared.errors import UserError
 from linmix.shared.loading import load
@@ -42,6 +44,7 @@ class LinmixCLI(LightningCLI):
 
     def __init__(self, *args: Any, app: str | None = None, **kwargs: Any) -> None:
         self.app = app or self.app_name
+        tune_malloc()  # reuse freed activation buffers (linmix.shared.allocator)
         super().__init__(*args, **kwargs)
 
     def _checkpoint_globals(self) -> list:

@@ -11,8 +11,8 @@ Per layer (shapes: N rows = batch x heads, D the width, D/2 the halved projectio
 :func:`cross_layer_ref` is that chain in plain autograd ops. :class:`CrossLayerFn` computes the same values with
 fewer passes over memory (``addcmul``, writes into place, no concatenation, no Bernoulli sampling) and a
 hand-written backward that keeps ``h``, ``m``, ``h'``, the LayerNorm statistics and the dropout multipliers (what
-autograd keeps too) but allocates fewer temporaries. The two agree to rounding in outputs and in every gradient
-(tests, float64).
+autograd keeps too; under mixed precision also x's bfloat16 copy) but allocates fewer temporaries. The two agree to
+rounding in outputs and in every gradient (tests, float64).
 
 Mixed precision (``mm_dtype=torch.bfloat16``, what autocast asks for): the three matmuls (``x W^T`` forward; ``gh^T x``
 and ``gh W`` backward) take bfloat16 operands and give bfloat16 results (as autocast's matmuls do), read back as
@@ -54,24 +54,22 @@ def cross_layer_ref(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w:
     return y
 
 
-def _matmul(a: Tensor, b: Tensor, mm_dtype: Optional[torch.dtype]) -> Tensor:
-    """a @ b in float32, or with both operands cast to ``mm_dtype`` and the result read back as float32."""
-    if mm_dtype is None:
-        return a @ b
-    return (a.to(mm_dtype) @ b.to(mm_dtype)).float()
-
-
 def _layer_forward(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
                    ln_b: Optional[Tensor], eps: float, mm_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, ...]:
-    """The layer without dropout -> (y, h, m, h', mean, rstd); mean / rstd are None without LayerNorm."""
-    h = _matmul(x, w.t(), mm_dtype)
+    """The layer without dropout -> (y, h, m, h', mean, rstd, x_mm); mean / rstd are None without LayerNorm;
+    x_mm is the matmul operand (x itself in float32, else x cast to ``mm_dtype``, which the backward reuses)."""
+    if mm_dtype is None:
+        x_mm, h = x, x @ w.t()
+    else:  # both operands in mm_dtype, the result read back as float32
+        x_mm = x.to(mm_dtype)
+        h = (x_mm @ w.to(mm_dtype).t()).float()
     if ln_w is not None:
         m, mean, rstd = torch.native_layer_norm(h, [h.shape[-1]], ln_w, ln_b, eps)
     else:
         m, mean, rstd = h.clone(), None, None
     m.clamp_min_(0.0)
     hp = _hprime(h, m, b)
-    return torch.addcmul(x, x if x0 is None else x0, hp), h, m, hp, mean, rstd
+    return torch.addcmul(x, x if x0 is None else x0, hp), h, m, hp, mean, rstd, x_mm
 
 
 def cross_layer_infer(x: Tensor, x0: Optional[Tensor], w: Tensor, b: Tensor, ln_w: Optional[Tensor],
@@ -92,16 +90,16 @@ class CrossLayerFn(torch.autograd.Function):
                 ln_b: Optional[Tensor], keep: Optional[Tensor], eps: float,
                 mm_dtype: Optional[torch.dtype] = None) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen here, op by op
-            y, h, m, hp, mean, rstd = _layer_forward(x, x0, w, b, ln_w, ln_b, eps, mm_dtype)
+            y, h, m, hp, mean, rstd, x_mm = _layer_forward(x, x0, w, b, ln_w, ln_b, eps, mm_dtype)
             if keep is not None:
                 y.mul_(keep)
         ctx.mm_dtype = mm_dtype
-        ctx.save_for_backward(x, x0, w, ln_w, ln_b, keep, h, m, hp, mean, rstd)
+        ctx.save_for_backward(x, x0, w, ln_w, ln_b, keep, h, m, hp, mean, rstd, None if mm_dtype is None else x_mm)
         return y
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Optional[Tensor], ...]:
-        x, x0, w, ln_w, ln_b, keep, h, m, hp, mean, rstd = ctx.saved_tensors
+        x, x0, w, ln_w, ln_b, keep, h, m, hp, mean, rstd, x_mm = ctx.saved_tensors
         d2 = h.shape[-1]
         g = gy * keep if keep is not None else gy.clone()
         if x0 is None:  # ECN: y = x * (h' + 1)
@@ -127,8 +125,8 @@ class CrossLayerFn(torch.autograd.Function):
         if mm is None:
             gw = gh.t() @ x if ctx.needs_input_grad[2] else None
             gx.addmm_(gh, w)
-        else:  # one cast of gh serves both matmuls
+        else:  # one cast of gh serves both matmuls; x's cast is the forward's
             gh_lp = gh.to(mm)
-            gw = (gh_lp.t() @ x.to(mm)).float() if ctx.needs_input_grad[2] else None
+            gw = (gh_lp.t() @ x_mm).float() if ctx.needs_input_grad[2] else None
             gx.add_(gh_lp @ w.to(mm))
         return gx, gx0, gw, gb, gln_w, gln_b, None, None, None

@@ -10,6 +10,7 @@ exporter and run by ONNX Runtime.
     python fuxictr_linmix.py --prep --data DIR --work W
     python fuxictr_linmix.py --data DIR --work W --model fcn --threads 1 --epochs 1 --batch 4096 --out RUN_DIR
     python fuxictr_linmix.py ... --precision bf16-mixed      # bfloat16 autocast training, float32 inference
+    python fuxictr_linmix.py ... --malloc default            # glibc's malloc thresholds, not the CLI's
 
 Writes ``RUN_DIR/result.json`` and ``RUN_DIR/test_pred.npz`` (p, y) like ``fuxictr_runner.py``.
 """
@@ -78,8 +79,11 @@ def run(a) -> dict:
     from linmix.apps.ctr.lit_module import CTRLitModule
     from linmix.apps.ctr.model import CTRNetConfig
     from linmix.apps.ctr.serving import flops_per_row, serving_module
+    from linmix.shared.allocator import tune_malloc
 
     torch.set_num_threads(a.threads)
+    if a.malloc == "linmix":
+        tune_malloc()  # what `linmix-ctr fit` does at start-up
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     dm = datamodule(Path(a.data), Path(a.work), a.batch)
@@ -122,7 +126,7 @@ def run(a) -> dict:
     np.savez(out / "test_pred.npz", p=p, y=y.double().numpy())
     onnx_rows_per_s = onnx_inference(best.net, out, idx.numpy(), vals.numpy(), b, a.threads, a.passes, p)
     train_s = fit_s - val["s"]
-    res = {"lib": "linmix", "model": a.model, "threads": a.threads, "precision": a.precision,
+    res = {"lib": "linmix", "model": a.model, "threads": a.threads, "precision": a.precision, "malloc": a.malloc,
            "params": sum(x.numel() for x in lit.net.parameters()),
            "epochs": epochs, "fit_seconds": fit_s, "eval_seconds": val["s"], "train_seconds": train_s,
            "train_rows": n_train * epochs, "train_rows_per_s": n_train * epochs / train_s,
@@ -151,6 +155,9 @@ def main(argv=None) -> int:
     ap.add_argument("--betas", default="0.9,0.999", help="AdamW betas (Adam's default, as FuxiCTR)")
     ap.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
                     help="Lightning training precision (inference is float32 either way)")
+    ap.add_argument("--malloc", default="linmix", choices=("linmix", "default"),
+                    help="linmix: the malloc thresholds `linmix-ctr fit` sets (linmix.shared.allocator); default: "
+                         "glibc's own")
     ap.add_argument("--passes", type=int, default=3, help="timed inference passes (the fastest counts)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)

@@ -92,20 +92,28 @@ def test_bf16_matmuls_equal_the_float32_layer_on_bf16_representable_operands(lcn
 
 
 @pytest.mark.parametrize("exponential", [True, False])
-def test_network_under_autocast_matches_the_module_path_under_autocast(exponential: bool) -> None:
-    torch.manual_seed(0)
-    net = SelfMaskCrossNetwork(32, n_layers=3, n_heads=2, dropout=0.2, exponential=exponential)
-    x0 = torch.randn(16, 2, 32, requires_grad=True)
-    outs = []
-    for fn in (net.forward, net.forward_ref):
-        torch.manual_seed(5)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            z = fn(x0)
-        assert z.dtype == torch.float32
-        outs.append((z, torch.autograd.grad(z.sum(), [x0] + list(net.parameters()))))
-    assert (outs[0][0] - outs[1][0]).abs().max() <= 2e-2 * outs[1][0].abs().max()
-    for a, b in zip(outs[0][1], outs[1][1]):
-        assert (a - b).norm() <= 3e-2 * b.norm() + 1e-6
+def test_network_under_autocast_is_as_accurate_as_the_module_path_under_autocast(exponential: bool) -> None:
+    """The fused path and autocast's module path round at different points, and a stack of exponential cross
+    layers amplifies that (per seed they differ by a few percent), so each is measured against the float32 network:
+    over 8 seeds the fused path's error in the output and in every gradient is within 1.5x the module path's."""
+    err: dict[str, torch.Tensor] = {"fused": torch.zeros(0), "module": torch.zeros(0)}
+    for seed in range(8):
+        torch.manual_seed(seed)
+        net = SelfMaskCrossNetwork(32, n_layers=3, n_heads=2, dropout=0.2, exponential=exponential)
+        x0 = torch.randn(16, 2, 32, requires_grad=True)
+        outs = {}
+        for name, fn, bf16 in (("fused", net.forward, True), ("module", net.forward_ref, True),
+                               ("fp32", net.forward_ref, False)):
+            torch.manual_seed(100 + seed)  # the same dropout masks on every path
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                z = fn(x0)
+            assert z.dtype == torch.float32
+            outs[name] = [z] + list(torch.autograd.grad(z.sum(), [x0] + list(net.parameters())))
+        for name in err:
+            rel = torch.stack([(a - t).norm() / t.norm().clamp_min(1e-12) for a, t in zip(outs[name], outs["fp32"])])
+            err[name] = rel if seed == 0 else err[name] + rel
+    assert err["fused"][0] / 8 < 2e-2  # bfloat16-sized, not a wrong formula
+    assert (err["fused"] <= 1.5 * err["module"] + 1e-4).all(), (err["fused"] / err["module"]).tolist()
 
 
 def _saved_bytes(fn) -> int:

@@ -120,6 +120,27 @@ def test_sequence_pooling_ignores_padding_and_order():
     torch.testing.assert_close(emb(idx, val * 2.5, seq)[0, 0], 2.5 * out[0, 0])
 
 
+def test_embedding_lookup_equals_nn_embedding_in_value_and_gradient():
+    """The lookup reads the table with index_select (a cheaper backward on CPU); values and the table's gradient,
+    repeated rows included, must be nn.Embedding's."""
+    torch.manual_seed(0)
+    emb = FieldEmbedding([5, 7], [6], dim=4, init_std=1.0)
+    idx = torch.tensor([[3, 4], [3, 6], [4, 4]])
+    val = torch.tensor([[1.0, 0.5], [2.0, 1.0], [1.0, -1.0]])
+    seq = torch.tensor([[[3, 4, 0]], [[5, 5, 3]], [[0, 0, 0]]])
+    g = torch.randn(3, 3, 4)
+    (emb(idx, val, seq) * g).sum().backward()
+    ref = torch.nn.Embedding.from_pretrained(emb.table.weight.detach().clone(), freeze=False)
+    e = ref(idx + emb.offsets) * val.unsqueeze(-1)
+    mask = (seq > 0).float().unsqueeze(-1)
+    pooled = (ref(seq + emb.seq_offsets.view(1, -1, 1)) * mask).sum(2) / mask.sum(2).clamp_min(1.0)
+    out = torch.cat([e, pooled], 1)
+    torch.testing.assert_close(emb(idx, val, seq), out)
+    (out * g).sum().backward()
+    torch.testing.assert_close(emb.table.weight.grad, ref.weight.grad)
+    assert emb.table.weight.grad[emb.seq_offsets[0] + 5].abs().sum() > 0  # a sequence token read twice in a row
+
+
 @pytest.mark.parametrize("arch", ["fcn", "dcnv2", "dnn", "lr"])
 def test_serving_module_scripts_and_checks_input(arch):
     net = CTRNet(CTRNetConfig(arch=arch, field_sizes=(5, 7, 4), d_model=4, hidden=(8,), n_layers=2)).eval()

@@ -32,6 +32,30 @@ def test_optimiser_is_adam_with_its_default_betas():
         "optimizer"].defaults["betas"] == (0.8, 0.9)
 
 
+def test_optimiser_uses_the_fused_kernel_with_the_same_update():
+    """The shared base asks for AdamW's fused kernel on CPU; a few steps on one loss equal the per-tensor loop's."""
+    torch.manual_seed(0)
+    cfg = CTRNetConfig(field_sizes=SIZES, embed_init_std=0.1, dropout=0.0, linear_dropout=0.0)
+    lit = CTRLitModule(net=cfg, lr=1e-2, weight_decay=0.1)
+    opt = lit.configure_optimizers()["optimizer"]
+    assert opt.defaults["fused"]
+    w0 = lit.net.body.ecn.w[0].weight.detach().clone()
+    ref_net = CTRNet(cfg)
+    ref_net.load_state_dict(lit.net.state_dict())
+    ref = torch.optim.AdamW([{"params": [p for p in ref_net.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+                             {"params": [p for p in ref_net.parameters() if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=1e-2, betas=(0.9, 0.999), foreach=False)
+    idx, val, y = _batch()
+    for _ in range(3):
+        for net, o in ((lit.net, opt), (ref_net, ref)):
+            o.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(net(idx, val), y).backward()
+            o.step()
+    for a, b in zip(lit.net.parameters(), ref_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(lit.net.body.ecn.w[0].weight, w0)  # the steps moved the weights
+
+
 @pytest.mark.parametrize("arch", ["fcn", "dcnv2", "dnn"])
 def test_bf16_autocast_trains_with_float32_logits(arch):
     torch.manual_seed(0)
@@ -77,7 +101,8 @@ def test_cli_fit_in_bf16_mixed_precision(tmp_path):
     common = ["-c", TINY, "--data.data_dir", str(tmp_path / "data"), "--data.synth_rows", "3000",
               "--trainer.default_root_dir", str(tmp_path / "run"), "--model.out_dir", str(tmp_path / "out"),
               "--trainer.logger.init_args.save_dir", str(tmp_path / "run")]
-    assert main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed"]) == 0
+    assert main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed",
+                 "--trainer.gradient_clip_val", "10"]) == 0  # clipping beside the fused AdamW kernel
     ckpt = sorted((tmp_path / "run").rglob("last.ckpt"))[0]
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert {v.dtype for v in state["state_dict"].values() if v.is_floating_point()} == {torch.float32}
