@@ -270,7 +270,7 @@ def step(a) -> None:
     loss_mode, cfg = NETS[a.model]
     sizes = json.loads((Path(a.work) / "linmix_cache" / "vocab.json").read_text())["field_sizes"]
     net = CTRNet(CTRNetConfig(field_sizes=tuple(sizes), d_model=a.d_model, **cfg))
-    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.0, fused=True)  # as linmix.shared.lightning
     idx = torch.stack([torch.randint(3, n, (b,)) for n in sizes], 1)
     val, y = torch.ones(idx.shape), batch[fmap.labels[0]]
 
