@@ -162,7 +162,10 @@ def markdown(rows: list[dict], meta: dict) -> list[str]:
               "`Trainer`, inference with the best checkpoint's `CTRNet` in eval mode under `torch.inference_mode` on "
               "batches sliced from the encoded test tensors (`linmix.apps.ctr.serving`, eager); then the same net "
               "exported to ONNX by the app's exporter and run by ONNX Runtime with the same thread count (the serving "
-              "path of the CTR README; its probabilities must equal eager's within 1e-5).",
+              "path of the CTR README; its probabilities must equal eager's within 1e-5). The process sets the glibc "
+              "malloc thresholds that `linmix-ctr fit` sets (`linmix.shared.allocator`; `fuxictr_linmix.py --malloc "
+              "default` leaves glibc's) and trains with the module's fused AdamW kernel; FuxiCTR runs as it ships "
+              "(glibc's defaults, torch's default Adam).",
               "- Parameters differ only in embedding rows: linmix keeps pad, OOV and missing apart (one more row per "
               "field); FuxiCTR has pad and OOV, a missing value being a token of its own.",
               "- Training rows/s = train rows x epochs / (fit seconds - seconds in per-epoch validation and "
