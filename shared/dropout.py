@@ -43,20 +43,40 @@ def _random_words(k: int, device: Optional[torch.device]) -> Tensor:
     return torch.empty((k,), dtype=torch.int64, device=device).random_(-(2 ** 63), None)
 
 
-def keep_mask(shape: list[int], p: float, device: Optional[torch.device] = None,
-              dtype: torch.dtype = torch.float32) -> Tensor:
-    """Dropout multipliers of ``shape``: 0 with probability ``effective_p(p)``, else ``1 / (1 - effective_p(p))``,
-    independently per element."""
+def _uniform16(shape: list[int], device: Optional[torch.device]) -> Tensor:
+    """int16 uniforms on [-32768, 32767] of ``shape``, four to a 64-bit random word."""
     n = 1
     for s in shape:
         n *= int(s)
+    return _random_words((n + 3) // 4, device).view(torch.int16)[:n].view(shape)
+
+
+def keep_mask(shape: list[int], p: float, device: Optional[torch.device] = None,
+              dtype: torch.dtype = torch.float32) -> Tensor:
+    """Dropout multipliers of ``shape``: 0 with probability ``effective_p(p)``, else ``1 / (1 - effective_p(p))``,
+    independently per element. In a dtype narrower than float32 the kept multiplier is that value rounded to the
+    dtype (bfloat16: 1.109375 for p = 0.1); :class:`FastDropout` scales such inputs in float arithmetic instead."""
     t = _threshold(p)
     if t >= _LEVELS:
         return torch.zeros(shape, device=device, dtype=dtype)
-    words = _random_words((n + 3) // 4, device)
-    u = words.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
+    work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     # u >= t - 32768 keeps: (u - (t - 32769)) is >= 1 there and <= 0 elsewhere, so the clamp gives exactly 1 / 0
-    return u.to(dtype).sub_(t - _LEVELS // 2 - 1).clamp_(0.0, 1.0).mul_(_LEVELS / (_LEVELS - t))
+    m = _uniform16(shape, device).to(work).sub_(t - _LEVELS // 2 - 1).clamp_(0.0, 1.0).mul_(_LEVELS / (_LEVELS - t))
+    return m if work == dtype else m.to(dtype)
+
+
+def _drop_narrow(x: Tensor, p: float) -> Tensor:
+    """Dropout of a bfloat16 / float16 x as ``nn.Dropout`` rounds it: x times a 0/1 mask (exact in any dtype), then
+    times 1 / (1 - p_q) in float arithmetic, one rounding per element (a multiplier stored in bfloat16 would be
+    0.16% short for p = 0.1)."""
+    t = _threshold(p)
+    if t >= _LEVELS:
+        return x * 0.0
+    if t == 0:
+        return x * 1.0
+    lo = t - _LEVELS // 2 - 1  # in int16 range for 1 <= t <= 65535
+    bits = _uniform16(list(x.shape), x.device).clamp_(lo, lo + 1).sub_(lo).to(x.dtype)  # 1: u >= t - 32768 keeps
+    return (x * bits).mul_(_LEVELS / (_LEVELS - t))
 
 
 class FastDropout(nn.Module):
@@ -75,7 +95,9 @@ class FastDropout(nn.Module):
 
     @torch.jit.unused
     def _drop(self, x: Tensor) -> Tensor:
-        return x * keep_mask(list(x.shape), self.p, x.device, x.dtype)
+        if x.dtype in (torch.float32, torch.float64):
+            return x * keep_mask(list(x.shape), self.p, x.device, x.dtype)
+        return _drop_narrow(x, self.p)  # bfloat16 / float16 under autocast
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -56,3 +56,24 @@ def test_fast_dropout_module() -> None:
         FastDropout(1.5)
     scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(33, 4), FastDropout(0.5)).eval())
     assert scripted(x).shape == (64, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fast_dropout_in_a_narrow_dtype_scales_like_nn_dropout(dtype) -> None:
+    """A bfloat16 / float16 input (autocast) is dropped with the same 16-bit law, and kept elements are x / (1 - p_q)
+    rounded once, as nn.Dropout rounds them, not x times a multiplier already rounded to the dtype."""
+    p, n = 0.1, 400_000
+    q = effective_p(p)
+    x = (torch.rand(n) + 0.5).to(dtype)
+    torch.manual_seed(2)
+    y = FastDropout(p).train()(x)
+    assert y.dtype == dtype
+    kept = y != 0
+    torch.testing.assert_close(y[kept], (x[kept].float() / (1 - q)).to(dtype), rtol=0, atol=0)
+    dropped = int((~kept).sum())
+    assert abs(dropped - n * q) < 5 * math.sqrt(n * q * (1 - q))
+    torch.manual_seed(2)  # the same elements as the float32 mask of the same seed
+    assert torch.equal(~kept, keep_mask([n], p) == 0)
+    assert abs(y.double().mean().item() / x.double().mean().item() - 1.0) < 0.01
+    assert torch.equal(FastDropout(1.0).train()(x), torch.zeros_like(x))
+    assert torch.equal(FastDropout(1e-7).train()(x), x)  # p_q = 0: nothing dropped
